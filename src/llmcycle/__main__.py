@@ -1,0 +1,3 @@
+from llmcycle.cli import main
+
+main()

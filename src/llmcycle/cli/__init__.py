@@ -1,0 +1,67 @@
+"""The `llmcycle` command: a thin Typer layer. Each stage module registers its commands; all work is in
+plain functions elsewhere. User errors are printed once, as one line, with exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+try:  # typer >= 0.20 vendors its own click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click import ClickException
+
+from llmcycle import __version__
+from llmcycle.errors import UserError
+
+app = typer.Typer(
+    name="llmcycle",
+    help="Take a language model through its lifecycle: data -> tokenizer -> pretrain -> finetune -> merge -> "
+    "eval -> chat.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"llmcycle {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """llmcycle: dataset -> tokenizer -> pretraining -> fine-tuning -> evaluation -> chat."""
+
+
+def _register_all() -> None:
+    from llmcycle.cli import data, evaluate, finetune, infer, pipeline, train
+
+    for module in (data, train, finetune, infer, evaluate, pipeline):
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(args=argv, prog_name="llmcycle", standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

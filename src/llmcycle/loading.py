@@ -1,0 +1,105 @@
+"""Load any HF causal LM: a hub id, a local `save_pretrained` dir, or a PEFT adapter dir on top of its base.
+
+One place for it, so finetune, merge, eval, chat and serve load models the same way and fail with the same
+one-line errors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llmcycle.errors import ModelLoadError, first_line
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(path: str | Path) -> str:
+    """The base model an adapter dir was trained on (its `base_model_name_or_path`)."""
+    file = Path(path) / ADAPTER_CONFIG
+    try:
+        base = json.loads(file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{file}: unreadable adapter config ({exc})") from None
+    if not base:
+        raise ModelLoadError(f"{file}: adapter config names no base_model_name_or_path")
+    return str(base)
+
+
+def check_exists(name_or_path: str | Path) -> None:
+    """A path-looking argument that does not exist is a user error, not a hub lookup."""
+    text = str(name_or_path)
+    looks_local = text.startswith((".", "/", "~")) or Path(text).exists() or text.count("/") != 1
+    if looks_local and not Path(text).expanduser().exists():
+        raise ModelLoadError(f"{text}: no such model dir (and not a hub id of the form owner/name)")
+
+
+def resolve_dtype(dtype: str | Any, device: str = "cpu"):
+    """'auto' -> bf16 on CUDA with bf16 support, fp16 on other CUDA, fp32 on CPU."""
+    import torch
+
+    if not isinstance(dtype, str):
+        return dtype
+    if dtype == "auto":
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp16": torch.float16, "float16": torch.float16}
+    if dtype not in table:
+        raise ModelLoadError(f"unknown dtype {dtype!r} (use auto, fp32, bf16 or fp16)")
+    return table[dtype]
+
+
+def load_base_model(name_or_path: str | Path, dtype: str | Any = "auto", device: str = "cpu", **kwargs: Any):
+    """AutoModelForCausalLM.from_pretrained with a clear error; extra kwargs (e.g. quantization_config) pass on."""
+    from transformers import AutoModelForCausalLM
+
+    check_exists(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, device), **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... here
+        raise ModelLoadError(f"{name_or_path}: model does not load ({type(exc).__name__}: {first_line(exc)})") from None
+    if "device_map" not in kwargs and "quantization_config" not in kwargs:
+        model.to(device)
+    return model
+
+
+def load_model(name_or_path: str | Path, dtype: str | Any = "auto", device: str = "cpu", merge: bool = False,
+               **kwargs: Any):
+    """A full model, or base + adapter for an adapter dir (merged into plain weights when `merge`)."""
+    if not is_adapter_dir(name_or_path):
+        return load_base_model(name_or_path, dtype, device, **kwargs)
+    from peft import PeftModel
+
+    base_name = adapter_base(name_or_path)
+    try:
+        check_exists(base_name)
+    except ModelLoadError:
+        raise ModelLoadError(f"{name_or_path}: the adapter's base model {base_name} is missing") from None
+    base = load_base_model(base_name, dtype, device, **kwargs)
+    try:
+        model = PeftModel.from_pretrained(base, str(name_or_path))
+    except Exception as exc:
+        raise ModelLoadError(f"{name_or_path}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None
+    return model.merge_and_unload() if merge else model
+
+
+def load_tokenizer_for(name_or_path: str | Path):
+    """The tokenizer saved with a model or adapter dir, else the adapter's base's tokenizer."""
+    from llmcycle.tokenizer import load_tokenizer
+
+    path = Path(str(name_or_path))
+    if path.is_dir() and not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        if is_adapter_dir(path):
+            return load_tokenizer(adapter_base(path))
+        raise ModelLoadError(f"{path}: has no tokenizer files")
+    return load_tokenizer(name_or_path)
+

@@ -1,0 +1,1 @@
+"""Training stages (pretrain, finetune) on one shared loop (`loop.py`)."""

@@ -1,0 +1,110 @@
+"""Shared fixtures: a tiny tokenizer trained in-process and tiny random-initialised models of the real
+architectures (Llama, Phi-3, Qwen2, Mistral), saved as ordinary HF dirs. Nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LLMCYCLE_QUIET", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SENTENCES = [
+    "hello there, how are you doing today?",
+    "i am doing well, thanks for asking. how about you?",
+    "not bad at all. what did you do this weekend?",
+    "i went hiking with my friends and we saw a deer.",
+    "that sounds like a lot of fun! where did you go?",
+    "we went up to the mountains near the lake.",
+    "do you like movies? i watched a great one last night.",
+    "yes, i love movies, especially comedies and old westerns.",
+]
+
+
+def chat_records(n: int = 40) -> list[dict]:
+    """Small but varied chat records, deterministic."""
+    out = []
+    for i in range(n):
+        a, b, c = SENTENCES[i % 8], SENTENCES[(i + 3) % 8], SENTENCES[(i + 5) % 8]
+        out.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"{a} ({i})"},
+                    {"role": "assistant", "content": b},
+                    {"role": "user", "content": c},
+                    {"role": "assistant", "content": f"{SENTENCES[(i + 1) % 8]} number {i}"},
+                ],
+                "meta": {"id": i},
+            }
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def chat_data_dir(tmp_path_factory) -> Path:
+    """A data dir (train/val/test.jsonl) of small chat records."""
+    from llmcycle.records import write_jsonl
+
+    root = tmp_path_factory.mktemp("chat_data")
+    recs = chat_records(60)
+    write_jsonl(root / "train.jsonl", recs[:40])
+    write_jsonl(root / "val.jsonl", recs[40:50])
+    write_jsonl(root / "test.jsonl", recs[50:])
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(chat_data_dir, tmp_path_factory) -> Path:
+    from llmcycle.tokenizer import TokenizerConfig, run
+
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    run(TokenizerConfig(vocab_size=384, min_frequency=1), chat_data_dir, out)
+    return out
+
+
+def tiny_config(arch: str, vocab_size: int, **kw):
+    """A 2-layer config of a real architecture, small enough for a test to train in a second."""
+    from transformers import LlamaConfig, MistralConfig, Phi3Config, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=0, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+    )
+    common.update(kw)
+    cls = {"llama": LlamaConfig, "phi3": Phi3Config, "qwen2": Qwen2Config, "mistral": MistralConfig}[arch]
+    if arch == "phi3":
+        common.setdefault("pad_token_id", 0)
+    return cls(**common)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model(tiny_tokenizer_dir, tmp_path_factory):
+    """Factory: make_tiny_model("phi3") -> dir holding a random-initialised model plus the tiny tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    cache: dict[str, Path] = {}
+
+    def make(arch: str = "llama", seed: int = 0, **kw) -> Path:
+        key = f"{arch}-{seed}-{sorted(kw.items())}"
+        if key in cache:
+            return cache[key]
+        tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+        cfg = tiny_config(arch, len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id, **kw)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg)
+        out = tmp_path_factory.mktemp(f"tiny_{arch}")
+        model.save_pretrained(out)
+        GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id).save_pretrained(out)
+        tok.save_pretrained(out)
+        cache[key] = out
+        return out
+
+    return make
