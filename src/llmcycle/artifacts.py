@@ -48,6 +48,18 @@ def hash_outputs(root: Path) -> dict[str, str]:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Rename a finished temp file into place with ordinary permissions (mkstemp makes them 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +67,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -92,12 +104,16 @@ def fingerprint(stage: str, config: Mapping[str, Any], inputs: Mapping[str, str 
 
 
 def input_identity(path: Path) -> str:
+    """What an input is: an artifact's output hashes, a file's hash, a dir's listing, or a hub id's name."""
     if (path / MANIFEST).is_file():
-        manifest = read_manifest(path)
-        return manifest.get("fingerprint") or sha256_json(manifest.get("outputs", {}))
+        return sha256_json(read_manifest(path).get("outputs", {}))
     if path.is_file():
         return sha256_file(path)
-    return str(path)  # a hub id or a dir we did not write: identified by name
+    if path.is_dir():  # a folder we did not write (a corpus, a downloaded model): cheap listing, not contents
+        listing = [(p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in sorted(path.rglob("*")) if p.is_file()]
+        return sha256_json(listing)
+    return str(path)
 
 
 def is_up_to_date(out: str | Path, stage: str, config: Mapping[str, Any], inputs: Mapping[str, str | Path]) -> bool:
@@ -141,6 +157,7 @@ def open_artifact(
 ) -> Iterator[ArtifactRun]:
     """Write an artifact dir atomically; on success the manifest is written and the dir renamed into place."""
     out = Path(out)
+    refuse_foreign(out)
     inputs = {k: str(v) for k, v in (inputs or {}).items()}
     work = partial_dir(out)
     if work.exists() and not resume:
@@ -168,6 +185,14 @@ def open_artifact(
         if not resumable:
             shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def refuse_foreign(out: Path) -> None:
+    """Never replace a user's own folder: only an empty dir or an earlier artifact dir may be overwritten."""
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ArtifactError(f"{out}: exists and is not an llmcycle artifact dir; refusing to replace it")
 
 
 def _swap_into_place(work: Path, out: Path) -> None:

@@ -88,7 +88,7 @@ def validate(cls: type[T], data: Mapping[str, Any], source: str = "config") -> T
 
 def load_config(
     cls: type[T],
-    path: str | Path | None = None,
+    config_path: str | Path | None = None,
     sets: Iterable[str] = (),
     section: str | None = None,
     **flags: Any,
@@ -100,9 +100,9 @@ def load_config(
     """
     data: dict[str, Any] = {}
     source = "config"
-    if path is not None:
-        source = str(path)
-        raw = read_yaml(path)
+    if config_path is not None:
+        source = str(config_path)
+        raw = read_yaml(config_path)
         if section is not None and isinstance(raw.get(section), dict):
             raw = raw[section]
         data.update(raw)

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from llmcycle.artifacts import publish
 from llmcycle.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -46,7 +47,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
             for record in records:
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += 1
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,7 +1,77 @@
-"""CLI commands of this stage (filled in by the stage)."""
+"""CLI: `llmcycle finetune`, `llmcycle merge`, `llmcycle check-parity` (parse, build the config, call the stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
+
+from llmcycle.cli.common import ConfigOpt, SetOpt
+
+
+def quiet_loading() -> None:
+    """transformers draws a progress bar per weight file loaded or written: noise next to our own bar."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def finetune(
+    data: Path = typer.Option(..., "--data", help="Data dir with train.jsonl / val.jsonl chat records."),
+    base: str = typer.Option(..., "--base", help="Base model: a hub id or a local model dir (e.g. pretrain's)."),
+    out: Path = typer.Option(..., "--out", help="Output dir (adapter dir; a full model dir for --method full)."),
+    method: Optional[str] = typer.Option(None, "--method", help="lora | dora | qlora | full (default lora)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its newest checkpoint."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (train.max_steps)."),
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Supervised fine-tuning on chat records, loss on assistant turns only."""
+    from llmcycle.config import load_config
+    from llmcycle.train.finetune import FinetuneConfig, run
+
+    quiet_loading()
+    overrides = list(sets or [])
+    if max_steps is not None:
+        overrides.append(f"train.max_steps={max_steps}")
+    cfg = load_config(FinetuneConfig, config, overrides, section="finetune", method=method)
+    run(cfg, data, base, out, resume=resume)
+
+
+def merge(
+    adapter: Path = typer.Option(..., "--adapter", help="Adapter dir written by `llmcycle finetune`."),
+    out: Path = typer.Option(..., "--out", help="Output dir for the merged full model."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (the base's) | fp32 | bf16 | fp16."),
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Fold an adapter into its base: a full model dir, parity-checked against base + adapter."""
+    from llmcycle.config import load_config
+    from llmcycle.merge import MergeConfig, run
+
+    quiet_loading()
+    cfg = load_config(MergeConfig, config, sets or [], section="merge", dtype=dtype)
+    run(cfg, adapter, out)
+
+
+def check_parity(
+    a: str = typer.Argument(..., help="Model A: model dir, adapter dir or hub id."),
+    b: str = typer.Argument(..., help="Model B."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Max abs logit diff (default by dtype)."),
+) -> None:
+    """Compare two models' logits, chat template and EOS; exit 2 if they differ."""
+    from llmcycle.parity import ParityError, check_parity as compare, format_report
+
+    quiet_loading()
+    report = compare(a, b, tolerance=tolerance)
+    print(format_report(report))
+    if not report["passed"]:
+        raise ParityError(f"parity check failed: {report['summary']}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the app."""
+    app.command("finetune")(finetune)
+    app.command("merge")(merge)
+    app.command("check-parity")(check_parity)

@@ -1,7 +1,34 @@
-"""CLI commands of this stage (filled in by the stage)."""
+"""`llmcycle run`: the whole lifecycle from one config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from llmcycle.cli.common import SetOpt
+
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the app."""
+    @app.command("run")
+    def run_command(
+        config: Annotated[str, typer.Option("--config", "-c", help="Run config: a YAML file or a preset name "
+                                            "(tiny, default, phi3-lora).")] = "default",
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/NAME).")] = None,
+        sets: SetOpt = None,
+        stages: Annotated[Optional[str], typer.Option(help="Comma-separated subset of stages to run.")] = None,
+        force: Annotated[bool, typer.Option("--force", help="Rerun stages even when up to date.")] = False,
+    ) -> None:
+        """Run data -> tokenizer -> pretrain -> finetune -> merge -> eval, skipping what is up to date."""
+        from llmcycle.config import load_config
+        from llmcycle.pipeline import RunConfig, run
+
+        flags = {"stages": [s.strip() for s in stages.split(",") if s.strip()]} if stages else {}
+        cfg = load_config(RunConfig, config, sets or [], **flags)
+        run_dir = out or Path("runs") / cfg.name
+        results = run(cfg, run_dir, force=force)
+        model = next((r.out for r in reversed(results) if r.stage in ("merge", "finetune", "pretrain")), None)
+        typer.echo(f"report: {run_dir / 'report.md'}")
+        if model is not None:
+            typer.echo(f"chat:   llmcycle chat --model {model} -c {config}")

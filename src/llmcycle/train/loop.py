@@ -1,31 +1,398 @@
 """The one training loop every training stage uses (pretrain, finetune full/LoRA/DoRA/QLoRA).
 
-INTERFACE (implementation pending):
+`train_loop(model, train_batches, val_batches, cfg, work_dir)` optimises the parameters with requires_grad (AdamW,
+linear warmup + cosine decay, gradient accumulation and clipping, autocast where the device supports it) under
+accelerate, so the same code runs on one CPU, `accelerate launch --num_processes 2 --cpu`, or DDP on GPUs.
+
+- `train_batches(epoch)` yields dicts of tensors for `model(**batch)`, each holding `labels` (-100 = ignored). It
+  must be deterministic per epoch: resume regenerates the epoch and skips the batches already consumed. With several
+  processes, process r takes batches r, r+W, r+2W, ... of every group of W (the world size).
+- `val_batches()` yields such batches for validation (or is None / returns None: no validation).
+- The loss is token-weighted over the whole optimizer step (all micro-batches, all processes), so grad_accum and
+  the number of processes change the speed of a run, not its maths.
+- Checkpoints: `work_dir/checkpoints/step-NNNNNN/{trainable.safetensors, optimizer.pt, scheduler.pt, rng.pt,
+  state.json}`; `resume=True` continues from the newest (TrainingError if none) and ends with the same loss as an
+  uninterrupted run. A NaN/inf loss raises TrainingError before the bad update, keeping the last good checkpoint.
+- Logs: `work_dir/metrics.jsonl`, `work_dir/tensorboard/`, `work_dir/loss.png`, a progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional
+
+from pydantic import Field
+
+from llmcycle.config import StageConfig
+from llmcycle.errors import TrainingError
+from llmcycle.progress import bar
+from llmcycle.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
+from llmcycle.train.metrics import MetricsLog
+from llmcycle.train.mfu import flops_per_token, measured_peak_flops
+from llmcycle.train.schedule import make_scheduler
+
+Batch = dict[str, Any]
+
 
 class LoopConfig(StageConfig):
-    max_steps: int            # optimizer steps
-    batch_size: int           # micro-batch size (rows per forward)
-    grad_accum: int           # micro-batches per optimizer step
-    lr: float; min_lr_ratio: float; warmup_steps: int     # linear warmup, cosine decay to lr*min_lr_ratio
-    weight_decay: float; betas: tuple[float, float]; max_grad_norm: float
-    precision: "auto" | "fp32" | "bf16" | "fp16"         # autocast where the device supports it
-    eval_every: int; eval_batches: int | None; log_every: int
-    save_every: int; keep_checkpoints: int
-    early_stopping_patience: int | None                 # evals without val improvement before stopping
-    seed: int
+    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Rows per micro-batch (per process).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(3e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decays to lr * min_lr_ratio.")
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.1, ge=0, description="Applied to matrices only, not to norms and biases.")
+    betas: tuple[float, float] = (0.9, 0.95)
+    max_grad_norm: float = Field(1.0, ge=0, description="0 = no clipping.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 (or fp16) autocast on GPUs that support it, fp32 on CPU.")
+    eval_every: int = Field(50, ge=1)
+    eval_batches: Optional[int] = Field(20, ge=1, description="Val batches per evaluation (None = all).")
+    log_every: int = Field(10, ge=1)
+    save_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    early_stopping_patience: Optional[int] = Field(None, ge=1, description="Evals without improvement.")
+    seed: int = 0
 
-def train_loop(model, train_batches, val_batches, cfg: LoopConfig, work_dir: Path, resume: bool = False,
-               desc: str = "train") -> LoopResult
-    train_batches(epoch: int) -> Iterable[dict[str, Tensor]]   deterministic per epoch (so resume can skip ahead)
-    val_batches() -> Iterable[dict[str, Tensor]] | None
-    Each batch is passed as model(**batch) and must hold `labels` (-100 = ignored).
-    Optimises the parameters with requires_grad only, and checkpoints exactly those
-    (work_dir/checkpoints/step-NNNNNN/{trainable.safetensors, optimizer.pt, scheduler.pt, rng.pt, state.json}),
-    so a LoRA run checkpoints the adapter and a full run the whole model.
-    Writes work_dir/metrics.jsonl (one JSON line per log/eval), work_dir/tensorboard/, work_dir/loss.png.
-    resume=True continues from the newest checkpoint (TrainingError if none); NaN/inf loss raises TrainingError
-    after keeping the last good checkpoint. Runs under accelerate (DDP/FSDP when launched that way).
 
-@dataclass LoopResult: steps, tokens, train_loss, val_loss (last), best_val_loss, history (list of metric dicts),
-                      stopped_early (bool), seconds
-"""
+@dataclass
+class LoopResult:
+    steps: int
+    tokens: int
+    train_loss: float
+    val_loss: Optional[float]
+    best_val_loss: Optional[float]
+    history: list[dict[str, Any]]
+    stopped_early: bool
+    seconds: float
+    tokens_per_s: float = 0.0
+    mfu: float = 0.0
+    peak_flops: float = 0.0
+
+
+@dataclass
+class LoopState:
+    """Everything besides tensors that a resumed run needs; saved as checkpoints' state.json."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0  # batches of `epoch` already consumed (counted over all processes)
+    tokens: int = 0
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    best_val_loss: Optional[float] = None
+    evals_without_improvement: int = 0
+    last_train_loss: float = float("nan")
+    last_val_loss: Optional[float] = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LoopState":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
+               val_batches: Optional[Callable[[], Optional[Iterable[Batch]]]], cfg: LoopConfig, work_dir: Path,
+               resume: bool = False, desc: str = "train",
+               on_step: Optional[Callable[[int, dict[str, Any]], None]] = None) -> LoopResult:
+    """Train `model` in place; see the module docstring. `on_step(step, record)` runs after each optimizer step."""
+    import torch
+    from accelerate.utils import set_seed
+
+    work_dir = Path(work_dir)
+    accelerator = make_accelerator(cfg.precision)
+    set_seed(cfg.seed)
+    model.to(accelerator.device)
+    optimizer = make_optimizer(model, cfg, accelerator.device)
+    scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    state = LoopState()
+    ckpt_root = work_dir / "checkpoints"
+    if resume:
+        state = LoopState.from_dict(load_checkpoint(latest_checkpoint(ckpt_root), model, optimizer, scheduler))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    main = accelerator.is_main_process
+    log = MetricsLog(work_dir, main, state.history)
+    peak = measured_peak_flops(accelerator.device, _peak_dtype(accelerator))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    stream = _batch_stream(train_batches, state, accelerator.num_processes, accelerator.process_index)
+    progress = bar(total=cfg.max_steps, initial=state.step, desc=desc, unit="step") if main else _Silent()
+    window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+    fpt = None
+    stopped_early, started = False, time.perf_counter() - state.seconds
+    last_saved = state.step if resume else -1
+    try:
+        while state.step < cfg.max_steps and not stopped_early:
+            tick = time.perf_counter()
+            micro = [next(stream) for _ in range(cfg.grad_accum)]
+            loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator)
+            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)
+                                            and accelerator.mixed_precision != "fp16"):
+                good = last_saved if last_saved >= 0 else None
+                raise TrainingError(f"step {state.step + 1}: loss is {loss} (grad norm {grad_norm}): training "
+                                    f"diverged; last good checkpoint: {_ckpt_name(ckpt_root, good)}; try a lower lr")
+            scheduler.step()
+            state.step += 1
+            state.tokens += tokens
+            state.last_train_loss = loss
+            seq_len = micro[0]["input_ids"].shape[-1] if "input_ids" in micro[0] else 1
+            fpt = fpt or flops_per_token(accelerator.unwrap_model(model), seq_len)
+            elapsed = time.perf_counter() - tick
+            state.train_seconds += elapsed
+            for key, value in (("loss", loss), ("steps", 1), ("tokens", tokens), ("seconds", elapsed)):
+                window[key] += value
+            progress.update(1)
+            record: dict[str, Any] = {"step": state.step, "loss": loss}
+            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+                record = _train_record(state, window, optimizer, grad_norm, fpt, peak, accelerator.num_processes)
+                log.log(record)
+                progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                window = dict.fromkeys(window, 0)
+            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+                stopped_early = _evaluate_and_track(model, val_batches, cfg, state, log, accelerator)
+            state.seconds = time.perf_counter() - started
+            if state.step % cfg.save_every == 0 or state.step == cfg.max_steps or stopped_early:
+                _save(accelerator, model, optimizer, scheduler, state, log, ckpt_root, cfg.keep_checkpoints)
+                last_saved = state.step
+            if on_step is not None:
+                on_step(state.step, record)
+    finally:
+        progress.close()
+        log.close()
+    log.plot(f"{desc}: loss")
+    total_train = max(state.train_seconds, 1e-9)
+    tokens_per_s = state.tokens / total_train
+    accelerator.wait_for_everyone()
+    return LoopResult(
+        steps=state.step, tokens=state.tokens, train_loss=_recent_train_loss(log.history, state),
+        val_loss=state.last_val_loss, best_val_loss=state.best_val_loss, history=list(log.history),
+        stopped_early=stopped_early, seconds=state.seconds, tokens_per_s=tokens_per_s,
+        mfu=tokens_per_s * (fpt or 0.0) / (peak * accelerator.num_processes), peak_flops=peak,
+    )
+
+
+def make_accelerator(precision: str):
+    """An Accelerator for this run's precision. accelerate keeps one global state per process; it is reset so a
+    process (a test, a notebook) can run several loops with different precisions."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if precision == "auto":
+        if torch.cuda.is_available():
+            mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            mixed = "no"
+    else:
+        mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    if mixed == "fp16" and not torch.cuda.is_available():
+        raise TrainingError("precision fp16 needs a CUDA GPU (use fp32 or bf16 on CPU)")
+    distributed_state()
+    AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+
+
+def distributed_state():
+    """accelerate's process state. On a machine without CUDA it is created with cpu=True, which makes processes
+    started by `torchrun` or `accelerate launch --multi_gpu` train together over gloo (plain `accelerate launch
+    --cpu` fans out only through mpirun)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def make_optimizer(model, cfg: LoopConfig, device):
+    """AdamW over trainable parameters; matrices decay, norms and biases do not."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the model has no trainable parameters")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = torch.device(device).type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas),
+                             fused=fused or None)  # one kernel per step instead of one per tensor and op
+
+
+def _peak_dtype(accelerator):
+    import torch
+
+    if accelerator.device.type == "cuda":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+    return torch.float32
+
+
+def _batch_stream(train_batches, state: LoopState, world: int, rank: int) -> Iterator[Batch]:
+    """This process's batches from the saved data position on, epoch after epoch; keeps `state` up to date."""
+    import itertools
+
+    while True:
+        source = iter(train_batches(state.epoch))
+        for _ in itertools.islice(source, state.batch_index):
+            pass
+        produced = False
+        while True:
+            group = list(itertools.islice(source, world))
+            if len(group) < world:  # a short last group is dropped so every process does the same steps
+                break
+            produced = True
+            state.batch_index += world
+            yield group[rank]
+        if not produced and state.batch_index == 0:
+            raise TrainingError(f"epoch {state.epoch} yields no training batches (too little data for "
+                                f"{world} process(es) at this batch size and sequence length)")
+        state.epoch += 1
+        state.batch_index = 0
+
+
+def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopConfig, accelerator):
+    """Forward/backward over the micro-batches, clip, step. Returns (mean loss over all label tokens of all
+    processes, input tokens processed here and elsewhere, grad norm)."""
+    import torch
+
+    device = accelerator.device
+    micro = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in b.items()} for b in micro]
+    counts = torch.tensor([float((b["labels"][..., 1:] != -100).sum()) for b in micro] + [0.0], device=device)
+    counts[-1] = float(sum(_input_tokens(b) for b in micro))
+    if accelerator.num_processes > 1:
+        counts = accelerator.reduce(counts, "sum")
+    label_total = max(float(counts[:-1].sum()), 1.0)
+    scale = accelerator.num_processes / label_total  # DDP averages gradients over processes
+    loss_sum = torch.zeros((), device=device)
+    model.train()
+    for i, batch in enumerate(micro):
+        sync = i == len(micro) - 1
+        ctx = accelerator.no_sync(model) if not sync else _null()
+        with ctx:
+            summed = _summed_loss(model, batch)
+            accelerator.backward(summed * scale)
+        loss_sum += summed.detach()
+    grad_norm = None
+    if cfg.max_grad_norm > 0:
+        grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm))
+    if accelerator.num_processes > 1:
+        loss_sum = accelerator.reduce(loss_sum, "sum")
+    loss = float(loss_sum) / label_total
+    finite_grads = grad_norm is None or math.isfinite(grad_norm) or accelerator.mixed_precision == "fp16"
+    if math.isfinite(loss) and finite_grads:  # fp16's grad scaler skips inf steps itself
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, int(counts[-1]), grad_norm
+
+
+def _summed_loss(model, batch: Batch):
+    """Sum of next-token cross-entropy over label tokens (token weighting is done by the caller)."""
+    import torch.nn.functional as F
+
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits
+    # shift the labels, not the logits: slicing the logits would copy the largest tensor of the step
+    labels = F.pad(batch["labels"][..., 1:], (0, 1), value=-100)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           ignore_index=-100, reduction="sum")
+
+
+def _input_tokens(batch: Batch) -> int:
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    return int(batch["input_ids"].numel()) if "input_ids" in batch else int(batch["labels"].numel())
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Silent:
+    """The progress bar of processes other than the main one."""
+
+    def update(self, *args, **kw):
+        pass
+
+    set_postfix = close = update
+
+
+def _train_record(state: LoopState, window, optimizer, grad_norm, fpt, peak, world) -> dict[str, Any]:
+    steps = max(1, window["steps"])
+    tokens_per_s = window["tokens"] / max(window["seconds"], 1e-9)
+    return {
+        "step": state.step, "split": "train", "loss": window["loss"] / steps,
+        "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm, "tokens": state.tokens,
+        "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * fpt / (peak * world), "elapsed_s": state.seconds,
+    }
+
+
+def evaluate(model, val_batches, cfg: LoopConfig, accelerator) -> Optional[float]:
+    """Token-weighted mean val loss over at most `cfg.eval_batches` batches (per process), or None."""
+    import itertools
+
+    import torch
+
+    source = val_batches() if val_batches is not None else None
+    if source is None:
+        return None
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    totals = torch.zeros(2, device=device)
+    model.eval()
+    it = iter(source)
+    with torch.no_grad():
+        for n in itertools.count():
+            group = list(itertools.islice(it, world))
+            if len(group) < world or (cfg.eval_batches is not None and n >= cfg.eval_batches):
+                break
+            batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in group[rank].items()}
+            totals[0] += _summed_loss(model, batch)
+            totals[1] += (batch["labels"][..., 1:] != -100).sum()
+    model.train()
+    if world > 1:
+        totals = accelerator.reduce(totals, "sum")
+    return float(totals[0] / totals[1]) if float(totals[1]) > 0 else None
+
+
+def _evaluate_and_track(model, val_batches, cfg: LoopConfig, state: LoopState, log: MetricsLog, accelerator) -> bool:
+    """Evaluate, log, update best/patience; True when early stopping says stop."""
+    val = evaluate(model, val_batches, cfg, accelerator)
+    if val is None:
+        return False
+    state.last_val_loss = val
+    log.log({"step": state.step, "split": "val", "val_loss": val, "val_ppl": math.exp(min(val, 50.0))})
+    if not math.isfinite(val):
+        raise TrainingError(f"step {state.step}: validation loss is {val}: training diverged; try a lower lr")
+    if state.best_val_loss is None or val < state.best_val_loss:
+        state.best_val_loss, state.evals_without_improvement = val, 0
+        return False
+    state.evals_without_improvement += 1
+    patience = cfg.early_stopping_patience
+    return patience is not None and state.evals_without_improvement >= patience
+
+
+def _save(accelerator, model, optimizer, scheduler, state, log, root: Path, keep: int) -> None:
+    """Checkpoint on the main process; everyone waits so no process runs ahead of a half-written checkpoint."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        params = trainable_state(accelerator.unwrap_model(model))
+        state.history = list(log.history)
+        loop_state = {k: getattr(state, k) for k in LoopState.__dataclass_fields__}
+        save_checkpoint(root, state.step, params, optimizer.state_dict(), scheduler.state_dict(), loop_state, keep)
+    accelerator.wait_for_everyone()
+
+
+def _ckpt_name(root: Path, step: Optional[int]) -> str:
+    return str(root / f"step-{step:06d}") if step is not None else "none (no checkpoint was written yet)"
+
+
+def _recent_train_loss(history: list[dict[str, Any]], state: LoopState) -> float:
+    """The train loss of the last logging window (smoother than one step's)."""
+    for rec in reversed(history):
+        if rec.get("split") == "train" and "loss" in rec:
+            return float(rec["loss"])
+    return float(state.last_train_loss)

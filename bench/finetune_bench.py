@@ -1,0 +1,145 @@
+"""LoRA SFT throughput: llmcycle finetune vs a plain TRL SFTTrainer + PEFT setup, same model, data and settings.
+
+Both train one epoch over the same chat records (chitchat conversations cut into 4-turn pieces that fit
+`--seq-len`, so neither side truncates), with assistant-only loss, the same LoRA (r, alpha, targets), batch size
+(rows) and learning rate, on the `default` model preset, with the same thread count. Throughput is conversation
+tokens (no padding) per second of training. TRL runs first as it comes, then llmcycle (padding-free packing, logits
+only where a token is trained).
+
+    python bench/finetune_bench.py [--records 400] [--seq-len 512] [--batch 8] [--threads 2]
+
+Prints a table and writes bench/results/finetune_bench.json. GPU-only parts (QLoRA peak memory) are not measured
+here: there is no GPU on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LLMCYCLE_QUIET", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_inputs(root: Path, n_records: int, seq_len: int):
+    """Chitchat -> data dir, our tokenizer, 4-turn records that fit seq_len, and a random `default` base."""
+    from llmcycle.data.config import DataConfig
+    from llmcycle.data.stage import run as data_run
+    from llmcycle.models import build_model
+    from llmcycle.records import load_split, write_jsonl
+    from llmcycle.tokenizer import TokenizerConfig, load_tokenizer, run as tok_run
+
+    data_run(DataConfig(limit=max(400, n_records)), root / "raw")
+    tok_run(TokenizerConfig(vocab_size=8192), root / "raw", root / "tok")
+    tok = load_tokenizer(root / "tok")
+    records = []
+    for rec in load_split(root / "raw", "train"):
+        msgs = rec["messages"]
+        for start in range(0, len(msgs) - 1, 4):
+            piece = msgs[start:start + 4]
+            if piece[0]["role"] != "user" or not any(m["role"] == "assistant" for m in piece):
+                continue
+            if len(tok.apply_chat_template(piece, tokenize=True, return_dict=True)["input_ids"]) <= seq_len:
+                records.append({"messages": piece})
+    records = records[:n_records]
+    write_jsonl(root / "sft" / "train.jsonl", records)
+    model = build_model("default", tok, seed=0)
+    model.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    return records, tok
+
+
+def run_trl(root: Path, records, tok, args) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(root / "base", dtype=torch.float32)
+    config = SFTConfig(
+        output_dir=str(root / "trl"), max_length=args.seq_len, per_device_train_batch_size=args.batch,
+        num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=5,
+        assistant_only_loss=True, logging_steps=10, save_strategy="no", report_to="none", use_cpu=True,
+        seed=0, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    peft_config = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.05, target_modules=TARGETS,
+                             task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(records), processing_class=tok,
+                         peft_config=peft_config)
+    tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
+    start = time.perf_counter()
+    out = trainer.train()
+    seconds = time.perf_counter() - start
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "steps": out.global_step, "train_loss": out.training_loss}
+
+
+def run_ours(root: Path, records, tok, args) -> dict:
+    from llmcycle.train.finetune import FinetuneConfig, run
+    from llmcycle.train.sft_batches import count_batches
+    from llmcycle.train.sft_data import build_examples
+
+    examples, _ = build_examples(tok, root / "sft", "train", args.seq_len)
+    steps = count_batches(examples, args.batch, args.seq_len, packing=True)
+    cfg = FinetuneConfig.model_validate({
+        "method": "lora", "max_seq_len": args.seq_len, "packing": True, "val_split": None,
+        "lora": {"r": args.r, "alpha": 2 * args.r, "dropout": 0.05, "target_modules": TARGETS},
+        "train": {"max_steps": steps, "batch_size": args.batch, "lr": args.lr, "warmup_steps": 5,
+                  "eval_every": 10**6, "save_every": 10**6, "log_every": 10},
+    })
+    out = run(cfg, root / "sft", root / "base", root / "ours")
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    tokens = sum(len(e) for e in examples)
+    return {"tokens": tokens, "seconds": metrics["seconds"], "tokens_per_s": tokens / metrics["seconds"],
+            "steps": metrics["steps"], "train_loss": metrics["train_loss"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=400)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--r", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="finetune_bench_") as tmp:
+        root = Path(tmp)
+        records, tok = make_inputs(root, args.records, args.seq_len)
+        load_before = os.getloadavg()[0]
+        trl = run_trl(root, records, tok, args)
+        ours = run_ours(root, records, tok, args)
+        load_after = os.getloadavg()[0]
+    speedup = ours["tokens_per_s"] / trl["tokens_per_s"]
+    result = {
+        "benchmark": "finetune_lora_sft_tokens_per_s", "records": len(records), "settings": vars(args),
+        "trl_sfttrainer_peft": trl, "llmcycle": ours, "speedup": speedup,
+        "load_avg_1m": [load_before, load_after], "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
+        "torch": torch.__version__, "machine": platform.machine(),
+        "qlora_peak_memory": "not measured: no CUDA GPU on this machine",
+    }
+    print(f"{'setup':<26}{'tokens':>9}{'steps':>7}{'seconds':>10}{'tokens/s':>11}{'train loss':>12}")
+    for name, row in (("TRL SFTTrainer + PEFT", trl), ("llmcycle finetune", ours)):
+        print(f"{name:<26}{row['tokens']:>9}{row['steps']:>7}{row['seconds']:>10.1f}{row['tokens_per_s']:>11.0f}"
+              f"{row['train_loss']:>12.3f}")
+    print(f"speedup {speedup:.2f}x  (load avg {load_before:.1f} -> {load_after:.1f}, {args.threads} threads)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "finetune_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The typed config of the data stage (section `data:` of a run config)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from llmcycle.config import StageConfig
+
+SOURCES = ("cornell", "chitchat", "jsonl", "text")
+
+
+class DataConfig(StageConfig):
+    """Where the corpus comes from, which cleaning steps run (each on by default) and how it is split."""
+
+    source: Literal["cornell", "chitchat", "jsonl", "text"] = "chitchat"
+    path: Optional[str] = Field(None, description="Corpus file or folder; None = the chitchat-dataset package.")
+    seed: int = 0
+    val_frac: float = Field(0.05, ge=0.0, lt=1.0)
+    test_frac: float = Field(0.05, ge=0.0, lt=1.0)
+    limit: Optional[int] = Field(None, ge=1, description="Read only the first N source conversations/records.")
+    group_by: Optional[str] = Field(None, description="meta key to group splits by (default: the source's own).")
+
+    # source options
+    cornell_assistant: Literal["first", "second", "both"] = Field(
+        "second", description="Which speaker of a Cornell conversation is the assistant; both = two records."
+    )
+    join_with: str = Field("\n", description="Joins consecutive messages of one speaker into one turn.")
+    text_chunk_chars: int = Field(4000, ge=100, description="text source: paragraphs are packed up to this size.")
+
+    # cleaning and filtering
+    normalize: bool = Field(True, description="NFKC unicode, control characters, whitespace runs.")
+    turn_length: bool = Field(True, description="Drop empty/too-short turns; cut a conversation at a too-long one.")
+    min_turn_chars: int = Field(1, ge=1)
+    max_turn_chars: int = Field(2000, ge=1)
+    conversation_length: bool = Field(True, description="Drop records with too few/too many turns or chars.")
+    min_turns: int = Field(2, ge=1)
+    max_turns: int = Field(256, ge=1)
+    text_length: bool = Field(True, description="text source: drop records shorter than min_text_chars.")
+    min_text_chars: int = Field(20, ge=1)
+    pii: bool = Field(True, description="Replace emails, phone numbers, URLs and IP addresses by placeholders.")
+    toxicity: bool = Field(True, description="Drop records with a severe term or too many profane words.")
+    toxicity_max_ratio: float = Field(0.05, ge=0.0, le=1.0, description="Most profane words per word allowed.")
+    exact_dedup: bool = True
+    near_dedup: Literal["remove", "group", "off"] = Field(
+        "remove", description="remove near-duplicates, or keep them but in one split (group), or off."
+    )
+    near_dup_threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="Jaccard of word shingles from which records are near-duplicates."
+    )
+    minhash_perms: int = Field(128, ge=16, le=512)
+    shingle_words: int = Field(3, ge=1, le=10)
+
+    @field_validator("near_dedup", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value):
+        """YAML reads `near_dedup: off` (and `--set near_dedup=off`) as False."""
+        if isinstance(value, bool):
+            return "remove" if value else "off"
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.val_frac + self.test_frac >= 1.0:
+            raise ValueError(f"val_frac + test_frac must be below 1 (got {self.val_frac} + {self.test_frac})")
+        if self.min_turn_chars > self.max_turn_chars:
+            raise ValueError("min_turn_chars must not exceed max_turn_chars")
+        if self.min_turns > self.max_turns:
+            raise ValueError("min_turns must not exceed max_turns")
+        return self

@@ -1,0 +1,221 @@
+"""Teacher-forced perplexity and bits-per-byte on the test split.
+
+Chat records: every assistant turn is scored as the engine would generate it: the preceding conversation rendered
+with the model's chat template plus its generation prompt, then the reply's tokens and the end-of-turn (EOS) token;
+only the reply tokens and EOS are scored. Text records: every token of the text, after a BOS token.
+
+Perplexity is per token, so it depends on the tokenizer; bits-per-byte divides the total negative log-likelihood (in
+bits) by the UTF-8 bytes of the scored text, so models with different tokenizers compare fairly. The EOS token's
+NLL counts (knowing when to stop is part of a reply) but adds no bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from llmcycle.errors import DataError, first_line
+from llmcycle.evaluate.tasks import Subject, Task, TaskResult
+from llmcycle.progress import bar
+
+TOKENS_PER_BATCH = 16_384  # caps a forward pass's logits memory on long records
+
+
+@dataclass
+class Target:
+    """One scoring unit: token ids, the index of the first scored token, and the UTF-8 bytes of the scored text."""
+
+    ids: list[int]
+    start: int
+    n_bytes: int
+
+
+@dataclass
+class Score:
+    nll_nats: float = 0.0
+    tokens: int = 0
+    n_bytes: int = 0
+
+    def add(self, other: "Score") -> None:
+        self.nll_nats += other.nll_nats
+        self.tokens += other.tokens
+        self.n_bytes += other.n_bytes
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll_nats / self.tokens) if self.tokens else float("nan")
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.nll_nats / math.log(2) / self.n_bytes if self.n_bytes else float("nan")
+
+    def as_metrics(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}perplexity": self.perplexity, f"{prefix}bits_per_byte": self.bits_per_byte,
+                f"{prefix}scored_tokens": self.tokens, f"{prefix}scored_bytes": self.n_bytes}
+
+
+def prefix_token(tokenizer: Any) -> int:
+    """The token a text record is conditioned on (BOS, else EOS), so its first real token is scored too."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise DataError("perplexity: the tokenizer has neither a BOS nor an EOS token to start a text with")
+    return token
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]], where: str) -> list[int]:
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception as exc:  # jinja errors of a model's own template (e.g. roles it refuses)
+        raise DataError(f"{where}: the model's chat template cannot render it ({first_line(exc)})") from None
+    return encode(tokenizer, text)
+
+
+def record_targets(tokenizer: Any, record: dict[str, Any], where: str) -> list[Target]:
+    """Scoring units of one record: one per assistant turn of a chat record, one for a text record."""
+    if "messages" in record:
+        messages = record["messages"]
+        targets = []
+        for i, msg in enumerate(messages):
+            if msg.get("role") != "assistant":
+                continue
+            prompt = render_prompt(tokenizer, messages[:i], f"{where}: messages[{i}]")
+            reply = encode(tokenizer, msg["content"]) + [tokenizer.eos_token_id]
+            targets.append(Target(prompt + reply, len(prompt), len(msg["content"].encode("utf-8"))))
+        return targets
+    if isinstance(record.get("text"), str) and record["text"]:
+        ids = [prefix_token(tokenizer)] + encode(tokenizer, record["text"])
+        return [Target(ids, 1, len(record["text"].encode("utf-8")))]
+    raise DataError(f"{where}: record has neither 'messages' nor 'text'")
+
+
+def windows(target: Target, max_len: int) -> list[tuple[list[int], int]]:
+    """Split a sequence longer than the model's context so every scored token is scored once, with at least half a
+    context of left context where the sequence allows it."""
+    ids, n = target.ids, len(target.ids)
+    if n <= max_len:
+        return [(ids, target.start)]
+    out, pos = [], target.start
+    while pos < n:
+        end = min(n, max(pos + max_len // 2, max_len))
+        begin = max(0, end - max_len)
+        out.append((ids[begin:end], pos - begin))
+        pos = end
+    return out
+
+
+Piece = tuple[list[int], int, int]  # (token ids, first scored index, owning record)
+
+
+def batches(pieces: list[Piece], batch_size: int) -> Iterable[list[Piece]]:
+    """Length-sorted batches (less padding), capped by rows and by tokens."""
+    ordered = sorted(pieces, key=lambda p: len(p[0]))
+    batch: list[Piece] = []
+    for piece in ordered:
+        if batch and (len(batch) >= batch_size or len(piece[0]) * (len(batch) + 1) > TOKENS_PER_BATCH):
+            yield batch
+            batch = []
+        batch.append(piece)
+    if batch:
+        yield batch
+
+
+def batch_nll(model: Any, batch: list[Piece], pad_id: int) -> tuple[list[float], list[int]]:
+    """Per-row summed NLL (nats) and scored-token count of a right-padded batch, in one forward pass."""
+    import torch
+
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids, _, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    scored = torch.zeros((len(batch), width), dtype=torch.bool)
+    for row, (ids, start, _) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        scored[row, start : len(ids)] = True
+    with torch.no_grad():
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+    token_lp = logprobs.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+    mask = scored[:, 1:].to(device)
+    return (-(token_lp * mask).sum(dim=1)).tolist(), mask.sum(dim=1).tolist()
+
+
+def context_length(model: Any, default: int = 2048) -> int:
+    config = getattr(model, "config", None)
+    return int(getattr(config, "max_position_embeddings", None) or default)
+
+
+def score_each(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], batch_size: int = 16,
+               max_len: int | None = None, where: str = "test", desc: str = "perplexity") -> list[Score]:
+    """NLL, scored tokens and scored bytes of each record under `model` (teacher forcing, batched across records)."""
+    max_len = max_len or context_length(model)
+    scores = [Score() for _ in records]
+    pieces: list[Piece] = []
+    for i, record in enumerate(records):
+        for target in record_targets(tokenizer, record, f"{where} record {i + 1}"):
+            scores[i].n_bytes += target.n_bytes
+            pieces.extend((ids, start, i) for ids, start in windows(target, max_len))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token(tokenizer)
+    was_training = getattr(model, "training", False)
+    model.eval()
+    for group in bar(list(batches(pieces, batch_size)), desc=desc, unit="batch"):
+        nlls, counts = batch_nll(model, group, pad_id)
+        for (_, _, owner), nll, count in zip(group, nlls, counts):
+            scores[owner].nll_nats += nll
+            scores[owner].tokens += int(count)
+    if was_training:
+        model.train()
+    return scores
+
+
+def score_records(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], batch_size: int = 16,
+                  max_len: int | None = None, where: str = "test", desc: str = "perplexity") -> Score:
+    """Total NLL, scored tokens and scored bytes of `records` under `model`."""
+    total = Score()
+    for score in score_each(model, tokenizer, records, batch_size, max_len, where, desc):
+        total.add(score)
+    return total
+
+
+def unigram_score(tokenizer: Any, train: Sequence[dict[str, Any]], test: Sequence[dict[str, Any]]) -> Score:
+    """A floor every model should beat: token frequencies of the train split (add-one smoothed over the vocabulary),
+    scored on exactly the tokens the model is scored on."""
+    counts: Counter[int] = Counter()
+    for i, record in enumerate(train):
+        for target in record_targets(tokenizer, record, f"train record {i + 1}"):
+            counts.update(target.ids[target.start :])
+    vocab = len(tokenizer)
+    total = sum(counts.values()) + vocab
+    score = Score()
+    for i, record in enumerate(test):
+        for target in record_targets(tokenizer, record, f"test record {i + 1}"):
+            scored = target.ids[target.start :]
+            score.nll_nats -= sum(math.log((counts[t] + 1) / total) for t in scored)
+            score.tokens += len(scored)
+            score.n_bytes += target.n_bytes
+    return score
+
+
+class PerplexityTask(Task):
+    """Test-split perplexity and bits-per-byte, next to a unigram baseline fitted on the train split."""
+
+    name = "ppl"
+
+    def __init__(self, records: Sequence[dict[str, Any]], train: Sequence[dict[str, Any]], batch_size: int):
+        self.records, self.train, self.batch_size = records, train, batch_size
+
+    def evaluate(self, subject: Subject) -> TaskResult:
+        score = score_records(subject.model, subject.tokenizer, self.records, self.batch_size,
+                              desc=f"{subject.name}: perplexity")
+        metrics = score.as_metrics()
+        if self.train:
+            baseline = unigram_score(subject.tokenizer, self.train, self.records)
+            metrics["unigram_perplexity"] = baseline.perplexity
+            metrics["unigram_bits_per_byte"] = baseline.bits_per_byte
+        return TaskResult(metrics)

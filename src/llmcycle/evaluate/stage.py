@@ -1,0 +1,171 @@
+"""The `eval` stage: one model (plus any to compare) measured on the same examples -> EVAL_DIR.
+
+Models are loaded one at a time through the shared engine, so comparing a base, a fine-tuned and a merged model
+needs the memory of one.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import Field
+
+from llmcycle.artifacts import open_artifact
+from llmcycle.config import StageConfig, to_dict
+from llmcycle.errors import DataError
+from llmcycle.progress import say
+from llmcycle.records import load_split, split_path
+
+PROBES = ("ppl", "generation", "safety", "bias")
+Probe = Literal["ppl", "generation", "safety", "bias"]
+UNIGRAM_TRAIN_RECORDS = 5000  # enough to estimate token frequencies, bounded for big corpora
+
+
+class EvalConfig(StageConfig):
+    probes: list[Probe] = Field(default_factory=lambda: list(PROBES), description="Which probes to run.")
+    max_examples: int = Field(64, ge=1, description="Test prompts answered for the generation metrics.")
+    max_ppl_records: int = Field(200, ge=1, description="Test records scored for perplexity.")
+    max_safety_prompts: int | None = Field(None, ge=1, description="Cap on shipped safety prompts (None = all).")
+    max_bias_pairs: int | None = Field(None, ge=1, description="Cap on shipped bias pairs (None = all).")
+    safety_prompts: str | None = Field(None, description="Your own safety prompts JSONL instead of the shipped set.")
+    bias_pairs: str | None = Field(None, description="Your own bias pairs JSONL instead of the shipped set.")
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy (the default: comparable, repeatable).")
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "auto"
+
+
+def settings_for(cfg: EvalConfig) -> Any:
+    from llmcycle.infer import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                              top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
+
+
+def sample(rows: Sequence[Any], limit: int | None, seed: int) -> list[Any]:
+    """At most `limit` rows, a seeded random choice kept in file order (the same rows for every model)."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]
+
+
+def build_tasks(cfg: EvalConfig, data_dir: str | Path, notes: list[str]) -> list[Any]:
+    """The selected probes, each holding the exact examples every model will see."""
+    from llmcycle.evaluate.bias import BiasTask, load_pairs
+    from llmcycle.evaluate.generation import GenerationTask, prompts_from
+    from llmcycle.evaluate.perplexity import PerplexityTask
+    from llmcycle.evaluate.safety import SafetyTask, load_prompts
+
+    test = load_split(data_dir, "test")
+    if not test:
+        raise DataError(f"{split_path(data_dir, 'test')}: the test split is empty")
+    tasks: list[Any] = []
+    if "ppl" in cfg.probes:
+        train = []
+        if (Path(data_dir) / "train.jsonl").is_file():
+            train = sample(load_split(data_dir, "train"), UNIGRAM_TRAIN_RECORDS, cfg.seed)
+        tasks.append(PerplexityTask(sample(test, cfg.max_ppl_records, cfg.seed), train, cfg.batch_size))
+    settings = settings_for(cfg) if {"generation", "safety", "bias"} & set(cfg.probes) else None
+    if "generation" in cfg.probes:
+        prompts = sample(prompts_from(test), cfg.max_examples, cfg.seed)
+        if prompts:
+            tasks.append(GenerationTask(prompts, settings, cfg.batch_size))
+        else:
+            notes.append("generation metrics skipped: the test split has no chat record with an assistant turn")
+    if "safety" in cfg.probes:
+        prompts = sample(load_prompts(cfg.safety_prompts), cfg.max_safety_prompts, cfg.seed)
+        tasks.append(SafetyTask(prompts, settings, cfg.batch_size))
+    if "bias" in cfg.probes:
+        tasks.append(BiasTask(sample(load_pairs(cfg.bias_pairs), cfg.max_bias_pairs, cfg.seed), settings,
+                              cfg.batch_size))
+    return tasks
+
+
+def model_names(paths: Sequence[str]) -> list[str]:
+    """Short, unique display names: the dir name, widened with its parent (then a number) on clashes."""
+    names = [Path(p).name or str(p) for p in paths]
+    for i, path in enumerate(paths):
+        if names.count(names[i]) > 1:
+            parent = Path(path).resolve().parent.name
+            names[i] = f"{parent}/{names[i]}" if parent else names[i]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if names.count(name) > 1:
+            names[i] = f"{name}#{seen[name]}"
+    return names
+
+
+def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
+                   timings: dict[str, float]) -> tuple[dict[str, float], list]:
+    """Load one model through the engine and run every task on it; seconds per step go into `timings`."""
+    import torch
+
+    from llmcycle.evaluate.tasks import Subject
+    from llmcycle.infer import Engine
+
+    say(f"eval: {name} ({path})")
+    start = time.perf_counter()
+    engine = Engine.load(path, device=cfg.device, dtype=cfg.dtype)
+    timings["load"] = round(time.perf_counter() - start, 3)
+    subject = Subject(name, str(path), engine)
+    metrics: dict[str, float] = {}
+    samples: list[dict[str, Any]] = []
+    for task in tasks:
+        torch.manual_seed(cfg.seed)
+        start = time.perf_counter()
+        result = task.evaluate(subject)
+        timings[task.name] = round(time.perf_counter() - start, 3)
+        metrics.update(result.metrics)
+        samples.extend(result.samples)
+    del subject, engine
+    gc.collect()
+    return metrics, samples
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: a metric that could not be computed is null."""
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path, out: str | Path,
+        compare: Sequence[str | Path] = ()) -> Path:
+    """The `eval` stage: MODEL (and every COMPARE model) on DATA_DIR's test split and the shipped probes -> OUT."""
+    from llmcycle.evaluate.report import write_all
+    from llmcycle.evaluate.safety import FLAGGER_NOTE
+    from llmcycle.loading import check_exists
+
+    paths = [str(model)] + [str(c) for c in compare]
+    for path in paths:
+        check_exists(path)
+    split_path(data_dir, "test")
+    notes: list[str] = []
+    tasks = build_tasks(cfg, data_dir, notes)
+    if any(t.name == "safety" for t in tasks):
+        notes.append(FLAGGER_NOTE)
+    names = model_names(paths)
+    inputs = {"model": paths[0], "data": str(data_dir)}
+    inputs.update({f"compare_{i + 1}": p for i, p in enumerate(paths[1:])})
+    with open_artifact(out, "eval", to_dict(cfg), inputs) as art:
+        metrics, samples, timings = {}, {}, {}
+        for name, path in zip(names, paths):
+            timings[name] = {}
+            values, rows = evaluate_model(name, path, tasks, cfg, timings[name])
+            metrics[name], samples[name] = finite(values), rows
+        charts = write_all(art.dir, metrics, dict(zip(names, paths)), samples, notes)
+        art.metrics = metrics
+        art.extra = {"models": dict(zip(names, paths)), "main_model": names[0], "charts": charts,
+                     "timings": timings}
+    say(f"eval: wrote {Path(out) / 'report.md'}")
+    return Path(out)

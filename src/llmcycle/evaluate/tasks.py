@@ -1,0 +1,118 @@
+"""The one shape every evaluation has: a `Task` takes a `Subject` (a loaded model) and returns a `TaskResult`.
+
+A task is built once with its data (test records, shipped prompts) and settings, then run on every model, so all
+models are measured on exactly the same examples. Generation goes through the shared inference engine, so what we
+evaluate is what `llmcycle chat` and the server serve.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from llmcycle.errors import DataError
+from llmcycle.progress import bar
+
+
+@dataclass
+class Subject:
+    """One model under evaluation: a display name, where it came from, and its loaded engine."""
+
+    name: str
+    path: str
+    engine: Any  # llmcycle.infer.Engine
+
+    @property
+    def model(self) -> Any:
+        return self.engine.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+
+@dataclass
+class TaskResult:
+    """Metrics keyed by name, and one sample row per example.
+
+    A sample row holds the example's shared fields (`probe`, `id`, `prompt`, `reference`, ...) and this model's
+    `reply`; rows of the different models are joined on (`probe`, `id`) into samples.jsonl.
+    """
+
+    metrics: dict[str, float]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Task(ABC):
+    """A metric or probe. Subclasses set `name` (the probe name users select) and implement `evaluate`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def evaluate(self, subject: Subject) -> TaskResult:
+        """Measure one model."""
+
+
+def context_budget(subject: Subject, max_new_tokens: int) -> int:
+    """Prompt tokens that leave room for the reply in the model's context."""
+    config = getattr(subject.model, "config", None)
+    context = int(getattr(config, "max_position_embeddings", None) or 2048)
+    return max(1, context - max_new_tokens - 1)
+
+
+def fit_conversation(tokenizer: Any, messages: list[dict[str, str]], budget: int) -> list[dict[str, str]]:
+    """Drop the oldest turns (never the system message or the last user turn) until the prompt fits `budget`."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system):]
+
+    def length(turns_: list[dict[str, str]]) -> int:
+        text = tokenizer.apply_chat_template(system + turns_, add_generation_prompt=True, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    while len(turns) > 1 and length(turns) > budget:
+        turns = turns[2:] if len(turns) > 2 else turns[1:]
+    return system + turns
+
+
+def generate(subject: Subject, conversations: Sequence[list[dict[str, str]]], settings: Any, batch_size: int,
+             desc: str) -> list[Any]:
+    """The engine's next assistant turn for each conversation (engine Completions), with a progress bar."""
+    budget = context_budget(subject, settings.max_new_tokens)
+    fitted = [fit_conversation(subject.tokenizer, list(c), budget) for c in conversations]
+    completions: list[Any] = []
+    with bar(total=len(fitted), desc=f"{subject.name}: {desc}", unit="reply") as progress:
+        for start in range(0, len(fitted), batch_size):
+            chunk = fitted[start : start + batch_size]
+            completions.extend(subject.engine.chat(chunk, settings, batch_size=batch_size))
+            progress.update(len(chunk))
+    return completions
+
+
+def read_probe_file(name: str, path: str | Path | None, required: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of a probe's JSONL file: the one shipped in llmcycle/resources, or a user's own at `path`."""
+    if path is None:
+        text = resources.files("llmcycle").joinpath("resources", name).read_text(encoding="utf-8")
+        where = name
+    else:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: probe file not found")
+        text, where = Path(path).read_text(encoding="utf-8"), str(path)
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}:{lineno}: malformed JSON ({exc.msg})") from None
+        missing = [k for k in required if not isinstance(row.get(k), str) or not row[k].strip()]
+        if missing:
+            raise DataError(f"{where}:{lineno}: field {missing[0]!r} must be a non-empty string")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{where}: holds no probe rows")
+    return rows

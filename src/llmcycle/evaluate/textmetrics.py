@@ -1,0 +1,114 @@
+"""Reference-based and reference-free metrics of generated replies.
+
+BLEU and chrF come from sacrebleu (corpus scores, the standard ones); ROUGE-L, distinct-n and the repetition rate
+are a few lines of our own on lower-cased word tokens, so they are easy to check by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks: the unit of ROUGE-L, distinct-n, repetition and length."""
+    return WORD.findall(text.lower())
+
+
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (0-100), sacrebleu's 13a tokenisation and exponential smoothing.
+
+    Effective order: n-gram orders no reply is long enough to have are left out instead of zeroing the score, so a
+    set of short but perfect replies still scores 100.
+    """
+    from sacrebleu.metrics import BLEU
+
+    if not hypotheses:
+        return 0.0
+    return float(BLEU(effective_order=True).corpus_score(list(hypotheses), [list(references)]).score)
+
+
+def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus chrF (0-100): character n-gram F-score, kinder than BLEU to short, differently worded replies."""
+    import sacrebleu
+
+    if not hypotheses:
+        return 0.0
+    return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence, one row of the DP table at a time."""
+    if len(a) < len(b):
+        a, b = b, a
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev_diag = 0
+        for j, y in enumerate(b, 1):
+            keep = row[j]
+            row[j] = prev_diag + 1 if x == y else max(row[j], row[j - 1])
+            prev_diag = keep
+    return row[-1]
+
+
+def rouge_l(hypothesis: str, reference: str) -> float:
+    """ROUGE-L F1 of one pair (0-1): LCS-based precision and recall over words."""
+    hyp, ref = words(hypothesis), words(reference)
+    if not hyp or not ref:
+        return 0.0
+    common = lcs_length(hyp, ref)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(hyp), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def mean_rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    if not hypotheses:
+        return 0.0
+    return sum(rouge_l(h, r) for h, r in zip(hypotheses, references)) / len(hypotheses)
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct n-grams over all n-grams of all replies (0-1): low means the model says the same thing to everyone."""
+    grams = [g for text in texts for g in ngrams(words(text), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(texts: Sequence[str], n: int = 2) -> float:
+    """Mean share of a reply's word n-grams that repeat an earlier n-gram of the same reply (0-1).
+
+    Catches the degenerate loops ("i know i know i know") of small or badly tuned models. Replies too short to
+    hold an n-gram count as 0.
+    """
+    if not texts:
+        return 0.0
+    total = 0.0
+    for text in texts:
+        grams = ngrams(words(text), n)
+        if grams:
+            total += 1 - len(set(grams)) / len(grams)
+    return total / len(texts)
+
+
+def mean_words(texts: Sequence[str]) -> float:
+    return sum(len(words(t)) for t in texts) / len(texts) if texts else 0.0
+
+
+def generation_metrics(replies: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Every text metric of a set of replies against their references, keyed by metric name."""
+    return {
+        "bleu": bleu(replies, references),
+        "chrf": chrf(replies, references),
+        "rouge_l": mean_rouge_l(replies, references),
+        "distinct_1": distinct_n(replies, 1),
+        "distinct_2": distinct_n(replies, 2),
+        "repetition_rate": repetition_rate(replies),
+        "mean_reply_words": mean_words(replies),
+    }

@@ -1,0 +1,51 @@
+"""Batch generation from a JSONL file: each line a chat record or `{"prompt": TEXT}`; each output line is the input
+record plus `reply` and `finish_reason`. A chat record ending with an assistant turn is answered from the turns
+before it (that last turn stays in the record as the reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmcycle.errors import DataError
+from llmcycle.records import check_chat, read_jsonl, write_jsonl
+
+
+def read_requests(path: str | Path) -> list[tuple[dict[str, Any], Any]]:
+    """(record, prompt) pairs; prompt is a str for raw prompts or a message list for chats."""
+    requests = []
+    for lineno, record in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if "messages" in record:
+            messages = check_chat(record, where)
+            if messages[-1]["role"] == "assistant":
+                messages = messages[:-1]
+            if not messages or messages[-1]["role"] != "user":
+                raise DataError(f"{where}: the conversation has no user turn to answer")
+            requests.append((record, messages))
+        elif "prompt" in record:
+            if not isinstance(record["prompt"], str) or not record["prompt"].strip():
+                raise DataError(f"{where}: field 'prompt' must be a non-empty string")
+            requests.append((record, record["prompt"]))
+        else:
+            raise DataError(f"{where}: expected a chat record ('messages') or a 'prompt' field")
+    if not requests:
+        raise DataError(f"{path}: no requests in the file")
+    return requests
+
+
+def generate_file(engine: Any, settings: Any, input_path: str | Path, output_path: str | Path,
+                  batch_size: int = 8) -> int:
+    """Answer every request of `input_path` into `output_path` (written atomically); returns the count."""
+    from llmcycle.progress import bar
+
+    requests = read_requests(input_path)
+    prompts = [engine.encode_chat(p) if isinstance(p, list) else engine.encode_prompt(p) for _, p in requests]
+    results = []
+    progress = bar(total=len(prompts), desc="generate", unit="prompt")
+    for start in range(0, len(prompts), batch_size):
+        results.extend(engine.generate_ids(prompts[start:start + batch_size], settings, batch_size))
+        progress.update(min(batch_size, len(prompts) - start))
+    progress.close()
+    records = [{**record, "reply": c.text, "finish_reason": c.finish_reason} for (record, _), c in zip(requests, results)]
+    return write_jsonl(output_path, records)

@@ -1,0 +1,228 @@
+"""The one inference engine behind chat, generate, eval and serve: what we evaluate is what we serve.
+
+It works on token ids (`generate_ids`) and adds text on top: raw prompts, chat conversations through the model's
+chat template, streaming, and log-likelihood scoring. Llama-family models decode through our own fast forward
+(`fast_llama.py`); everything else through the model's transformers forward; beam search through `generate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from llmcycle.errors import DataError
+from llmcycle.infer.decode import DecodeRun, HFBackend, Row
+from llmcycle.infer.settings import GenerationSettings
+
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass
+class Completion:
+    """One reply: `text` has special tokens and stop strings removed; `token_ids` exclude the ending eos/stop id."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "eos" | "stop" | "length"
+    prompt_tokens: int
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def _as_id_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+class Engine:
+    """A loaded model + tokenizer that decodes with `GenerationSettings`."""
+
+    def __init__(self, model: Any, tokenizer: Any, fast: bool = True, threads: int | None = None,
+                 quantize: str | None = None):
+        from llmcycle.infer.threads import apply_threads
+        from llmcycle.tokenizer import ensure_chat_template
+
+        self.model = model.eval()
+        self.tokenizer = ensure_chat_template(tokenizer)
+        self.device = next(model.parameters()).device
+        self.threads = apply_threads(threads, sum(p.numel() for p in model.parameters()), str(self.device))
+        gen = getattr(model, "generation_config", None)
+        self.eos_token_ids = _as_id_list(getattr(gen, "eos_token_id", None))
+        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in self.eos_token_ids:
+            self.eos_token_ids.append(int(tokenizer.eos_token_id))
+        pad = getattr(gen, "pad_token_id", None)
+        pad = pad if pad is not None else tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else (self.eos_token_ids or [0])[0])
+        self.context_length = self._context_length()
+        self.backend = self._fast_backend() if fast else None
+        self.backend_name = "fast" if self.backend is not None else "transformers"
+        self.quantize = quantize
+        if quantize:
+            from llmcycle.infer.quantize import quantize_model
+
+            self.model = quantize_model(self.model, quantize, str(self.device))
+            if self.backend is not None:
+                self.backend.quantize_int8()
+        if self.backend is None:
+            self.backend = HFBackend(self.model)
+
+    # ---- construction -----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: str | Path, device: str = "cpu", dtype: str = "auto", quantize: str | None = None,
+             fast: bool = True, threads: int | None = None) -> "Engine":
+        """Load a full model dir, a PEFT adapter dir (merged onto its base), a merged dir or a hub id."""
+        from llmcycle.loading import load_model, load_tokenizer_for
+
+        from llmcycle.infer.quantize import check_method
+        from llmcycle.loading import check_exists
+
+        check_method(quantize, device)
+        check_exists(model)
+        tokenizer = load_tokenizer_for(model)
+        hf_model = load_model(model, dtype="fp32" if quantize else dtype, device=device, merge=True)
+        return cls(hf_model, tokenizer, fast=fast, threads=threads, quantize=quantize)
+
+    def _context_length(self) -> int:
+        config = getattr(self.model, "config", None)
+        for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else 2048
+
+    def _fast_backend(self) -> Any:
+        from llmcycle.infer.fast_llama import FastLlama
+
+        return FastLlama.from_hf(self.model)
+
+    @property
+    def default_settings(self) -> GenerationSettings:
+        """Decoding defaults from the model's generation_config.json."""
+        return GenerationSettings.from_model(self.model)
+
+    # ---- encoding ---------------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise DataError("empty prompt: give some text to continue")
+        return list(self.tokenizer(prompt)["input_ids"])
+
+    def chat_text(self, messages: Sequence[dict]) -> str:
+        """The chat template applied with the generation prompt for the assistant's next turn."""
+        if not messages or not any(str(m.get("content", "")).strip() for m in messages):
+            raise DataError("empty conversation: give at least one message with content")
+        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
+    def encode_chat(self, messages: Sequence[dict]) -> list[int]:
+        return list(self.tokenizer(self.chat_text(messages), add_special_tokens=False)["input_ids"])
+
+    # ---- generation -------------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
+        """Continue raw text prompts."""
+        return self.generate_ids([self.encode_prompt(p) for p in prompts], settings, batch_size)
+
+    def chat(self, conversations: Sequence[Sequence[dict]], settings: GenerationSettings | None = None,
+             batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
+        """The assistant's next turn for each conversation."""
+        return self.generate_ids([self.encode_chat(c) for c in conversations], settings, batch_size)
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings | None = None,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
+        """Batches of similar length (left padded); results in the input order."""
+        settings = settings or self.default_settings
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Completion | None] = [None] * len(prompts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for index, completion in zip(chunk, self._generate_batch([prompts[i] for i in chunk], settings)):
+                results[index] = completion
+        return results  # type: ignore[return-value]
+
+    def _fit(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> GenerationSettings:
+        """Check prompt lengths against the context; shorten max_new_tokens to what is left of it."""
+        longest = max(len(p) for p in prompts)
+        if any(len(p) == 0 for p in prompts):
+            raise DataError("empty prompt: it encodes to no tokens")
+        if longest >= self.context_length:
+            raise DataError(f"prompt is {longest} tokens, the model's context is {self.context_length}: shorten it")
+        room = self.context_length - longest
+        return settings if settings.max_new_tokens <= room else settings.replace(
+            max_new_tokens=room, min_new_tokens=min(settings.min_new_tokens, room))
+
+    def _generate_batch(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> list[Completion]:
+        settings = self._fit(prompts, settings)
+        if settings.num_beams > 1:
+            from llmcycle.infer.beam import beam_search
+
+            return beam_search(self, prompts, settings)
+        run = self._run(prompts, settings)
+        return [self._completion(run, row) for row in run.run()]
+
+    def _run(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> DecodeRun:
+        return DecodeRun(self.backend, self.tokenizer, prompts, settings, self.eos_token_ids, self.pad_token_id,
+                         self.device)
+
+    @staticmethod
+    def _completion(run: DecodeRun, row: Row) -> Completion:
+        return Completion(run.text_of(row), list(row.new_ids), row.finish_reason or "length", len(row.prompt_ids))
+
+    # ---- streaming --------------------------------------------------------------------------------------
+    def stream_chat(self, messages: Sequence[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
+        return self.stream_ids(self.encode_chat(messages), settings)
+
+    def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
+        return self.stream_ids(self.encode_prompt(prompt), settings)
+
+    def stream_ids(self, prompt_ids: Sequence[int], settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Text pieces as they decode; joined, they equal the Completion's text. The final Completion is then
+        in `self.last_completion`."""
+        settings = self._fit([prompt_ids], settings or self.default_settings)
+        if settings.num_beams > 1:
+            completion = self._generate_batch([prompt_ids], settings)[0]
+            self.last_completion = completion
+            if completion.text:
+                yield completion.text
+            return
+        run = self._run([prompt_ids], settings)
+        row, emitted = run.rows[0], 0
+        for _ in run.steps():
+            text = run.text_of(row)
+            safe = len(text) if row.finish_reason else self._safe_length(text, settings.stop)
+            if safe > emitted:
+                yield text[emitted:safe]
+                emitted = safe
+        self.last_completion = self._completion(run, row)
+        if len(self.last_completion.text) > emitted:
+            yield self.last_completion.text[emitted:]
+
+    @staticmethod
+    def _safe_length(text: str, stops: Sequence[str]) -> int:
+        """How much of a running reply can be shown: not a half-decoded character nor a possible stop string's start."""
+        end = len(text.rstrip("\ufffd"))
+        for stop in stops:
+            for size in range(min(len(stop) - 1, end), 0, -1):
+                if text[:end].endswith(stop[:size]):
+                    end -= size
+                    break
+        return max(end, 0)
+
+    # ---- scoring ----------------------------------------------------------------------------------------
+    def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
+              batch_size: int = DEFAULT_BATCH_SIZE) -> list[float]:
+        """Sum of log-probabilities (natural log) of each text's tokens, given its context (or the start of a
+        document: the bos token) -- for perplexity and multiple-choice likelihoods."""
+        from llmcycle.infer.scoring import score_texts
+
+        return score_texts(self, texts, contexts, batch_size)
+
+    def score_ids(self, contexts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
+                  batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[float]]:
+        """Per-token log-probabilities of each target id sequence following its context ids."""
+        from llmcycle.infer.scoring import score_token_ids
+
+        return score_token_ids(self, contexts, targets, batch_size)

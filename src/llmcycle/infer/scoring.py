@@ -1,0 +1,59 @@
+"""Log-likelihoods through the model's own forward pass: one batched forward per chunk, right padded."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from llmcycle.errors import DataError
+
+
+def score_token_ids(engine: Any, contexts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
+                    batch_size: int = 8) -> list[list[float]]:
+    """log p(target_i | context, target_<i) for every target token; contexts must hold at least one id."""
+    if len(contexts) != len(targets):
+        raise DataError(f"score: {len(contexts)} contexts for {len(targets)} texts")
+    results: list[list[float]] = []
+    for start in range(0, len(targets), batch_size):
+        results.extend(_score_chunk(engine, contexts[start:start + batch_size], targets[start:start + batch_size]))
+    return results
+
+
+def _score_chunk(engine: Any, contexts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> list[list[float]]:
+    sequences = [list(c) + list(t) for c, t in zip(contexts, targets)]
+    for context, seq in zip(contexts, sequences):
+        if not context:
+            raise DataError("score: empty context (nothing to condition the first token on)")
+        if len(seq) > engine.context_length:
+            raise DataError(f"score: text is {len(seq)} tokens, the model's context is {engine.context_length}")
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), engine.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        mask[row, :len(seq)] = 1
+    with torch.inference_mode():
+        logits = engine.model(input_ids=ids.to(engine.device), attention_mask=mask.to(engine.device)).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+    out = []
+    for row, (context, target) in enumerate(zip(contexts, targets)):
+        positions = torch.arange(len(context) - 1, len(context) - 1 + len(target))
+        picked = logprobs[row, positions.to(logprobs.device), torch.tensor(list(target), device=logprobs.device)]
+        out.append(picked.tolist())
+    return out
+
+
+def score_texts(engine: Any, texts: Sequence[str], contexts: Sequence[str] | None, batch_size: int = 8) -> list[float]:
+    """Sum log-prob of each text; without a context the text is scored as a document start (after bos)."""
+    tok = engine.tokenizer
+    bos = tok.bos_token_id if tok.bos_token_id is not None else engine.pad_token_id
+    ctx_ids, tgt_ids = [], []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise DataError(f"score: text {i} is empty")
+        target = list(tok(text, add_special_tokens=False)["input_ids"])
+        context = [bos] if contexts is None else list(tok(contexts[i])["input_ids"]) or [bos]
+        ctx_ids.append(context)
+        tgt_ids.append(target)
+    return [float(sum(lp)) for lp in score_token_ids(engine, ctx_ids, tgt_ids, batch_size)]

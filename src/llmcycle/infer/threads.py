@@ -1,0 +1,36 @@
+"""CPU thread count for decoding.
+
+A small model decoding at batch 1 does matrix-vector products of a few hundred KB each: extra threads add
+synchronisation and, on a shared machine, fight other processes for cores. `bench/decode_bench.py` measured 1 vs 2
+threads on our 2-core CPU (see bench/results/decode_bench.json): 1 thread wins, so it is the default for models
+under SMALL_MODEL_PARAMS on CPU. Larger models keep torch's choice. $LLMCYCLE_THREADS or an explicit value win.
+"""
+
+from __future__ import annotations
+
+import os
+
+THREADS_ENV = "LLMCYCLE_THREADS"
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def choose_threads(threads: int | None, params: int, device: str) -> int | None:
+    """The thread count to set, or None to leave torch's."""
+    if threads is not None and threads > 0:
+        return threads
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if str(device).startswith("cpu") and params < SMALL_MODEL_PARAMS:
+        return 1
+    return None
+
+
+def apply_threads(threads: int | None, params: int = 0, device: str = "cpu") -> int:
+    """Set torch's intra-op threads as `choose_threads` decides; returns the count in effect."""
+    import torch
+
+    chosen = choose_threads(threads, params, device)
+    if chosen is not None and torch.get_num_threads() != chosen:
+        torch.set_num_threads(chosen)
+    return torch.get_num_threads()

@@ -1,0 +1,132 @@
+"""The `merge` stage: a fine-tuned adapter folded into its base -> a plain model dir any HF tool loads.
+
+The merged dir holds the weights (in the base's own dtype unless asked otherwise), the adapter's tokenizer (with the
+chat template it was trained with) and a generation config whose EOS includes the end-of-turn token, so the merged
+model stops where the adapter did. Merge then runs the parity check (`llmcycle.parity`) and refuses to publish a
+merged model whose logits differ from base + adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from llmcycle.artifacts import open_artifact
+from llmcycle.config import StageConfig, to_dict
+from llmcycle.errors import ArtifactError, ModelLoadError, first_line
+from llmcycle.progress import say
+
+
+class MergeConfig(StageConfig):
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = the base model's dtype.")
+    parity: bool = Field(True, description="Check merged logits against base + adapter before publishing.")
+    parity_tolerance: Optional[float] = Field(None, gt=0, description="Max abs logit diff (None = by dtype).")
+    seed: int = 0
+
+
+def check_adapter_dir(adapter_dir: str | Path) -> str:
+    """The adapter's base (hub id or absolute path); one-line errors for anything that is not a usable adapter."""
+    from llmcycle.loading import adapter_base, check_exists, is_adapter_dir
+
+    path = Path(adapter_dir)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such adapter dir")
+    if not is_adapter_dir(path):
+        if (path / "config.json").is_file():
+            raise ArtifactError(f"{path}: is a full model dir, not an adapter (a full fine-tune needs no merge)")
+        raise ArtifactError(f"{path}: not an adapter dir (no adapter_config.json)")
+    base = adapter_base(path)
+    try:
+        check_exists(base)
+    except ModelLoadError:
+        raise ModelLoadError(f"{path}: the adapter's base model {base} is missing") from None
+    return base
+
+
+def base_dtype_name(base: str) -> str:
+    """The dtype the base stores its weights in (config.json `dtype`/`torch_dtype`), fp32 when unknown."""
+    file = Path(base) / "config.json"
+    raw = None
+    if file.is_file():
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+            raw = config.get("dtype") or config.get("torch_dtype")
+        except (OSError, json.JSONDecodeError):
+            raw = None
+    else:
+        try:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(base)
+            raw = str(getattr(config, "dtype", None) or "").replace("torch.", "")
+        except Exception:  # an unreachable hub id: fall back to fp32, which loses nothing
+            raw = None
+    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(raw), "fp32")
+
+
+def save_generation_config(base: str, model: Any, tokenizer: Any, out: Path) -> None:
+    """The base's generation config (or one from the model config), with the end-of-turn token as an EOS."""
+    from transformers import GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(base)
+    except Exception:  # no generation_config.json in the base: derive it
+        gen = GenerationConfig.from_model_config(model.config)
+    eos = gen.eos_token_id
+    eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+        eos_ids.append(tokenizer.eos_token_id)
+    gen.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
+    if gen.pad_token_id is None and tokenizer.pad_token_id is not None:
+        gen.pad_token_id = tokenizer.pad_token_id
+    gen.save_pretrained(out)
+
+
+def merged_model(adapter_dir: str | Path, base: str, dtype: str):
+    """base + adapter with the adapter's deltas folded into the weights, in `dtype`."""
+    from peft import PeftModel
+
+    from llmcycle.loading import load_base_model
+
+    from llmcycle.train.lora import quiet_peft
+
+    model = load_base_model(base, dtype)
+    try:
+        with quiet_peft():
+            model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    except Exception as exc:
+        raise ModelLoadError(f"{adapter_dir}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None
+    model.config.use_cache = True
+    return model
+
+
+def run(cfg: MergeConfig, adapter_dir: str | Path, out: str | Path) -> Path:
+    """The `merge` stage: ADAPTER_DIR (+ its base) -> OUT, a full model dir; parity-checked unless disabled."""
+    import torch
+
+    from llmcycle.loading import load_tokenizer_for
+    from llmcycle.parity import check_parity
+
+    base = check_adapter_dir(adapter_dir)
+    dtype = base_dtype_name(base) if cfg.dtype == "auto" else cfg.dtype
+    tokenizer = load_tokenizer_for(adapter_dir)
+    torch.manual_seed(cfg.seed)
+    with open_artifact(out, "merge", to_dict(cfg), {"adapter": adapter_dir}) as art:
+        say(f"merge: folding {adapter_dir} into {base} ({dtype})")
+        model = merged_model(adapter_dir, base, dtype)
+        model.save_pretrained(art.dir)
+        tokenizer.save_pretrained(art.dir)
+        save_generation_config(base, model, tokenizer, art.dir)
+        del model
+        art.extra = {"base": base, "dtype": dtype}
+        if cfg.parity:
+            report = {**check_parity(adapter_dir, art.dir, tolerance=cfg.parity_tolerance), "b": str(out)}
+            art.extra["parity"] = report
+            art.metrics = {"parity_max_abs_logit_diff": report["max_abs_logit_diff"], "parity_passed": report["passed"]}
+            if not report["passed"]:
+                raise ArtifactError(f"{out}: merged model fails the parity check ({report['summary']}); not written")
+    say(f"merge: wrote {out}")
+    return Path(out)

@@ -1,0 +1,209 @@
+"""`llmcycle run`: the whole lifecycle from one YAML config, each stage into its artifact dir under the run folder.
+
+A stage is skipped when its manifest records the same config and the same input identities (upstream
+fingerprints), so a rerun after a crash or a config change redoes only what must be redone. A training stage
+killed mid-way resumes from its checkpoints when its config and inputs are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+
+from llmcycle.artifacts import MANIFEST, atomic_write_json, input_identity, partial_dir, read_manifest, sha256_json
+from llmcycle.config import StageConfig, to_dict
+from llmcycle.data import DataConfig
+from llmcycle.errors import ArtifactError, ConfigError
+from llmcycle.evaluate import EvalConfig
+from llmcycle.merge import MergeConfig
+from llmcycle.progress import say
+from llmcycle.tokenizer import TokenizerConfig
+from llmcycle.train.finetune import FinetuneConfig
+from llmcycle.train.pretrain import PretrainConfig
+
+STAGES = ("data", "tokenizer", "pretrain", "finetune", "merge", "eval")
+RUN_MARKER = "run.json"
+DEFAULT_DIRS = {"data": "data", "tokenizer": "tokenizer", "pretrain": "base", "finetune": "sft", "merge": "merged",
+                "eval": "eval"}
+
+
+class RunConfig(StageConfig):
+    """A whole run. `base` set to a hub id or model dir skips tokenizer+pretrain and fine-tunes that model."""
+
+    name: str = "run"
+    base: str | None = None
+    stages: list[str] = Field(default_factory=lambda: list(STAGES))
+    dirs: dict[str, str] = Field(default_factory=dict, description="Artifact dir name per stage, e.g. sft: out-x.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    chat: dict[str, Any] = Field(default_factory=dict, description="Decoding knobs for `llmcycle chat -c`.")
+
+    def model_post_init(self, _: Any) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"stages: unknown stage {unknown[0]!r} (stages are {', '.join(STAGES)})")
+        bad = [k for k in self.dirs if k not in STAGES]
+        if bad:
+            raise ConfigError(f"dirs.{bad[0]}: unknown stage (stages are {', '.join(STAGES)})")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    out: Path
+    status: str  # "ran", "skipped", "resumed"
+    seconds: float
+
+
+def dir_of(cfg: RunConfig, run_dir: Path, stage: str) -> Path:
+    return run_dir / cfg.dirs.get(stage, DEFAULT_DIRS[stage])
+
+
+def stage_plan(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, dict[str, str], Callable[..., Path]]]:
+    """(stage, config, inputs, call) per stage in order; call(resume) runs it into its dir."""
+    from llmcycle import data, merge, tokenizer
+    from llmcycle import evaluate as evaluate_stage
+    from llmcycle.train import finetune, pretrain
+
+    d = {s: dir_of(cfg, run_dir, s) for s in STAGES}
+    base = cfg.base or str(d["pretrain"])
+    adapter_like = cfg.finetune.method != "full"
+    final_model = d["merge"] if adapter_like else d["finetune"]
+    plan: list[tuple[str, Any, dict[str, str], Callable[..., Path]]] = [
+        ("data", cfg.data, {k: str(v) for k, v in data.source_inputs(cfg.data).items()}, lambda resume: data.run(cfg.data, d["data"])),
+    ]
+    if cfg.base is None:
+        plan += [
+            ("tokenizer", cfg.tokenizer, {"data": str(d["data"])},
+             lambda resume: tokenizer.run(cfg.tokenizer, d["data"], d["tokenizer"])),
+            ("pretrain", cfg.pretrain, {"data": str(d["data"]), "tokenizer": str(d["tokenizer"])},
+             lambda resume: pretrain.run(cfg.pretrain, d["data"], d["tokenizer"], d["pretrain"], resume=resume)),
+        ]
+    plan.append(("finetune", cfg.finetune, {"data": str(d["data"]), "base": base},
+                 lambda resume: finetune.run(cfg.finetune, d["data"], base, d["finetune"], resume=resume)))
+    if adapter_like:
+        plan.append(("merge", cfg.merge, {"adapter": str(d["finetune"])},
+                     lambda resume: merge.run(cfg.merge, d["finetune"], d["merge"])))
+    plan.append(("eval", cfg.eval, {"model": str(final_model), "data": str(d["data"]), "compare": base},
+                 lambda resume: evaluate_stage.run(cfg.eval, final_model, d["data"], d["eval"], compare=[base])))
+    return [p for p in plan if p[0] in cfg.stages]
+
+
+def identities(inputs: dict[str, str]) -> list[str]:
+    return sorted(input_identity(Path(p)) for p in inputs.values())
+
+
+def is_current(run_dir: Path, stage: str, out: Path, config: dict[str, Any], inputs: dict[str, str]) -> bool:
+    """The manifest holds this config, and the last completed attempt had these inputs and produced this dir."""
+    if not (out / MANIFEST).is_file():
+        return False
+    try:
+        manifest = read_manifest(out, stage)
+        record = json.loads(_attempt_file(run_dir, stage).read_text(encoding="utf-8"))
+    except (ArtifactError, OSError, json.JSONDecodeError):
+        return False
+    return (
+        manifest.get("config") == config
+        and record.get("done") is True
+        and record.get("key") == _attempt_key(config, inputs)
+        and record.get("outputs") == sha256_json(manifest.get("outputs", {}))
+    )
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """An existing non-empty folder must be a run folder we made, so we never write into a stranger's dir."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ArtifactError(f"{run_dir}: exists and is not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / RUN_MARKER).is_file():
+        raise ArtifactError(f"{run_dir}: not an llmcycle run folder (no {RUN_MARKER}); choose another --out")
+
+
+def check_inputs(cfg: RunConfig, run_dir: Path, stage: str, inputs: dict[str, str]) -> None:
+    """Every input that lives in the run folder must exist and be the one this run's earlier stage wrote."""
+    producers = {dir_of(cfg, run_dir, s).resolve(): s for s in STAGES}
+    for name, path in inputs.items():
+        producer = producers.get(Path(path).resolve())
+        if producer is None:
+            continue
+        if not (Path(path) / MANIFEST).is_file():
+            raise ArtifactError(f"{path}: input {name!r} of {stage} is missing; run the {producer} stage first")
+        try:
+            record = json.loads(_attempt_file(run_dir, producer).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            record = {}
+        if record.get("outputs") != sha256_json(read_manifest(path).get("outputs", {})):
+            raise ArtifactError(f"{path}: input {name!r} of {stage} was not produced by this run's {producer} stage")
+
+
+def run(cfg: RunConfig, run_dir: str | Path, force: bool = False) -> list[StageResult]:
+    """Run every selected stage in order, skipping up-to-date ones; then write report.md."""
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / RUN_MARKER, {"name": cfg.name, "config": to_dict(cfg)})
+    plan = stage_plan(cfg, run_dir)
+    results: list[StageResult] = []
+    for i, (stage, stage_cfg, inputs, call) in enumerate(plan, 1):
+        out = dir_of(cfg, run_dir, stage)
+        config = to_dict(stage_cfg)
+        head = f"[{i}/{len(plan)}] {stage:<9}"
+        if not force and is_current(run_dir, stage, out, config, inputs):
+            say(f"{head} up to date, skipped ({out})")
+            results.append(StageResult(stage, out, "skipped", 0.0))
+            continue
+        check_inputs(cfg, run_dir, stage, inputs)
+        resume = _can_resume(run_dir, stage, out, config, inputs)
+        say(f"{head} {'resuming' if resume else 'running'} -> {out}")
+        started = time.time()
+        _remember_attempt(run_dir, stage, config, inputs)
+        call(resume)
+        _remember_attempt(run_dir, stage, config, inputs, done_dir=out)
+        seconds = time.time() - started
+        say(f"{head} done in {seconds:.1f}s")
+        results.append(StageResult(stage, out, "resumed" if resume else "ran", seconds))
+    from llmcycle.report import write_report
+
+    write_report(run_dir, [r.out for r in results], {r.stage: r.status for r in results})
+    return results
+
+
+def _attempt_file(run_dir: Path, stage: str) -> Path:
+    return run_dir / ".attempts" / f"{stage}.json"
+
+
+def _attempt_key(config: dict[str, Any], inputs: dict[str, str]) -> str:
+    return sha256_json([config, identities(inputs)])
+
+
+def _remember_attempt(run_dir: Path, stage: str, config: dict[str, Any], inputs: dict[str, str],
+                      done_dir: Path | None = None) -> None:
+    record: dict[str, Any] = {"key": _attempt_key(config, inputs), "done": done_dir is not None}
+    if done_dir is not None:
+        record["outputs"] = sha256_json(read_manifest(done_dir).get("outputs", {}))
+    atomic_write_json(_attempt_file(run_dir, stage), record)
+
+
+def _can_resume(run_dir: Path, stage: str, out: Path, config: dict[str, Any], inputs: dict[str, str]) -> bool:
+    """Resume a killed training stage only if it was started with this very config and these inputs."""
+    ckpts = partial_dir(out) / "checkpoints"
+    if stage not in ("pretrain", "finetune") or not ckpts.is_dir() or not any(ckpts.glob("step-*")):
+        return False
+    file = _attempt_file(run_dir, stage)
+    try:
+        key = json.loads(file.read_text(encoding="utf-8")).get("key")
+    except (OSError, json.JSONDecodeError):
+        return False
+    if key == _attempt_key(config, inputs):
+        return True
+    shutil.rmtree(partial_dir(out), ignore_errors=True)  # stale checkpoints of another config
+    return False

@@ -1,0 +1,293 @@
+"""The `finetune` stage: supervised fine-tuning of any HF causal LM on chat records (full, LoRA, DoRA, QLoRA).
+
+Loss is on assistant tokens only, end-of-turn included (see `sft_data`), with padding-free packing (see
+`sft_batches`). Training runs in the shared loop, so validation, early stopping, checkpoints and `--resume` work the
+same as in pretraining. The output is a standard PEFT adapter dir (or a full model dir for `method: full`) plus the
+tokenizer with the chat template it was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Literal, Optional, Union
+
+from pydantic import Field, field_validator
+
+from llmcycle.artifacts import open_artifact
+from llmcycle.config import StageConfig, to_dict
+from llmcycle.errors import ConfigError
+from llmcycle.progress import say
+from llmcycle.train.loop import LoopConfig, train_loop
+
+Method = Literal["lora", "dora", "qlora", "full"]
+PEFT_METHODS = ("lora", "dora", "qlora")
+
+
+class LoraOptions(StageConfig):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Union[Literal["auto", "all-linear"], List[str]] = Field(
+        "auto", description="auto = per-architecture defaults (all attention and MLP projections).")
+
+
+def default_train() -> LoopConfig:
+    """Loop settings that suit adapter fine-tuning: higher lr than pretraining, no weight decay on adapters."""
+    return LoopConfig(max_steps=100, batch_size=8, lr=2e-4, warmup_steps=5, weight_decay=0.0, eval_every=20,
+                      eval_batches=10, log_every=5, save_every=50)
+
+
+class FinetuneConfig(StageConfig):
+    method: Method = "lora"
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    train: LoopConfig = Field(default_factory=default_train)
+    max_seq_len: int = Field(1024, ge=16, description="Tokens per sequence; longer chats are split at turns.")
+    packing: bool = Field(True, description="Padding-free packing of several chats per row.")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Weights dtype of the base (auto: fp32 on CPU, bf16/fp16 on GPU).")
+    seed: int = Field(0, description="Data order and adapter init; also the loop's seed (overrides train.seed).")
+    train_split: str = "train"
+    val_split: Optional[str] = Field("val", description="None = no validation (no early stopping).")
+    max_train_records: Optional[int] = Field(None, ge=1)
+    max_val_records: Optional[int] = Field(None, ge=1)
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _over_finetune_defaults(cls, value: Any) -> Any:
+        """A partial `train:` section (YAML or --set) overrides the fine-tuning defaults, not the loop's."""
+        if isinstance(value, dict):
+            return {**default_train().model_dump(), **value}
+        return value
+
+
+def resolve_base(base: str | Path) -> str:
+    """A local dir as an absolute path (what an adapter must record to find its base again), else the hub id."""
+    path = Path(str(base)).expanduser()
+    return str(path.resolve()) if path.exists() else str(base)
+
+
+# For a base without a chat template whose vocabulary lacks our <|im_start|>/<|im_end|>: ChatML-shaped, but turns end
+# with the base's own EOS, so no embedding rows must be added (which an adapter could not carry to merge/chat).
+EOS_CHATML_TEMPLATE = (
+    "{{ bos_token if bos_token else '' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + eos_token }}{% endif %}"
+    "{{ '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def prepare_tokenizer(base: str) -> tuple[Any, str]:
+    """The base's tokenizer with its own chat template, else llmcycle's (ChatML; EOS-terminated turns when the
+    vocabulary lacks our special tokens)."""
+    from llmcycle.loading import check_exists, load_tokenizer_for
+    from llmcycle.tokenizer import IM_END, IM_START, ensure_chat_template
+
+    check_exists(base)
+    tokenizer = load_tokenizer_for(base)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer, "base"
+    vocab = tokenizer.get_vocab()
+    if IM_START in vocab and IM_END in vocab:
+        return ensure_chat_template(tokenizer), "llmcycle"
+    if tokenizer.eos_token is None:
+        raise ConfigError(f"{base}: tokenizer has neither a chat template nor an EOS token to end turns with")
+    tokenizer.chat_template = EOS_CHATML_TEMPLATE
+    return tokenizer, "llmcycle (turns end with the base's EOS)"
+
+
+def fit_sequence_length(cfg: FinetuneConfig, base: str) -> FinetuneConfig:
+    """max_seq_len capped at the positions the base model has (a tiny pretrained base may have only 512)."""
+    from transformers import AutoConfig
+
+    from llmcycle.errors import ModelLoadError, first_line
+
+    try:
+        positions = getattr(AutoConfig.from_pretrained(base), "max_position_embeddings", None)
+    except Exception as exc:  # transformers raises OSError, ValueError, ... for a broken config
+        raise ModelLoadError(f"{base}: model config does not load ({type(exc).__name__}: {first_line(exc)})") from None
+    if positions and cfg.max_seq_len > positions:
+        say(f"finetune: max_seq_len {cfg.max_seq_len} exceeds the base's {positions} positions; using {positions}")
+        return cfg.model_copy(update={"max_seq_len": positions})
+    return cfg
+
+
+def load_examples(cfg: FinetuneConfig, tokenizer: Any, data_dir: str | Path):
+    from llmcycle.train.sft_data import build_examples
+
+    train, train_stats = build_examples(tokenizer, data_dir, cfg.train_split, cfg.max_seq_len, cfg.max_train_records)
+    val, val_stats = ([], None)
+    if cfg.val_split:
+        val, val_stats = build_examples(tokenizer, data_dir, cfg.val_split, cfg.max_seq_len, cfg.max_val_records)
+    return train, val, {"train": vars(train_stats), "val": vars(val_stats) if val_stats else None}
+
+
+def load_for_method(cfg: FinetuneConfig, base: str, tokenizer: Any):
+    """The base model, loaded for the method (4-bit for QLoRA)."""
+    from llmcycle.loading import load_base_model, resolve_dtype
+    from llmcycle.train.lora import quantization_config
+
+    kwargs: dict[str, Any] = {}
+    device = "cpu"
+    if cfg.method == "qlora":
+        kwargs = {"quantization_config": quantization_config(resolve_dtype("auto", "cuda")), "device_map": {"": 0}}
+        device = "cuda"
+    model = load_base_model(base, cfg.dtype, device, **kwargs)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ConfigError(f"{base}: tokenizer has {len(tokenizer)} tokens but the model only {rows} embeddings")
+    model.config.use_cache = False
+    return model
+
+
+def attach_method(cfg: FinetuneConfig, model: Any):
+    """Freeze the base and add adapters (lora/dora/qlora), or train every weight (full)."""
+    import torch
+
+    from llmcycle.train.lora import wrap_with_adapter
+
+    torch.manual_seed(cfg.seed)
+    if cfg.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    return wrap_with_adapter(model, cfg.method, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout,
+                             cfg.lora.target_modules)
+
+
+def check_method(cfg: FinetuneConfig) -> None:
+    from llmcycle.train.lora import require_cuda_for_qlora
+
+    if cfg.method == "qlora":
+        require_cuda_for_qlora()
+    if cfg.method == "full" and cfg.lora != LoraOptions():
+        say("finetune: method full ignores the lora section")
+
+
+def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | Path, resume: bool = False) -> Path:
+    """The `finetune` stage: DATA_DIR + BASE -> OUT (adapter dir, or a full model dir for method full)."""
+    from llmcycle.records import split_path
+
+    check_config(cfg)
+    check_method(cfg)
+    split_path(data_dir, cfg.train_split)
+    if cfg.val_split:
+        split_path(data_dir, cfg.val_split)
+    base_id = resolve_base(base)
+    tokenizer, template_source = prepare_tokenizer(base_id)
+    asked, cfg = cfg, fit_sequence_length(cfg, base_id)  # the manifest keeps what was asked (fingerprint)
+    train_examples, val_examples, stats = load_examples(cfg, tokenizer, data_dir)
+    model = attach_method(cfg, load_for_method(cfg, base_id, tokenizer))
+    with open_artifact(out, "finetune", to_dict(asked), {"data": data_dir, "base": base_id},
+                       resumable=True, resume=resume) as art:
+        result, before = train(cfg, model, tokenizer, train_examples, val_examples, art.dir, resume)
+        save_outputs(cfg, model, tokenizer, base_id, art.dir)
+        art.metrics = result_metrics(result, before)
+        art.extra = describe(cfg, model, tokenizer, base_id, template_source, stats, data_dir)
+    say(f"finetune: wrote {out} (val loss {fmt(before)} -> {fmt(result.val_loss)})")
+    return Path(out)
+
+
+def train(cfg: FinetuneConfig, model: Any, tokenizer: Any, train_examples, val_examples, work_dir: Path,
+          resume: bool):
+    """Run the shared loop on packed assistant-only batches; returns (LoopResult, val loss before training)."""
+    from llmcycle.train.sft_batches import batches, make_assistant_logits
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    loop_cfg = cfg.train.model_copy(update={"seed": cfg.seed})
+
+    def train_batches(epoch: int):
+        return batches(train_examples, loop_cfg.batch_size, cfg.max_seq_len, cfg.packing, pad_id,
+                       shuffle_seed=cfg.seed * 1_000_003 + epoch)
+
+    def val_batches():
+        if not val_examples:
+            return None
+        return batches(val_examples, loop_cfg.batch_size, cfg.max_seq_len, cfg.packing, pad_id, shuffle_seed=None)
+
+    wrapped = make_assistant_logits(model)
+    before = initial_val_loss(wrapped, val_batches, loop_cfg, work_dir, resume)
+    result = train_loop(wrapped, train_batches, val_batches if val_examples else None, loop_cfg, work_dir,
+                        resume=resume, desc=f"finetune ({cfg.method})")
+    return result, before
+
+
+def initial_val_loss(wrapped: Any, val_batches, loop_cfg: LoopConfig, work_dir: Path, resume: bool):
+    """Val loss of the untouched base, so the manifest shows what fine-tuning gained (kept across resumes)."""
+    import itertools
+
+    import torch
+    import torch.nn.functional as F
+
+    file = work_dir / "val_loss_before.json"
+    if resume and file.is_file():
+        return json.loads(file.read_text())["val_loss"]
+    source = val_batches()
+    if source is None:
+        return None
+    total, count = 0.0, 0
+    wrapped.eval()
+    with torch.no_grad():
+        for batch in itertools.islice(source, loop_cfg.eval_batches):
+            logits = wrapped(**{k: v for k, v in batch.items() if k != "labels"}).logits[0, :-1].float()
+            targets = batch["labels"][0, 1:]
+            total += float(F.cross_entropy(logits, targets, reduction="sum"))
+            count += int(targets.numel())
+    wrapped.train()
+    value = total / count if count else None
+    file.write_text(json.dumps({"val_loss": value}))
+    return value
+
+
+def save_outputs(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, work_dir: Path) -> None:
+    """An adapter dir that records its base (absolute path for local dirs), or a full model dir; plus the tokenizer."""
+    from llmcycle.merge import save_generation_config
+
+    if cfg.method in PEFT_METHODS:
+        model.peft_config["default"].base_model_name_or_path = base_id
+        model.save_pretrained(work_dir, save_embedding_layers=False)
+    else:
+        model.config.use_cache = True
+        model.save_pretrained(work_dir)
+        save_generation_config(base_id, model, tokenizer, work_dir)
+    tokenizer.save_pretrained(work_dir)
+
+
+def result_metrics(result: Any, before: Optional[float]) -> dict[str, Any]:
+    return {
+        "steps": result.steps, "tokens": result.tokens, "train_loss": result.train_loss,
+        "val_loss_before": before, "val_loss": result.val_loss, "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early, "seconds": round(result.seconds, 2),
+        "tokens_per_s": round(result.tokens_per_s, 1), "mfu": result.mfu,
+    }
+
+
+def describe(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, template_source: str,
+             stats: dict[str, Any], data_dir: str | Path) -> dict[str, Any]:
+    """What the manifest says about this run besides config and metrics."""
+    from llmcycle.train.lora import count_parameters
+    from llmcycle.train.sft_data import check_against_generation_mask
+
+    info: dict[str, Any] = {
+        "method": cfg.method, "base": base_id, "chat_template": template_source,
+        "eos_token": tokenizer.eos_token, "max_seq_len_used": cfg.max_seq_len, "data": stats, **count_parameters(model),
+        "label_mask": check_against_generation_mask(tokenizer, data_dir, cfg.train_split),
+    }
+    if cfg.method in PEFT_METHODS:
+        targets = model.peft_config["default"].target_modules
+        info["target_modules"] = sorted(targets) if isinstance(targets, (set, list)) else targets
+    return info
+
+
+def fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def check_config(cfg: FinetuneConfig) -> FinetuneConfig:
+    if cfg.val_split is not None and cfg.val_split == cfg.train_split:
+        raise ConfigError("finetune.val_split: must differ from train_split")
+    return cfg

@@ -1,0 +1,203 @@
+"""The `pretrain` stage: next-token prediction on packed data, from scratch (a named preset) or from any HF causal LM
+(`init_from`, continued pretraining). Writes BASE_DIR: a `save_pretrained` model, tokenizer files,
+generation_config.json, metrics.jsonl, loss.png, samples.json, manifest.json, and checkpoints/ for `--resume`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import Field
+
+from llmcycle.artifacts import atomic_write_json, open_artifact, partial_dir
+from llmcycle.config import StageConfig, to_dict
+from llmcycle.errors import ConfigError, TrainingError
+from llmcycle.progress import say
+from llmcycle.records import split_path
+from llmcycle.tokenizer import BOS, IM_END, ensure_chat_template, load_tokenizer
+from llmcycle.train.checkpoint import checkpoint_dirs
+from llmcycle.train.loop import LoopConfig, distributed_state, train_loop
+from llmcycle.train.packing import (PackedSplit, hold_out, load_packed, train_batches_fn, unigram_loss,
+                                    val_batches_fn)
+
+SAMPLE_PROMPTS = ["Hi! How are you doing today?", "What do you like to do on the weekend?"]
+
+
+class PretrainLoopConfig(LoopConfig):
+    """The loop's settings with defaults that suit pretraining a small model from scratch."""
+
+    max_steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+    eval_every: int = Field(100, ge=1)
+    save_every: int = Field(100, ge=1)
+
+
+class PretrainConfig(StageConfig):
+    preset: str = Field("default", description="Model preset (llmcycle.models.PRESETS) when not init_from.")
+    init_from: Optional[str] = Field(None, description="Continue pretraining this HF causal LM (hub id or dir).")
+    seq_len: int = Field(128, ge=8, description="Tokens per packed row.")
+    seed: int = Field(0, description="Seeds model init, data order and the loop (overrides train.seed).")
+    val_fraction: float = Field(0.05, gt=0, lt=0.5, description="Held out from train when there is no val split.")
+    final_eval_rows: int = Field(512, ge=1, description="Val rows scored at the end (model and unigram).")
+    sample_tokens: int = Field(40, ge=0, description="Greedy tokens per sample written to samples.json.")
+    train: PretrainLoopConfig = Field(default_factory=PretrainLoopConfig)
+
+
+def run(cfg: PretrainConfig, data_dir: str | Path, tokenizer_dir: str | Path | None, out: str | Path,
+        resume: bool = False) -> Path:
+    """DATA_DIR + TOK_DIR -> BASE_DIR. Under `accelerate launch` every process trains; the main one writes."""
+    out = Path(out)
+    split_path(data_dir, "train")
+    if resume and not checkpoint_dirs(partial_dir(out) / "checkpoints"):
+        raise TrainingError(f"{out}: no checkpoint to resume from in {partial_dir(out) / 'checkpoints'} "
+                            "(run without --resume to start afresh)")
+    tokenizer = _load_tokenizer(cfg, tokenizer_dir)
+    model = _load_model(cfg, tokenizer)
+    if cfg.seq_len > model.config.max_position_embeddings:
+        raise ConfigError(f"seq_len: {cfg.seq_len} is above the model's maximum of "
+                          f"{model.config.max_position_embeddings} positions")
+    train, val = _load_data(cfg, data_dir, tokenizer)
+    inputs = {"data": data_dir, **({"tokenizer": tokenizer_dir} if tokenizer_dir else {}),
+              **({"init_from": cfg.init_from} if cfg.init_from else {})}
+    state = distributed_state()
+    if state.num_processes == 1 and os.environ.get("ACCELERATE_USE_CPU") and os.environ.get("MASTER_ADDR"):
+        say("pretrain: note: `accelerate launch --cpu` starts one process unless mpirun is set up; for several CPU "
+            "processes use `accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`")
+    if not state.is_main_process:
+        state.wait_for_everyone()  # the main process has prepared OUT.partial
+        _train(cfg, model, train, val, partial_dir(out), resume)
+        return out
+    with open_artifact(out, "pretrain", to_dict(cfg), inputs, resumable=True, resume=resume) as art:
+        state.wait_for_everyone()
+        result = _train(cfg, model, train, val, art.dir, resume)
+        art.metrics = _final_metrics(cfg, model, tokenizer, train, val, result)
+        art.extra = {"samples": _save_outputs(cfg, model, tokenizer, art.dir)}
+        say(f"pretrain: val ppl {art.metrics['val_perplexity']:.2f} vs unigram "
+            f"{art.metrics['unigram_val_perplexity']:.2f}; {art.metrics['tokens_per_s']:.0f} tokens/s, "
+            f"MFU {100 * art.metrics['mfu']:.1f}%")
+    return out
+
+
+def _load_tokenizer(cfg: PretrainConfig, tokenizer_dir):
+    from llmcycle.loading import load_tokenizer_for
+
+    if tokenizer_dir is None:
+        if cfg.init_from is None:
+            raise ConfigError("pretrain needs --tokenizer (or --init-from a model that has one)")
+        tokenizer = load_tokenizer_for(cfg.init_from)
+    else:
+        tokenizer = load_tokenizer(tokenizer_dir)
+    return ensure_chat_template(tokenizer)
+
+
+def _load_model(cfg: PretrainConfig, tokenizer):
+    from llmcycle.loading import load_base_model
+    from llmcycle.models import build_model, get_preset
+
+    if cfg.init_from is None:
+        get_preset(cfg.preset)
+        return build_model(cfg.preset, tokenizer, seed=cfg.seed)
+    model = load_base_model(cfg.init_from, dtype="fp32")
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # the chat tokens we added
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def _load_data(cfg: PretrainConfig, data_dir, tokenizer) -> tuple[PackedSplit, PackedSplit]:
+    train = load_packed(data_dir, "train", tokenizer, cfg.seq_len)
+    if (Path(data_dir) / "val.jsonl").is_file():
+        val = load_packed(data_dir, "val", tokenizer, cfg.seq_len)
+    else:
+        train, val = hold_out(train, cfg.val_fraction)
+    say(f"pretrain: {train.rows.shape[0]} train rows x {cfg.seq_len} tokens ({train.documents} documents), "
+        f"{val.rows.shape[0]} val rows")
+    return train, val
+
+
+def _train(cfg: PretrainConfig, model, train: PackedSplit, val: PackedSplit, work: Path, resume: bool):
+    loop = cfg.train.model_copy(update={"seed": cfg.seed})
+    return train_loop(model, train_batches_fn(train.rows, loop.batch_size, cfg.seed),
+                      val_batches_fn(val.rows, loop.batch_size), loop, work, resume=resume, desc="pretrain")
+
+
+def final_val_loss(model, rows, batch_size: int) -> float:
+    """Token-mean cross-entropy of the model on `rows` (every token but each row's first)."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, rows.shape[0], batch_size):
+            ids = rows[start:start + batch_size].to(model.device)
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                           reduction="sum"))
+            count += ids[:, 1:].numel()
+    return total / count
+
+
+def _final_metrics(cfg, model, tokenizer, train: PackedSplit, val: PackedSplit, result) -> dict[str, Any]:
+    rows = val.rows[: cfg.final_eval_rows]
+    val_loss = final_val_loss(model, rows, cfg.train.batch_size)
+    uni = unigram_loss(train.rows, rows, model.get_input_embeddings().weight.shape[0])
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "train_loss": result.train_loss, "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50)),
+        "unigram_val_loss": uni, "unigram_val_perplexity": math.exp(min(uni, 50)),
+        "val_tokens_scored": int(rows[:, 1:].numel()), "steps": result.steps, "tokens_seen": result.tokens,
+        "tokens_per_s": result.tokens_per_s, "mfu": result.mfu, "matmul_peak_gflops": result.peak_flops / 1e9,
+        "params": n_params, "train_seconds": result.seconds, "stopped_early": result.stopped_early,
+    }
+
+
+def generation_ids(tokenizer) -> tuple[list[int], int]:
+    """(eos ids, pad id): the end of a turn and the end of a document both stop generation."""
+    vocab = tokenizer.get_vocab()
+    eos = [vocab[t] for t in (IM_END, BOS) if t in vocab]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
+        eos.insert(0, tokenizer.eos_token_id)
+    pad = vocab.get(BOS, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0])
+    return eos, pad
+
+
+def _save_outputs(cfg: PretrainConfig, model, tokenizer, out: Path) -> list[dict[str, str]]:
+    from transformers import GenerationConfig
+
+    eos, pad = generation_ids(tokenizer)
+    model.config.eos_token_id, model.config.pad_token_id = eos[0], pad
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    gen = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=pad)
+    gen.save_pretrained(out)
+    gen = copy.deepcopy(gen)
+    gen.max_new_tokens, gen.do_sample = cfg.sample_tokens, False
+    samples = greedy_samples(model, tokenizer, gen, cfg.sample_tokens)
+    atomic_write_json(out / "samples.json", samples)
+    return samples
+
+
+def greedy_samples(model, tokenizer, gen_config, max_new_tokens: int) -> list[dict[str, str]]:
+    """Greedy continuations of a few chat prompts: a quick look at what the base model learned."""
+    import torch
+
+    if max_new_tokens <= 0:
+        return []
+    samples = []
+    model.eval()
+    for prompt in SAMPLE_PROMPTS:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
+        with torch.no_grad():
+            outs = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen_config)
+        reply = tokenizer.decode(outs[0, ids.shape[1]:], skip_special_tokens=True)
+        samples.append({"prompt": prompt, "greedy": reply.strip()})
+    return samples
+

@@ -1,0 +1,103 @@
+"""The engine's public API on tiny random models: greedy parity with `generate`, completions, scoring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmcycle.errors import ConfigError, DataError
+from llmcycle.infer import Completion, Engine, GenerationSettings
+
+PROMPTS = ["hello there, how are", "we went up to the mountains near the lake and"]
+
+
+def reference_greedy(engine: Engine, prompt_ids: list[int], new_tokens: int) -> list[int]:
+    ids = torch.tensor([prompt_ids])
+    out = engine.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
+                                min_new_tokens=new_tokens, eos_token_id=engine.eos_token_ids,
+                                pad_token_id=engine.pad_token_id)
+    return out[0, len(prompt_ids):].tolist()
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3", "qwen2", "mistral"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_greedy_matches_generate(make_tiny_model, arch, fast):
+    engine = Engine.load(make_tiny_model(arch), fast=fast)
+    assert engine.backend_name == ("fast" if fast else "transformers")
+    settings = GenerationSettings(max_new_tokens=24, min_new_tokens=24, temperature=0)
+    for prompt in PROMPTS:
+        ids = engine.encode_prompt(prompt)
+        [ours] = engine.generate_ids([ids], settings)
+        assert ours.token_ids == reference_greedy(engine, ids, 24)
+        assert ours.finish_reason == "length" and ours.prompt_tokens == len(ids)
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+def test_batched_left_padding_matches_single(make_tiny_model, arch):
+    engine = Engine.load(make_tiny_model(arch))
+    settings = GenerationSettings(max_new_tokens=12, min_new_tokens=12, temperature=0)
+    batched = engine.generate(PROMPTS, settings)
+    singles = [engine.generate([p], settings)[0] for p in PROMPTS]
+    assert [c.token_ids for c in batched] == [c.token_ids for c in singles]
+
+
+def test_chat_stream_score_and_beam(make_tiny_model):
+    engine = Engine.load(make_tiny_model("llama"))
+    settings = GenerationSettings(max_new_tokens=10, temperature=0)
+    convo = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hello there"}]
+    [reply] = engine.chat([convo], settings)
+    assert isinstance(reply, Completion) and reply.finish_reason in ("eos", "length")
+    assert "".join(engine.stream_chat(convo, settings)) == reply.text
+    assert engine.last_completion.token_ids == reply.token_ids
+    likely, unlikely = engine.score(["hello there, how are you doing today?", "zq xv zq kk qq zz vv"])
+    assert likely < 0 and unlikely < 0
+    [beam] = engine.generate([PROMPTS[0]], GenerationSettings(max_new_tokens=8, num_beams=3, temperature=0))
+    assert beam.finish_reason in ("eos", "length") and len(beam.token_ids) <= 8
+
+
+ROPE_LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64, "rope_theta": 10000.0}
+ROPE_YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0}
+
+
+@pytest.mark.parametrize("arch, variant, backend", [
+    ("phi3", dict(partial_rotary_factor=0.5), "fast"),
+    ("llama", dict(tie_word_embeddings=True), "fast"),
+    ("llama", dict(attention_bias=True, mlp_bias=True, head_dim=32), "fast"),
+    ("llama", dict(rope_parameters=ROPE_LLAMA3), "fast"),
+    ("llama", dict(rope_parameters=ROPE_YARN), "fast"),
+    ("llama", dict(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}), "transformers"),
+    ("mistral", dict(sliding_window=16), "transformers"),
+])
+def test_variants_match_generate_or_fall_back(make_tiny_model, arch, variant, backend):
+    engine = Engine.load(make_tiny_model(arch, **variant))
+    assert engine.backend_name == backend
+    ids = engine.encode_prompt(PROMPTS[1] + " " + PROMPTS[0])  # long enough to pass the sliding window
+    settings = GenerationSettings(max_new_tokens=20, min_new_tokens=20, temperature=0)
+    assert engine.generate_ids([ids], settings)[0].token_ids == reference_greedy(engine, ids, 20)
+
+
+def test_int8_fast_path_matches_int8_transformers(make_tiny_model):
+    fast = Engine.load(make_tiny_model("qwen2"), quantize="int8")
+    slow = Engine.load(make_tiny_model("qwen2"), quantize="int8", fast=False)
+    assert fast.backend_name == "fast" and "quantized" in type(fast.model.lm_head).__module__
+    settings = GenerationSettings(max_new_tokens=16, min_new_tokens=16, temperature=0)
+    assert [c.token_ids for c in fast.generate(PROMPTS, settings)] == [c.token_ids for c in slow.generate(PROMPTS, settings)]
+
+
+def test_bad_engine_inputs(make_tiny_model, tmp_path):
+    from llmcycle.errors import ModelLoadError
+
+    engine = Engine.load(make_tiny_model("llama"))
+    with pytest.raises(DataError, match="empty prompt"):
+        engine.generate(["  "])
+    with pytest.raises(DataError, match="context"):
+        engine.generate(["hello there " * 300])
+    with pytest.raises(DataError, match="empty conversation"):
+        engine.chat([[]])
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError):
+        Engine.load(tmp_path)
+    near_end = engine.encode_prompt("hello there " * 100)[: engine.context_length - 3]
+    [c] = engine.generate_ids([near_end], GenerationSettings(max_new_tokens=50, min_new_tokens=50, temperature=0))
+    assert len(c.token_ids) == 3 and c.finish_reason == "length"  # clipped to the context that is left

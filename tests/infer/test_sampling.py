@@ -1,0 +1,168 @@
+"""Each decoding knob, on logits directly and through the engine on a tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from llmcycle.errors import ConfigError
+from llmcycle.infer import Engine, GenerationSettings
+from llmcycle.infer import sampling
+from llmcycle.infer.settings import parse_knob
+
+PROMPT = "hello there, how are"
+
+
+@pytest.fixture(scope="module")
+def engine(make_tiny_model):
+    return Engine.load(make_tiny_model("llama"))
+
+
+def greedy(engine, n=20, **kw):
+    settings = GenerationSettings(max_new_tokens=n, min_new_tokens=n, temperature=0, **kw)
+    return engine.generate([PROMPT], settings)[0]
+
+
+def test_repetition_penalty_lowers_seen_tokens():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 1.0]])
+    history = torch.tensor([[0, 1, 1]])
+    before = logits.softmax(-1)
+    after = sampling.repetition_penalty(logits, history, 2.0).softmax(-1)
+    assert after[0, 0] < before[0, 0] and after[0, 1] < before[0, 1]  # seen: positive and negative logits
+    assert after[0, 2] > before[0, 2] and after[0, 3] > before[0, 3]  # unseen gain what the seen lose
+    assert sampling.repetition_penalty(logits, history, 2.0)[0, 1] == -2.0
+
+
+def test_top_k_top_p_min_p_keep_the_right_tokens():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(sampling.top_k(logits, 2)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(sampling.top_p(logits, 0.75)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(sampling.top_p(logits, 0.1)).tolist() == [[False, True, True, True]]
+    assert torch.isinf(sampling.min_p(logits, 0.4)).tolist() == [[False, False, True, True]]
+    assert not torch.isinf(sampling.top_p(logits, 1.0)).any()
+
+
+def test_min_new_tokens_suppresses_eos():
+    settings = GenerationSettings(min_new_tokens=2, temperature=0)
+    pipeline = sampling.LogitsPipeline(settings, eos_ids=[3])
+    logits = torch.tensor([[0.0, 0.0, 0.0, 9.0]])
+    assert pipeline.choose(logits, None, 0).item() != 3
+    assert pipeline.choose(logits, None, 2).item() == 3
+
+
+def test_banned_ngrams():
+    assert sampling.banned_ngram_tokens([1, 2, 3, 1], 2) == {2}
+    assert sampling.banned_ngram_tokens([1, 2, 3, 1, 2], 3) == {3}
+
+
+def test_temperature_zero_and_top_k_one_are_greedy(engine):
+    reference = greedy(engine).token_ids
+    hot = dict(max_new_tokens=20, min_new_tokens=20, do_sample=True, seed=3)
+    assert engine.generate([PROMPT], GenerationSettings(temperature=0, **hot))[0].token_ids == reference
+    assert engine.generate([PROMPT], GenerationSettings(temperature=1.5, top_k=1, **hot))[0].token_ids == reference
+    sampled = engine.generate([PROMPT], GenerationSettings(temperature=1.5, **hot))[0].token_ids
+    assert sampled != reference
+
+
+def test_sampling_reproducible_with_seed(engine):
+    def sample(seed):
+        s = GenerationSettings(max_new_tokens=24, min_new_tokens=24, temperature=1.2, top_p=0.95, seed=seed)
+        return engine.generate([PROMPT, "we went up to"], s)
+
+    first, again, other = sample(7), sample(7), sample(8)
+    assert [c.token_ids for c in first] == [c.token_ids for c in again]
+    assert [c.token_ids for c in first] != [c.token_ids for c in other]
+
+
+def bigrams(ids):
+    return list(zip(ids, ids[1:]))
+
+
+def test_no_repeat_ngram_size_two(engine):
+    plain = greedy(engine, 60).token_ids
+    assert len(set(bigrams(plain))) < len(bigrams(plain)), "the tiny model should repeat itself without the knob"
+    prompt_ids = engine.encode_prompt(PROMPT)
+    [blocked] = engine.generate_ids([prompt_ids], GenerationSettings(max_new_tokens=60, min_new_tokens=60,
+                                                                      temperature=0, no_repeat_ngram_size=2))
+    pairs = bigrams(prompt_ids + blocked.token_ids)
+    assert len(set(pairs)) == len(pairs)
+
+
+def test_repetition_penalty_reduces_repeats(engine):
+    plain = greedy(engine, 40).token_ids
+    penalised = greedy(engine, 40, repetition_penalty=3.0).token_ids
+    assert len(set(penalised)) > len(set(plain))
+
+
+def test_stop_string_truncates(engine):
+    full = greedy(engine, 30)
+    text = full.text
+    start = next(i for i in range(4, len(text) - 2) if text[i:i + 2].isalpha())
+    stop = text[start:start + 2]
+    cut = greedy(engine, 30, stop=[stop])
+    assert cut.finish_reason == "stop"
+    assert cut.text == text[:text.find(stop)]
+    assert len(cut.token_ids) < len(full.token_ids)
+    streamed = "".join(engine.stream(PROMPT, GenerationSettings(max_new_tokens=30, temperature=0, stop=[stop])))
+    assert streamed == cut.text
+
+
+def test_stop_token_ids_end_a_sequence(engine):
+    full = greedy(engine, 20)
+    stop_id = full.token_ids[5]
+    cut = engine.generate([PROMPT], GenerationSettings(max_new_tokens=20, temperature=0, stop_token_ids=[stop_id]))[0]
+    assert cut.finish_reason == "stop"
+    assert cut.token_ids == full.token_ids[:full.token_ids.index(stop_id)]
+
+
+def test_beam_search_scores_at_least_greedy(engine):
+    prompt_ids = engine.encode_prompt(PROMPT)
+    n = 6
+    fixed = dict(max_new_tokens=n, min_new_tokens=n, temperature=0, length_penalty=0.0)
+    [plain] = engine.generate_ids([prompt_ids], GenerationSettings(**fixed))
+    [beam] = engine.generate_ids([prompt_ids], GenerationSettings(num_beams=4, **fixed))
+    out = engine.model.generate(torch.tensor([prompt_ids]), do_sample=False, num_beams=4, max_new_tokens=n,
+                                min_new_tokens=n, length_penalty=0.0, pad_token_id=engine.pad_token_id)
+    assert beam.token_ids == out[0, len(prompt_ids):].tolist()
+    greedy_lp, beam_lp = (sum(s) for s in engine.score_ids([prompt_ids] * 2, [plain.token_ids, beam.token_ids]))
+    assert beam_lp >= greedy_lp - 1e-4
+
+
+@pytest.mark.parametrize("knobs, message", [
+    (dict(temperature=-0.5), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+    (dict(top_k=-1), "top_k"), (dict(min_p=1.0), "min_p"), (dict(repetition_penalty=0), "repetition_penalty"),
+    (dict(max_new_tokens=0), "max_new_tokens"), (dict(num_beams=0), "num_beams"), (dict(stop=[""]), "stop"),
+    (dict(temperature="hot"), "temperature"),
+])
+def test_bad_knobs(knobs, message):
+    with pytest.raises(ConfigError, match=message):
+        GenerationSettings(**knobs)
+
+
+def test_knob_text_parsing():
+    s = GenerationSettings()
+    assert s.with_text_value("temperature", "0.7").temperature == 0.7
+    assert s.with_text_value("do_sample", "off").do_sample is False
+    assert s.with_text_value("stop", "a,\\n").stop == ["a", "\n"]
+    assert s.with_text_value("seed", "none").seed is None
+    with pytest.raises(ConfigError, match="unknown knob"):
+        parse_knob("warmth", "1")
+    with pytest.raises(ConfigError, match="top_k"):
+        parse_knob("top_k", "many")
+
+
+def test_defaults_from_generation_config(make_tiny_model, tmp_path):
+    import json
+    import shutil
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(make_tiny_model("llama"), model_dir)
+    config = json.loads((model_dir / "generation_config.json").read_text())
+    config.update(temperature=0.3, top_p=0.8, max_new_tokens=17)
+    (model_dir / "generation_config.json").write_text(json.dumps(config))
+    settings = Engine.load(model_dir).default_settings
+    assert (settings.temperature, settings.top_p, settings.max_new_tokens) == (0.3, 0.8, 17)
+    assert GenerationSettings.from_model(model_dir, temperature=0).temperature == 0
+    assert math.isclose(GenerationSettings.from_model(model_dir).top_p, 0.8)

@@ -1,0 +1,119 @@
+"""The shared training loop: it learns, resumes exactly, keeps only trainable state, stops on NaN."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llmcycle.errors import TrainingError
+from llmcycle.train.checkpoint import checkpoint_dirs
+from llmcycle.train.loop import train_loop
+from llmcycle.train.schedule import lr_factor
+
+from .conftest import batch_source, tiny_llama
+
+
+def test_a_few_steps_lower_the_loss_and_write_logs(tmp_path, loop_cfg):
+    train, val = batch_source()
+    result = train_loop(tiny_llama(), train, val, loop_cfg(max_steps=16), tmp_path)
+    losses = [r["loss"] for r in result.history if r.get("split") == "train"]
+    assert losses[-1] < losses[0] - 0.5
+    assert result.val_loss is not None and result.best_val_loss <= result.val_loss + 1e-9
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == result.history
+    assert {"tokens_per_s", "mfu", "lr", "grad_norm"} <= set(lines[0])
+    assert 0 < result.mfu < 1 and result.tokens == 16 * 8 * 17
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert [p.name for p in checkpoint_dirs(tmp_path / "checkpoints")] == ["step-000012", "step-000016"]
+
+
+def test_killed_then_resumed_run_ends_with_the_same_loss(tmp_path, loop_cfg):
+    train, val = batch_source()
+    cfg = loop_cfg(max_steps=14, grad_accum=2, batch_size=4)  # 48 rows / 4 = 12 batches: crosses epochs
+    full_model = tiny_llama()
+    full = train_loop(full_model, train, val, cfg, tmp_path / "full")
+
+    def kill(step, record):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_loop(tiny_llama(), train, val, cfg, tmp_path / "cut", on_step=kill)
+    assert checkpoint_dirs(tmp_path / "cut" / "checkpoints")[-1].name == "step-000008"
+    resumed_model = tiny_llama(seed=5)  # resume must not depend on the fresh model's init
+    resumed = train_loop(resumed_model, train, val, cfg, tmp_path / "cut", resume=True)
+    assert resumed.steps == full.steps == 14
+    assert resumed.train_loss == pytest.approx(full.train_loss, abs=1e-6)
+    assert resumed.val_loss == pytest.approx(full.val_loss, abs=1e-6)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in full.history]
+    for (name, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_grad_accumulation_matches_one_big_batch(tmp_path, loop_cfg):
+    train, val = batch_source(batch=8)
+    small_train, _ = batch_source(batch=4)
+    a = train_loop(tiny_llama(), train, val, loop_cfg(max_steps=3, batch_size=8), tmp_path / "a")
+    b = train_loop(tiny_llama(), small_train, val, loop_cfg(max_steps=3, batch_size=4, grad_accum=2), tmp_path / "b")
+    assert [r["loss"] for r in a.history if "loss" in r] == pytest.approx(
+        [r["loss"] for r in b.history if "loss" in r], abs=1e-5)
+
+
+def test_only_trainable_parameters_are_optimised_and_checkpointed(tmp_path, loop_cfg):
+    from safetensors.torch import load_file
+
+    model = tiny_llama()
+    for name, p in model.named_parameters():
+        p.requires_grad = "mlp" in name
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    train, val = batch_source()
+    train_loop(model, train, val, loop_cfg(max_steps=4), tmp_path)
+    saved = load_file(str(checkpoint_dirs(tmp_path / "checkpoints")[-1] / "trainable.safetensors"))
+    assert saved and all("mlp" in n for n in saved)
+    assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(torch.equal(frozen[n], p) for n, p in model.named_parameters() if n in frozen)
+    assert not torch.equal(saved["model.layers.0.mlp.up_proj.weight"], tiny_llama().model.layers[0].mlp.up_proj.weight)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, loop_cfg):
+    train, val = batch_source()
+    model = tiny_llama()
+
+    def poison(step, record):
+        if step == 5:
+            with torch.no_grad():
+                model.model.norm.weight.fill_(float("nan"))
+
+    with pytest.raises(TrainingError, match="step 6: loss is nan.*step-000004"):
+        train_loop(model, train, val, loop_cfg(max_steps=10), tmp_path, on_step=poison)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "checkpoints")] == ["step-000004"]
+
+
+def test_resume_without_checkpoint_is_a_training_error(tmp_path, loop_cfg):
+    train, val = batch_source()
+    with pytest.raises(TrainingError, match="no checkpoint to resume from"):
+        train_loop(tiny_llama(), train, val, loop_cfg(), tmp_path, resume=True)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    factors = [lr_factor(s, 100, 10, 0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path, loop_cfg):
+    train, _ = batch_source()
+    countdown = torch.arange(16, 0, -1).repeat(8, 1)  # learning to count up makes counting down worse
+
+    def val():
+        yield {"input_ids": countdown, "labels": countdown}
+
+    cfg = loop_cfg(max_steps=60, eval_every=2, early_stopping_patience=2)
+    result = train_loop(tiny_llama(), train, val, cfg, tmp_path)
+    vals = [r["val_loss"] for r in result.history if r.get("split") == "val"]
+    assert result.stopped_early and result.steps < 60
+    assert min(vals[-2:]) >= result.best_val_loss
