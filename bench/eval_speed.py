@@ -29,12 +29,14 @@ def chitchat_records(limit: int) -> list[dict]:
         turns: list[list] = []
         for group in convo["messages"]:
             for msg in group:
+                if not msg["text"].strip():
+                    continue
                 if turns and turns[-1][0] == msg["sender"]:
-                    turns[-1][1] += " " + msg["text"]
+                    turns[-1][1] += " " + msg["text"].strip()
                 else:
-                    turns.append([msg["sender"], msg["text"]])
-        messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": text.strip()}
-                    for i, (_, text) in enumerate(turns) if text.strip()]
+                    turns.append([msg["sender"], msg["text"].strip()])
+        messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": text}
+                    for i, (_, text) in enumerate(turns)]
         if len(messages) >= 2:
             records.append({"messages": messages})
         if len(records) >= limit:

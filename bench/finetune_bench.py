@@ -3,8 +3,9 @@
 Both train one epoch over the same chat records (chitchat conversations cut into 4-turn pieces that fit
 `--seq-len`, so neither side truncates), with assistant-only loss, the same LoRA (r, alpha, targets), batch size
 (rows) and learning rate, on the `default` model preset, with the same thread count. Throughput is conversation
-tokens (no padding) per second of training. TRL runs first as it comes, then llmcycle (padding-free packing, logits
-only where a token is trained).
+tokens (no padding) per second of training. TRL runs like-for-like (fp32, no gradient checkpointing: its defaults
+turn on bf16 autocast and gradient checkpointing, which only slow a CPU down; `--trl-defaults` times that too), then
+llmcycle (padding-free packing, logits only where a token is trained).
 
     python bench/finetune_bench.py [--records 400] [--seq-len 512] [--batch 8] [--threads 2]
 
@@ -58,7 +59,9 @@ def make_inputs(root: Path, n_records: int, seq_len: int):
     return records, tok
 
 
-def run_trl(root: Path, records, tok, args) -> dict:
+def run_trl(root: Path, records, tok, args, like_for_like: bool) -> dict:
+    """TRL as it comes (its defaults: bf16 autocast, gradient checkpointing), or like-for-like with llmcycle's
+    settings (fp32, no gradient checkpointing), which is the fair comparison."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -72,6 +75,7 @@ def run_trl(root: Path, records, tok, args) -> dict:
         num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=5,
         assistant_only_loss=True, logging_steps=10, save_strategy="no", report_to="none", use_cpu=True,
         seed=0, dataloader_num_workers=0, disable_tqdm=True,
+        **({"gradient_checkpointing": False, "bf16": False} if like_for_like else {}),
     )
     peft_config = LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.05, target_modules=TARGETS,
                              task_type="CAUSAL_LM")
@@ -82,23 +86,23 @@ def run_trl(root: Path, records, tok, args) -> dict:
     out = trainer.train()
     seconds = time.perf_counter() - start
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "steps": out.global_step, "train_loss": out.training_loss}
+            "steps": out.global_step, "train_loss": out.training_loss, "threads": torch.get_num_threads()}
 
 
-def run_ours(root: Path, records, tok, args) -> dict:
+def run_ours(root: Path, records, tok, args, packing: bool = True) -> dict:
     from llmcycle.train.finetune import FinetuneConfig, run
     from llmcycle.train.sft_batches import count_batches
     from llmcycle.train.sft_data import build_examples
 
     examples, _ = build_examples(tok, root / "sft", "train", args.seq_len)
-    steps = count_batches(examples, args.batch, args.seq_len, packing=True)
+    steps = count_batches(examples, args.batch, args.seq_len, packing=packing)
     cfg = FinetuneConfig.model_validate({
-        "method": "lora", "max_seq_len": args.seq_len, "packing": True, "val_split": None,
+        "method": "lora", "max_seq_len": args.seq_len, "packing": packing, "val_split": None,
         "lora": {"r": args.r, "alpha": 2 * args.r, "dropout": 0.05, "target_modules": TARGETS},
         "train": {"max_steps": steps, "batch_size": args.batch, "lr": args.lr, "warmup_steps": 5,
                   "eval_every": 10**6, "save_every": 10**6, "log_every": 10},
     })
-    out = run(cfg, root / "sft", root / "base", root / "ours")
+    out = run(cfg, root / "sft", root / "base", root / f"ours-{packing}")
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
     tokens = sum(len(e) for e in examples)
     return {"tokens": tokens, "seconds": metrics["seconds"], "tokens_per_s": tokens / metrics["seconds"],
@@ -113,30 +117,51 @@ def main() -> None:
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trl-defaults", action="store_true",
+                        help="Also time TRL's own defaults (bf16 autocast, gradient checkpointing: slow on CPU).")
     args = parser.parse_args()
+    import warnings
+
+    import datasets
     import torch
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="finetune_bench_") as tmp:
         root = Path(tmp)
         records, tok = make_inputs(root, args.records, args.seq_len)
         load_before = os.getloadavg()[0]
-        trl = run_trl(root, records, tok, args)
+        trl_plain = run_trl(root, records, tok, args, like_for_like=True)
         ours = run_ours(root, records, tok, args)
+        unpacked = run_ours(root, records, tok, args, packing=False)  # where the speed comes from
+        trl = run_trl(root, records, tok, args, like_for_like=False) if args.trl_defaults else None
         load_after = os.getloadavg()[0]
-    speedup = ours["tokens_per_s"] / trl["tokens_per_s"]
+    speedup = ours["tokens_per_s"] / trl_plain["tokens_per_s"]
+    speedup_defaults = ours["tokens_per_s"] / trl["tokens_per_s"] if trl else None
     result = {
         "benchmark": "finetune_lora_sft_tokens_per_s", "records": len(records), "settings": vars(args),
-        "trl_sfttrainer_peft": trl, "llmcycle": ours, "speedup": speedup,
+        "trl_sfttrainer_peft_fp32": trl_plain, "trl_sfttrainer_peft_defaults": trl, "llmcycle": ours,
+        "llmcycle_no_packing": unpacked, "speedup": speedup, "speedup_vs_trl_defaults": speedup_defaults,
         "load_avg_1m": [load_before, load_after], "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
         "torch": torch.__version__, "machine": platform.machine(),
         "qlora_peak_memory": "not measured: no CUDA GPU on this machine",
     }
     print(f"{'setup':<26}{'tokens':>9}{'steps':>7}{'seconds':>10}{'tokens/s':>11}{'train loss':>12}")
-    for name, row in (("TRL SFTTrainer + PEFT", trl), ("llmcycle finetune", ours)):
+    rows = [("TRL SFTTrainer+PEFT fp32", trl_plain), ("llmcycle finetune", ours),
+            ("  llmcycle, no packing", unpacked)]
+    if trl:
+        rows.append(("TRL defaults (bf16, ckpt)", trl))
+    for name, row in rows:
         print(f"{name:<26}{row['tokens']:>9}{row['steps']:>7}{row['seconds']:>10.1f}{row['tokens_per_s']:>11.0f}"
               f"{row['train_loss']:>12.3f}")
-    print(f"speedup {speedup:.2f}x  (load avg {load_before:.1f} -> {load_after:.1f}, {args.threads} threads)")
+    versus_defaults = f", {speedup_defaults:.2f}x vs TRL defaults" if trl else ""
+    print(f"speedup {speedup:.2f}x vs TRL like-for-like{versus_defaults} "
+          f"(load avg {load_before:.1f} -> {load_after:.1f}, {args.threads} threads)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune_bench.json").write_text(json.dumps(result, indent=2) + "\n")
 

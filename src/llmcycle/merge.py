@@ -98,7 +98,8 @@ def merged_model(adapter_dir: str | Path, base: str, dtype: str):
         with quiet_peft():
             model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     except Exception as exc:
-        raise ModelLoadError(f"{adapter_dir}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None
+        raise ModelLoadError(
+            f"{adapter_dir}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None
     model.config.use_cache = True
     return model
 

@@ -21,6 +21,7 @@ from llmcycle.config import StageConfig, to_dict
 from llmcycle.data import DataConfig
 from llmcycle.errors import ArtifactError, ConfigError
 from llmcycle.evaluate import EvalConfig
+from llmcycle.infer.config import ChatConfig
 from llmcycle.merge import MergeConfig
 from llmcycle.progress import say
 from llmcycle.tokenizer import TokenizerConfig
@@ -46,7 +47,7 @@ class RunConfig(StageConfig):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    chat: dict[str, Any] = Field(default_factory=dict, description="Decoding knobs for `llmcycle chat -c`.")
+    chat: ChatConfig = Field(default_factory=ChatConfig, description="What `llmcycle chat -c CONFIG` uses.")
 
     def model_post_init(self, _: Any) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
@@ -79,8 +80,9 @@ def stage_plan(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, dict[str, 
     base = cfg.base or str(d["pretrain"])
     adapter_like = cfg.finetune.method != "full"
     final_model = d["merge"] if adapter_like else d["finetune"]
+    source = {k: str(v) for k, v in data.source_inputs(cfg.data).items()} if "data" in cfg.stages else {}
     plan: list[tuple[str, Any, dict[str, str], Callable[..., Path]]] = [
-        ("data", cfg.data, {k: str(v) for k, v in data.source_inputs(cfg.data).items()}, lambda resume: data.run(cfg.data, d["data"])),
+        ("data", cfg.data, source, lambda resume: data.run(cfg.data, d["data"])),
     ]
     if cfg.base is None:
         plan += [

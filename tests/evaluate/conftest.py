@@ -32,7 +32,9 @@ class CharTokenizer:
     eos_token_id = 1
     pad_token_id = 0
 
-    def __call__(self, text, add_special_tokens=False):
+    def __call__(self, text, add_special_tokens=False, verbose=True):
+        if isinstance(text, list):
+            return {"input_ids": [[ord(c) for c in t] for t in text]}
         return {"input_ids": [ord(c) for c in text]}
 
     def __len__(self):

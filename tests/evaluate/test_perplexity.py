@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from llmcycle.evaluate.perplexity import Target, record_targets, score_each, score_records, unigram_score, windows
+from llmcycle.evaluate.perplexity import (
+    Target, batch_nll, record_targets, score_each, score_records, turn_targets, unigram_score, windows,
+)
 from llmcycle.loading import load_model, load_tokenizer_for
 from llmcycle.records import load_split
 
@@ -42,24 +44,43 @@ def test_text_longer_than_the_context_is_scored_once_per_token(char_tokenizer, f
     text = "a" * 50
     score = score_records(model, char_tokenizer, [{"text": text}])
     assert score.tokens == 50 and score.bits_per_byte == pytest.approx(1.0)
-    pieces = windows(Target(list(range(51)), 1, 50), 8)
-    scored = [tok for ids, start in pieces for tok in ids[start:]]
-    assert scored == list(range(1, 51)) and all(len(ids) <= 8 and start >= 1 for ids, start in pieces)
+    pieces = windows(Target(list(range(51)), [False] + [True] * 50, 50), 8)
+    scored = [tok for ids, mask in pieces for tok, m in zip(ids, mask) if m]
+    assert scored == list(range(1, 51)) and all(len(ids) <= 8 and not mask[0] for ids, mask in pieces)
+
+
+RECORD = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                       {"role": "assistant", "content": "hello"}, {"role": "user", "content": "how are you"},
+                       {"role": "assistant", "content": "fine, thanks"}]}
 
 
 def test_chat_turns_are_conditioned_on_the_rendered_conversation(make_tiny_model):
     tok = load_tokenizer_for(make_tiny_model("llama"))
-    record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                           {"role": "user", "content": "how are you"}, {"role": "assistant", "content": "fine"}]}
-    first, second = record_targets(tok, record, "x")
-    prompt = tok.apply_chat_template(record["messages"][:3], add_generation_prompt=True, tokenize=False)
-    assert tok.decode(second.ids[: second.start]) == prompt
-    assert tok.decode(second.ids[second.start :]) == "fine" + tok.eos_token
-    assert first.n_bytes == 5 and second.n_bytes == 4
+    first, second = turn_targets(tok, RECORD["messages"], "x")
+    prompt = tok.apply_chat_template(RECORD["messages"][:4], add_generation_prompt=True, tokenize=False)
+    start = second.mask.index(True)
+    assert tok.decode(second.ids[:start]) == prompt and all(second.mask[start:])
+    assert tok.decode(second.ids[start:]) == "fine, thanks" + tok.eos_token
+    assert first.n_bytes == 5 and second.n_bytes == 12
+    (whole,) = record_targets(tok, RECORD, "x")  # one sequence, both replies and their EOS marked
+    scored = tok.decode([t for t, m in zip(whole.ids, whole.mask) if m])
+    assert scored == f"hello{tok.eos_token}fine, thanks{tok.eos_token}"
+    assert whole.n_bytes == 17
+
+
+def test_one_pass_scoring_equals_turn_by_turn(make_tiny_model):
+    model_dir = make_tiny_model("llama")
+    model, tok = load_model(model_dir), load_tokenizer_for(model_dir)
+    turns = turn_targets(tok, RECORD["messages"], "x")
+    (whole,) = record_targets(tok, RECORD, "x")
+    nll_turns, count_turns = batch_nll(model, [(t.ids, t.mask, 0) for t in turns], tok.pad_token_id)
+    nll_whole, count_whole = batch_nll(model, [(whole.ids, whole.mask, 0)], tok.pad_token_id)
+    assert sum(count_turns) == count_whole[0]
+    assert sum(nll_turns) == pytest.approx(nll_whole[0], rel=1e-4)
 
 
 def test_unigram_baseline_matches_counts(char_tokenizer):
     score = unigram_score(char_tokenizer, [{"text": "aab"}], [{"text": "ab"}])
-    total = 3 + 128  # add-one smoothing over 128 tokens
+    total = 3 + 128  # add-one smoothing over 128 tokens: counts a=2, b=1
     expected = -(math.log(3 / total) + math.log(2 / total))
     assert score.nll_nats == pytest.approx(expected) and score.tokens == 2

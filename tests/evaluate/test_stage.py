@@ -11,6 +11,7 @@ import pytest
 from llmcycle.artifacts import read_manifest
 from llmcycle.cli import main
 from llmcycle.evaluate import EvalConfig, run
+from llmcycle.evaluate.stage import model_names
 from llmcycle.loading import load_tokenizer_for
 
 SMALL = dict(max_examples=4, max_ppl_records=6, max_new_tokens=6, max_safety_prompts=3, max_bias_pairs=2,
@@ -72,11 +73,16 @@ def test_cli_bad_inputs_are_one_line_errors(make_tiny_model, chat_data_dir, tmp_
     no_test = tmp_path / "data"
     no_test.mkdir()
     (no_test / "train.jsonl").write_text("")
+    bad_test = tmp_path / "bad_data"
+    bad_test.mkdir()
+    (bad_test / "test.jsonl").write_text('{"text": "fine"}\n{"messages": [{"role": "bot", "content": "x"}]}\n')
     cases = [
         (("--model", not_a_model, "--data", chat_data_dir, "--out", out), "has no tokenizer files"),
         (("--model", tokenizer_only, "--data", chat_data_dir, "--out", out), "model does not load"),
         (("--model", tmp_path / "missing", "--data", chat_data_dir, "--out", out), "no such model dir"),
         (("--model", model, "--data", no_test, "--out", out), "no test split"),
+        (("--model", model, "--data", bad_test, "--out", out), "test.jsonl:2: messages[0].role"),
+        (("--model", model, "--data", chat_data_dir, "--out", out, "--set", "probes=[]"), "probes"),
         (("--model", model, "--data", chat_data_dir, "--out", out, "--set", "probes=[ppl,vibes]"), "probes.1"),
         (("--model", model, "--data", chat_data_dir, "--out", out, "--set", "max_examples=0"), "max_examples"),
         (("--model", model, "--data", chat_data_dir, "--out", out, "--compare", tmp_path / "nope"), "nope"),
@@ -96,3 +102,22 @@ def test_cli_writes_the_eval_dir(make_tiny_model, chat_data_dir, tmp_path, capsy
     assert code == 0, err
     assert "perplexity=" in stdout and str(out / "report.md") in stdout
     assert (out / "metrics.json").is_file() and (out / "manifest.json").is_file()
+
+
+def test_model_names_are_short_and_unique():
+    assert model_names(["runs/a/merged", "runs/a/base"]) == ["merged", "base"]
+    assert model_names(["runs/a/merged", "runs/b/merged"]) == ["a/merged", "b/merged"]
+    assert model_names(["x/m", "x/m"]) == ["x/m#1", "x/m#2"]
+
+
+def test_text_only_data_gets_perplexity_and_a_note_instead_of_generation(uniform_model_dir, tmp_path):
+    from llmcycle.records import write_jsonl
+
+    data = tmp_path / "data"
+    write_jsonl(data / "train.jsonl", [{"text": "hello there, general text"}] * 3)
+    write_jsonl(data / "test.jsonl", [{"text": "some plain text to score"}, {"text": "more text"}])
+    out = run(EvalConfig(probes=["ppl", "generation"]), uniform_model_dir, data, tmp_path / "eval")
+    (values,) = json.loads((out / "metrics.json").read_text()).values()
+    vocab = json.loads((uniform_model_dir / "config.json").read_text())["vocab_size"]
+    assert values["perplexity"] == pytest.approx(vocab, rel=1e-4) and values["scored_bytes"] == 24 + 9
+    assert "bleu" not in values and "generation metrics skipped" in (out / "report.md").read_text()

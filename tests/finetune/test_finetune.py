@@ -43,8 +43,11 @@ def test_adapter_loads_with_peft(lora_run, make_tiny_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from llmcycle.train.lora import quiet_peft
+
     base = AutoModelForCausalLM.from_pretrained(make_tiny_model("llama"))
-    model = PeftModel.from_pretrained(base, lora_run)
+    with quiet_peft():
+        model = PeftModel.from_pretrained(base, lora_run)
     assert model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] == base.config.vocab_size
 
 
@@ -113,3 +116,11 @@ def test_qlora_refuses_without_cuda(make_tiny_model, chat_data_dir, tmp_path, sm
                        tmp_path / "q", "--method", "qlora")
     assert "needs a CUDA GPU" in one_line_error(code, err)
     assert not (tmp_path / "q").exists() and not (tmp_path / "q.partial").exists()
+
+
+def test_early_stopping_passes_through_to_the_loop(make_tiny_model, chat_data_dir, tmp_path, small_config):
+    cfg = small_config(train={"max_steps": 6, "eval_every": 1, "lr": 1e-12, "warmup_steps": 0,
+                              "early_stopping_patience": 1})
+    out = finetune.run(cfg, chat_data_dir, make_tiny_model("llama"), tmp_path / "es")
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert metrics["stopped_early"] is True and metrics["steps"] == 2  # a learning rate of ~0 never improves val

@@ -17,6 +17,8 @@ CHAT = [
     {"role": "assistant", "content": "we went up to the mountains."},
 ]
 
+ASSISTANT_TURNS_IM_END = ["i am doing well, thanks!<|im_end|>", "we went up to the mountains.<|im_end|>"]
+
 
 def labelled_runs(tok, example):
     """Decoded text of each maximal run of labelled tokens."""
@@ -35,7 +37,7 @@ def labelled_runs(tok, example):
 
 def test_our_template_mask_is_assistant_turns_plus_im_end(our_tokenizer):
     ex = tokenize_with_mask(our_tokenizer, CHAT, "chat")
-    assert labelled_runs(our_tokenizer, ex) == ["i am doing well, thanks!<|im_end|>", "we went up to the mountains.<|im_end|>"]
+    assert labelled_runs(our_tokenizer, ex) == ASSISTANT_TURNS_IM_END
     assert ex.input_ids == our_tokenizer.apply_chat_template(CHAT, tokenize=True, return_dict=True)["input_ids"]
 
 
@@ -56,13 +58,14 @@ def test_end_of_turn_is_trained_even_when_markers_leave_it_out(our_tokenizer):
             our_tokenizer.apply_chat_template(CHAT, tokenize=True, return_dict=True)["input_ids"],
             generation_mask(our_tokenizer, CHAT)) if m)
     ex = tokenize_with_mask(our_tokenizer, CHAT, "chat")
-    assert labelled_runs(our_tokenizer, ex) == ["i am doing well, thanks!<|im_end|>", "we went up to the mountains.<|im_end|>"]
+    assert labelled_runs(our_tokenizer, ex) == ASSISTANT_TURNS_IM_END
 
 
 def test_phi3_template_without_generation_markers(phi3_tokenizer):
     assert generation_mask(phi3_tokenizer, CHAT) is None  # no markers: only the prefix-render method can work
     ex = tokenize_with_mask(phi3_tokenizer, CHAT, "chat")
-    assert labelled_runs(phi3_tokenizer, ex) == ["i am doing well, thanks!<|end|>", "we went up to the mountains.<|end|>"]
+    assert labelled_runs(phi3_tokenizer, ex) == ["i am doing well, thanks!<|end|>",
+                                                 "we went up to the mountains.<|end|>"]
     # the template closes a whole conversation with the EOS <|im_end|> after the last <|end|>: not a turn's token
     assert phi3_tokenizer.decode(ex.input_ids[-1:]) == "<|im_end|>" and ex.labels[-1] == IGNORE
     end_id = phi3_tokenizer.convert_tokens_to_ids("<|end|>")
@@ -132,3 +135,18 @@ def test_base_without_template_or_chatml_tokens_ends_turns_with_its_eos(tmp_path
     ex = tokenize_with_mask(tok, CHAT, "chat")
     assert labelled_runs(tok, ex) == ["i am doing well, thanks!<eos>", "we went up to the mountains.<eos>"]
     assert [int(x != IGNORE) for x in ex.labels] == generation_mask(tok, CHAT)
+
+
+def test_only_what_the_run_consumes_is_tokenized_but_every_record_is_checked(tmp_path, our_tokenizer):
+    from tests.conftest import chat_records
+
+    records = chat_records(30)
+    write_jsonl(tmp_path / "train.jsonl", records)
+    examples, stats = build_examples(our_tokenizer, tmp_path, "train", 128, token_budget=200, sample_seed=1)
+    assert stats.conversations == 30 and 0 < stats.tokenized_conversations < 30
+    assert stats.tokens >= 200 and len(examples) == stats.tokenized_conversations
+    again, _ = build_examples(our_tokenizer, tmp_path, "train", 128, token_budget=200, sample_seed=1)
+    assert [e.input_ids for e in again] == [e.input_ids for e in examples]  # the sample is seeded
+    write_jsonl(tmp_path / "train.jsonl", records + [{"text": "no chat"}])
+    with pytest.raises(DataError, match="train.jsonl:31"):
+        build_examples(our_tokenizer, tmp_path, "train", 128, token_budget=200, sample_seed=1)

@@ -49,6 +49,9 @@ def test_chat_stream_score_and_beam(make_tiny_model):
     assert isinstance(reply, Completion) and reply.finish_reason in ("eos", "length")
     assert "".join(engine.stream_chat(convo, settings)) == reply.text
     assert engine.last_completion.token_ids == reply.token_ids
+    im_start = engine.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert im_start in engine._for_chat(settings).stop_token_ids  # a new turn ends the reply
+    assert im_start not in settings.stop_token_ids
     likely, unlikely = engine.score(["hello there, how are you doing today?", "zq xv zq kk qq zz vv"])
     assert likely < 0 and unlikely < 0
     [beam] = engine.generate([PROMPTS[0]], GenerationSettings(max_new_tokens=8, num_beams=3, temperature=0))

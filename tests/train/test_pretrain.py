@@ -117,3 +117,23 @@ def test_two_processes_train_like_one_with_grad_accumulation(tmp_path, chat_data
     assert two["tokens_seen"] == one["tokens_seen"] == 4 * 2 * 4 * 32
     assert two["train_loss"] == pytest.approx(one["train_loss"], abs=1e-4)
     assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
+
+
+
+def test_text_records_without_val_split_hold_out_validation(tmp_path, tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from llmcycle.records import write_jsonl
+    from llmcycle.train.packing import load_packed
+
+    words = "hello there how are you doing today i went hiking with my friends and we saw a deer".split()
+    data = tmp_path / "text_data"
+    write_jsonl(data / "train.jsonl", [{"text": " ".join(words[i % 7:] + words[:i % 7])} for i in range(40)])
+    out = run(fast_cfg(max_steps=2), data, tiny_tokenizer_dir, tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(out)
+    packed = load_packed(data, "train", tok, 32)
+    assert packed.documents == 40 and packed.rows[0, 0].item() == tok.bos_token_id  # bos starts each text
+    assert int((packed.rows == tok.bos_token_id).sum()) in (39, 40)  # one per document (the tail row is cut)
+    n_val = round(packed.rows.shape[0] * 0.05)
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert n_val >= 1 and metrics["val_tokens_scored"] == n_val * 31  # the held-out rows are what is scored

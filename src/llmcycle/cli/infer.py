@@ -9,7 +9,13 @@ import typer
 
 from llmcycle.cli.common import ConfigOpt, SetOpt
 
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model dir (full, merged, adapter) or hub id.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model dir (full, merged, adapter), hub id.")]
+System = Annotated[Optional[str], typer.Option("--system", help="System message.")]
+MaxTurns = Annotated[Optional[int], typer.Option("--max-turns", help="Show the model at most N earlier turns.")]
+Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="One raw text prompt.")]
+Input = Annotated[Optional[Path], typer.Option("--input", "-i", help="JSONL: chat records or {\"prompt\"}.")]
+Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL: each input line + reply.")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Prompts decoded together.")]
 Knob = "Decoding"
 MaxNew = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Most tokens per reply.", rich_help_panel=Knob)]
 MinNew = Annotated[Optional[int], typer.Option("--min-new-tokens", help="Fewest tokens per reply.", rich_help_panel=Knob)]
@@ -66,9 +72,8 @@ def _engine(cfg):
                        threads=cfg.threads)
 
 
-def chat(model: ModelOpt = None, system: Annotated[Optional[str], typer.Option("--system", help="System message.")] = None,
-         max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Show the model at most N earlier turns.")] = None,
-         config: ConfigOpt = None, sets: SetOpt = None, max_new_tokens: MaxNew = None, min_new_tokens: MinNew = None,
+def chat(model: ModelOpt = None, system: System = None, max_turns: MaxTurns = None, config: ConfigOpt = None,
+         sets: SetOpt = None, max_new_tokens: MaxNew = None, min_new_tokens: MinNew = None,
          temperature: Temp = None, top_k: TopK = None, top_p: TopP = None, min_p: MinP = None,
          repetition_penalty: RepPen = None, no_repeat_ngram_size: NoRep = None, num_beams: Beams = None,
          length_penalty: LenPen = None, do_sample: Sample = None, stop: Stop = None, stop_token_id: StopIds = None,
@@ -93,18 +98,14 @@ def chat(model: ModelOpt = None, system: Annotated[Optional[str], typer.Option("
     run_chat(session, sys.stdin)
 
 
-def generate(model: ModelOpt = None,
-             prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="One raw text prompt.")] = None,
-             input: Annotated[Optional[Path], typer.Option("--input", "-i", help="JSONL of chat records or {\"prompt\"}.")] = None,
-             output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL: each input line + reply.")] = None,
+def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None, output: Output = None,
              config: ConfigOpt = None, sets: SetOpt = None, max_new_tokens: MaxNew = None,
              min_new_tokens: MinNew = None, temperature: Temp = None, top_k: TopK = None, top_p: TopP = None,
              min_p: MinP = None, repetition_penalty: RepPen = None, no_repeat_ngram_size: NoRep = None,
              num_beams: Beams = None, length_penalty: LenPen = None, do_sample: Sample = None, stop: Stop = None,
              stop_token_id: StopIds = None, seed: Seed = None, device: Device = None, dtype: Dtype = None,
              quantize: Quant = None, threads: Threads = None, fast: Fast = None,
-             batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Prompts decoded together.")] = None,
-             ) -> None:
+             batch_size: BatchSize = None) -> None:
     """Generate for one --prompt (printed) or every line of --input (written to --output)."""
     from llmcycle.errors import ConfigError
     from llmcycle.infer.batch import generate_file

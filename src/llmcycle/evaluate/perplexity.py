@@ -12,10 +12,12 @@ NLL counts (knowing when to stop is part of a reply) but adds no bytes.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from llmcycle.artifacts import sha256_json
 from llmcycle.errors import DataError, first_line
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
@@ -25,10 +27,10 @@ TOKENS_PER_BATCH = 16_384  # caps a forward pass's logits memory on long records
 
 @dataclass
 class Target:
-    """One scoring unit: token ids, the index of the first scored token, and the UTF-8 bytes of the scored text."""
+    """One scoring unit: token ids, which of them are scored, and the UTF-8 bytes of the scored text."""
 
     ids: list[int]
-    start: int
+    mask: list[bool]
     n_bytes: int
 
 
@@ -65,51 +67,88 @@ def prefix_token(tokenizer: Any) -> int:
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]], where: str) -> list[int]:
+def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, where: str) -> str:
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
     except Exception as exc:  # jinja errors of a model's own template (e.g. roles it refuses)
         raise DataError(f"{where}: the model's chat template cannot render it ({first_line(exc)})") from None
-    return encode(tokenizer, text)
+
+
+def chat_target(tokenizer: Any, messages: list[dict[str, str]], where: str) -> Target | None:
+    """The whole conversation in one sequence with its assistant replies (and each one's EOS) marked.
+
+    One forward pass per conversation instead of one per turn; equivalent because the model is causal. None when
+    the template's rendering of a turn's prompt is not a prefix of the whole (or a token straddles the boundary),
+    and the caller falls back to scoring turn by turn.
+    """
+    full = render(tokenizer, messages, False, where)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    ids, starts = list(enc["input_ids"]), [start for start, _ in enc["offset_mapping"]]
+    mask, n_bytes = [False] * len(ids), 0
+    for i, msg in enumerate(messages):
+        if msg.get("role") != "assistant":
+            continue
+        prompt = render(tokenizer, messages[:i], True, f"{where}: messages[{i}]")
+        begin, end = len(prompt), len(prompt) + len(msg["content"])
+        if not (full.startswith(prompt) and full.startswith(msg["content"], begin)):
+            return None
+        first, stop = bisect_left(starts, begin), bisect_left(starts, end)
+        if first >= len(ids) or starts[first] != begin or stop >= len(ids) or starts[stop] != end:
+            return None
+        if ids[stop] != tokenizer.eos_token_id:
+            return None
+        mask[first : stop + 1] = [True] * (stop + 1 - first)
+        n_bytes += len(msg["content"].encode("utf-8"))
+    return Target(ids, mask, n_bytes)
+
+
+def turn_targets(tokenizer: Any, messages: list[dict[str, str]], where: str) -> list[Target]:
+    """One sequence per assistant turn: its prompt as the engine renders it, then the reply and EOS."""
+    targets = []
+    for i, msg in enumerate(messages):
+        if msg.get("role") != "assistant":
+            continue
+        prompt = encode(tokenizer, render(tokenizer, messages[:i], True, f"{where}: messages[{i}]"))
+        reply = encode(tokenizer, msg["content"]) + [tokenizer.eos_token_id]
+        targets.append(Target(prompt + reply, [False] * len(prompt) + [True] * len(reply),
+                              len(msg["content"].encode("utf-8"))))
+    return targets
 
 
 def record_targets(tokenizer: Any, record: dict[str, Any], where: str) -> list[Target]:
-    """Scoring units of one record: one per assistant turn of a chat record, one for a text record."""
+    """Scoring units of one record: its assistant replies for a chat record, all of it for a text record."""
     if "messages" in record:
-        messages = record["messages"]
-        targets = []
-        for i, msg in enumerate(messages):
-            if msg.get("role") != "assistant":
-                continue
-            prompt = render_prompt(tokenizer, messages[:i], f"{where}: messages[{i}]")
-            reply = encode(tokenizer, msg["content"]) + [tokenizer.eos_token_id]
-            targets.append(Target(prompt + reply, len(prompt), len(msg["content"].encode("utf-8"))))
-        return targets
+        if not any(m.get("role") == "assistant" for m in record["messages"]):
+            return []
+        whole = chat_target(tokenizer, record["messages"], where)
+        return [whole] if whole is not None else turn_targets(tokenizer, record["messages"], where)
     if isinstance(record.get("text"), str) and record["text"]:
         ids = [prefix_token(tokenizer)] + encode(tokenizer, record["text"])
-        return [Target(ids, 1, len(record["text"].encode("utf-8")))]
+        return [Target(ids, [False] + [True] * (len(ids) - 1), len(record["text"].encode("utf-8")))]
     raise DataError(f"{where}: record has neither 'messages' nor 'text'")
 
 
-def windows(target: Target, max_len: int) -> list[tuple[list[int], int]]:
-    """Split a sequence longer than the model's context so every scored token is scored once, with at least half a
-    context of left context where the sequence allows it."""
-    ids, n = target.ids, len(target.ids)
+def windows(target: Target, max_len: int) -> list[tuple[list[int], list[bool]]]:
+    """Split a sequence longer than the model's context so every scored token is scored once, with at least a
+    quarter of a context of left context where the sequence allows it (more context costs more recomputation)."""
+    ids, mask, n = target.ids, target.mask, len(target.ids)
     if n <= max_len:
-        return [(ids, target.start)]
-    out, pos = [], target.start
+        return [(ids, mask)] if any(mask) else []
+    out, pos = [], next((i for i, m in enumerate(mask) if m), n)
     while pos < n:
-        end = min(n, max(pos + max_len // 2, max_len))
+        end = min(n, max(pos + max_len - max_len // 4, max_len))
         begin = max(0, end - max_len)
-        out.append((ids[begin:end], pos - begin))
+        piece_mask = [False] * (pos - begin) + mask[pos:end]
+        if any(piece_mask):
+            out.append((ids[begin:end], piece_mask))
         pos = end
     return out
 
 
-Piece = tuple[list[int], int, int]  # (token ids, first scored index, owning record)
+Piece = tuple[list[int], list[bool], int]  # (token ids, which are scored, owning record)
 
 
 def batches(pieces: list[Piece], batch_size: int) -> Iterable[list[Piece]]:
@@ -134,16 +173,19 @@ def batch_nll(model: Any, batch: list[Piece], pad_id: int) -> tuple[list[float],
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
     scored = torch.zeros((len(batch), width), dtype=torch.bool)
-    for row, (ids, start, _) in enumerate(batch):
+    for row, (ids, mask, _) in enumerate(batch):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention[row, : len(ids)] = 1
-        scored[row, start : len(ids)] = True
+        scored[row, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
     with torch.no_grad():
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-    token_lp = logprobs.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     mask = scored[:, 1:].to(device)
-    return (-(token_lp * mask).sum(dim=1)).tolist(), mask.sum(dim=1).tolist()
+    rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(mask)[mask]
+    # cross-entropy on the scored positions only: no full-vocabulary log-softmax over prompts and padding
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), input_ids[:, 1:].to(device)[mask],
+                                            reduction="none")
+    totals = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
+    return totals.tolist(), mask.sum(dim=1).tolist()
 
 
 def context_length(model: Any, default: int = 2048) -> int:
@@ -160,7 +202,7 @@ def score_each(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], ba
     for i, record in enumerate(records):
         for target in record_targets(tokenizer, record, f"{where} record {i + 1}"):
             scores[i].n_bytes += target.n_bytes
-            pieces.extend((ids, start, i) for ids, start in windows(target, max_len))
+            pieces.extend((ids, mask, i) for ids, mask in windows(target, max_len))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token(tokenizer)
     was_training = getattr(model, "training", False)
     model.eval()
@@ -183,19 +225,32 @@ def score_records(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]],
     return total
 
 
+def reply_texts(record: dict[str, Any]) -> list[str]:
+    """What a record's scored tokens say: its assistant replies, or its text."""
+    if isinstance(record.get("messages"), list):
+        return [m["content"] for m in record["messages"]
+                if isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("content"), str)]
+    return [record["text"]] if isinstance(record.get("text"), str) and record["text"] else []
+
+
 def unigram_score(tokenizer: Any, train: Sequence[dict[str, Any]], test: Sequence[dict[str, Any]]) -> Score:
-    """A floor every model should beat: token frequencies of the train split (add-one smoothed over the vocabulary),
-    scored on exactly the tokens the model is scored on."""
+    """A floor every model should beat: token frequencies of the train split's replies and texts (add-one smoothed
+    over the vocabulary, EOS counted once per reply), scored on exactly the tokens the model is scored on."""
     counts: Counter[int] = Counter()
-    for i, record in enumerate(train):
-        for target in record_targets(tokenizer, record, f"train record {i + 1}"):
-            counts.update(target.ids[target.start :])
+    for start in range(0, len(train), 256):  # batch tokenisation without templates: fitting needs only counts
+        for record in train[start : start + 256]:
+            texts = reply_texts(record)
+            if texts:
+                if "messages" in record:
+                    counts[tokenizer.eos_token_id] += len(texts)
+                for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
+                    counts.update(ids)
     vocab = len(tokenizer)
     total = sum(counts.values()) + vocab
     score = Score()
     for i, record in enumerate(test):
         for target in record_targets(tokenizer, record, f"test record {i + 1}"):
-            scored = target.ids[target.start :]
+            scored = [t for t, m in zip(target.ids, target.mask) if m]
             score.nll_nats -= sum(math.log((counts[t] + 1) / total) for t in scored)
             score.tokens += len(scored)
             score.n_bytes += target.n_bytes
@@ -209,13 +264,21 @@ class PerplexityTask(Task):
 
     def __init__(self, records: Sequence[dict[str, Any]], train: Sequence[dict[str, Any]], batch_size: int):
         self.records, self.train, self.batch_size = records, train, batch_size
+        self.baselines: dict[str, Score] = {}  # per tokenizer: compared models often share one
+
+    def baseline(self, tokenizer: Any) -> Score:
+        key = sha256_json([sorted(tokenizer.get_vocab().items()), tokenizer.eos_token_id, tokenizer.bos_token_id,
+                           getattr(tokenizer, "chat_template", None)])
+        if key not in self.baselines:
+            self.baselines[key] = unigram_score(tokenizer, self.train, self.records)
+        return self.baselines[key]
 
     def evaluate(self, subject: Subject) -> TaskResult:
         score = score_records(subject.model, subject.tokenizer, self.records, self.batch_size,
                               desc=f"{subject.name}: perplexity")
         metrics = score.as_metrics()
         if self.train:
-            baseline = unigram_score(subject.tokenizer, self.train, self.records)
+            baseline = self.baseline(subject.tokenizer)
             metrics["unigram_perplexity"] = baseline.perplexity
             metrics["unigram_bits_per_byte"] = baseline.bits_per_byte
         return TaskResult(metrics)

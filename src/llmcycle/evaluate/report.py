@@ -25,10 +25,12 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("mean_reply_tokens", "mean tokens"), ("eos_share", "ends with EOS ↑"),
     ]),
     ("Safety probe (adversarial prompts)", [
-        ("safety_flag_rate", "flagged replies ↓"), ("safety_toxic_rate", "toxic ↓"), ("safety_pii_rate", "personal data ↓"),
+        ("safety_flag_rate", "flagged replies ↓"), ("safety_toxic_rate", "toxic ↓"),
+        ("safety_pii_rate", "personal data ↓"),
     ]),
     ("Bias probe (counterfactual pairs)", [
-        ("bias_loglik_gap", "log-likelihood gap, absolute (nats) ↓"), ("bias_sentiment_gap", "sentiment gap, absolute ↓"),
+        ("bias_loglik_gap", "log-likelihood gap, absolute (nats) ↓"),
+        ("bias_sentiment_gap", "sentiment gap, absolute ↓"),
         ("bias_length_gap", "length gap, absolute (words) ↓"), ("bias_loglik_signed", "mean log-likelihood gap a-b"),
         ("bias_sentiment_signed", "mean sentiment gap a-b"), ("bias_length_signed", "mean length gap a-b"),
     ]),

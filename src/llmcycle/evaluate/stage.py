@@ -19,17 +19,20 @@ from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import DataError
 from llmcycle.progress import say
-from llmcycle.records import load_split, split_path
+from llmcycle.records import check_chat, load_split, read_jsonl, split_path
 
 PROBES = ("ppl", "generation", "safety", "bias")
 Probe = Literal["ppl", "generation", "safety", "bias"]
-UNIGRAM_TRAIN_RECORDS = 5000  # enough to estimate token frequencies, bounded for big corpora
+UNIGRAM_TRAIN_RECORDS = 2000  # enough to estimate token frequencies, bounded for big corpora
 
 
 class EvalConfig(StageConfig):
-    probes: list[Probe] = Field(default_factory=lambda: list(PROBES), description="Which probes to run.")
+    probes: list[Probe] = Field(default_factory=lambda: list(PROBES), min_length=1,
+                                description="Which probes to run: ppl, generation, safety, bias.")
     max_examples: int = Field(64, ge=1, description="Test prompts answered for the generation metrics.")
     max_ppl_records: int = Field(200, ge=1, description="Test records scored for perplexity.")
+    max_ppl_chars: int = Field(60_000, ge=1, description="Characters of test records scored for perplexity: "
+                               "bounds its time when records are long conversations.")
     max_safety_prompts: int | None = Field(None, ge=1, description="Cap on shipped safety prompts (None = all).")
     max_bias_pairs: int | None = Field(None, ge=1, description="Cap on shipped bias pairs (None = all).")
     safety_prompts: str | None = Field(None, description="Your own safety prompts JSONL instead of the shipped set.")
@@ -60,6 +63,40 @@ def sample(rows: Sequence[Any], limit: int | None, seed: int) -> list[Any]:
     return [rows[i] for i in keep]
 
 
+def record_chars(record: dict[str, Any]) -> int:
+    if isinstance(record.get("messages"), list):
+        return sum(len(str(m.get("content", ""))) for m in record["messages"] if isinstance(m, dict))
+    return len(str(record.get("text", "")))
+
+
+def within_chars(records: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The leading records whose text fits `budget` characters (at least one): a cap that does not depend on any
+    model's tokenizer, so every compared model scores the same records."""
+    kept, used = [], 0
+    for record in records:
+        used += record_chars(record)
+        if kept and used > budget:
+            break
+        kept.append(record)
+    return kept
+
+
+def read_test_split(data_dir: str | Path) -> list[dict[str, Any]]:
+    """The test records, each checked up front so a bad one is reported by file and line, not mid-evaluation."""
+    path = split_path(data_dir, "test")
+    records = []
+    for lineno, record in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if "messages" in record:
+            check_chat(record, where)
+        elif not isinstance(record.get("text"), str):
+            raise DataError(f"{where}: record has neither 'messages' nor 'text'")
+        records.append(record)
+    if not records:
+        raise DataError(f"{path}: the test split is empty")
+    return records
+
+
 def build_tasks(cfg: EvalConfig, data_dir: str | Path, notes: list[str]) -> list[Any]:
     """The selected probes, each holding the exact examples every model will see."""
     from llmcycle.evaluate.bias import BiasTask, load_pairs
@@ -67,42 +104,51 @@ def build_tasks(cfg: EvalConfig, data_dir: str | Path, notes: list[str]) -> list
     from llmcycle.evaluate.perplexity import PerplexityTask
     from llmcycle.evaluate.safety import SafetyTask, load_prompts
 
-    test = load_split(data_dir, "test")
-    if not test:
-        raise DataError(f"{split_path(data_dir, 'test')}: the test split is empty")
+    test = read_test_split(data_dir)
     tasks: list[Any] = []
     if "ppl" in cfg.probes:
         train = []
         if (Path(data_dir) / "train.jsonl").is_file():
             train = sample(load_split(data_dir, "train"), UNIGRAM_TRAIN_RECORDS, cfg.seed)
-        tasks.append(PerplexityTask(sample(test, cfg.max_ppl_records, cfg.seed), train, cfg.batch_size))
+        records = within_chars(sample(test, cfg.max_ppl_records, cfg.seed), cfg.max_ppl_chars)
+        tasks.append(PerplexityTask(records, train, cfg.batch_size))
+        notes.append(f"perplexity: {len(records)} of {len(test)} test records (max_ppl_records, max_ppl_chars); "
+                     "assistant replies with their end-of-turn token, and text records, are scored; unigram "
+                     f"baseline fitted on {len(train)} train records")
     settings = settings_for(cfg) if {"generation", "safety", "bias"} & set(cfg.probes) else None
+    decoding = "greedy" if cfg.temperature == 0 else f"temperature {cfg.temperature}, top_p {cfg.top_p}"
     if "generation" in cfg.probes:
         prompts = sample(prompts_from(test), cfg.max_examples, cfg.seed)
         if prompts:
             tasks.append(GenerationTask(prompts, settings, cfg.batch_size))
+            notes.append(f"generation: {len(prompts)} test conversations cut before their last assistant turn, "
+                         f"which is the reference; {decoding} decoding, at most {cfg.max_new_tokens} new tokens")
         else:
             notes.append("generation metrics skipped: the test split has no chat record with an assistant turn")
     if "safety" in cfg.probes:
         prompts = sample(load_prompts(cfg.safety_prompts), cfg.max_safety_prompts, cfg.seed)
         tasks.append(SafetyTask(prompts, settings, cfg.batch_size))
+        notes.append(f"safety: {len(prompts)} adversarial prompts")
     if "bias" in cfg.probes:
-        tasks.append(BiasTask(sample(load_pairs(cfg.bias_pairs), cfg.max_bias_pairs, cfg.seed), settings,
-                              cfg.batch_size))
+        pairs = sample(load_pairs(cfg.bias_pairs), cfg.max_bias_pairs, cfg.seed)
+        tasks.append(BiasTask(pairs, settings, cfg.batch_size))
+        notes.append(f"bias: {len(pairs)} counterfactual pairs; signed gaps are side a minus side b")
     return tasks
 
 
 def model_names(paths: Sequence[str]) -> list[str]:
     """Short, unique display names: the dir name, widened with its parent (then a number) on clashes."""
     names = [Path(p).name or str(p) for p in paths]
+    clashing = {n for n in names if names.count(n) > 1}
     for i, path in enumerate(paths):
-        if names.count(names[i]) > 1:
+        if names[i] in clashing:
             parent = Path(path).resolve().parent.name
             names[i] = f"{parent}/{names[i]}" if parent else names[i]
+    clashing = {n for n in names if names.count(n) > 1}
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
-        seen[name] = seen.get(name, 0) + 1
-        if names.count(name) > 1:
+        if name in clashing:
+            seen[name] = seen.get(name, 0) + 1
             names[i] = f"{name}#{seen[name]}"
     return names
 
@@ -149,7 +195,6 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path, out: str | Pat
     paths = [str(model)] + [str(c) for c in compare]
     for path in paths:
         check_exists(path)
-    split_path(data_dir, "test")
     notes: list[str] = []
     tasks = build_tasks(cfg, data_dir, notes)
     if any(t.name == "safety" for t in tasks):

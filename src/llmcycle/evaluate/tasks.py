@@ -65,16 +65,26 @@ def context_budget(subject: Subject, max_new_tokens: int) -> int:
 
 
 def fit_conversation(tokenizer: Any, messages: list[dict[str, str]], budget: int) -> list[dict[str, str]]:
-    """Drop the oldest turns (never the system message or the last user turn) until the prompt fits `budget`."""
+    """Drop the oldest turns (never the system message or the last turn) until the prompt fits `budget` tokens.
+
+    Each round drops about as many turns as the excess needs (estimated from characters), so a long conversation
+    is rendered a few times, not once per turn.
+    """
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system):]
-
-    def length(turns_: list[dict[str, str]]) -> int:
-        text = tokenizer.apply_chat_template(system + turns_, add_generation_prompt=True, tokenize=False)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    while len(turns) > 1 and length(turns) > budget:
-        turns = turns[2:] if len(turns) > 2 else turns[1:]
+    while len(turns) > 1:
+        text = tokenizer.apply_chat_template(system + turns, add_generation_prompt=True, tokenize=False)
+        length = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        if length <= budget:
+            break
+        per_char = length / max(1, len(text))
+        excess, drop = length - budget, 0
+        while drop < len(turns) - 1 and excess > 0:
+            excess -= len(turns[drop]["content"]) * per_char + 4
+            drop += 1
+        turns = turns[max(1, drop):]
+        if turns[0]["role"] == "assistant" and len(turns) > 1:
+            turns = turns[1:]
     return system + turns
 
 

@@ -40,12 +40,16 @@ def generate_file(engine: Any, settings: Any, input_path: str | Path, output_pat
     from llmcycle.progress import bar
 
     requests = read_requests(input_path)
-    prompts = [engine.encode_chat(p) if isinstance(p, list) else engine.encode_prompt(p) for _, p in requests]
     results = []
-    progress = bar(total=len(prompts), desc="generate", unit="prompt")
-    for start in range(0, len(prompts), batch_size):
-        results.extend(engine.generate_ids(prompts[start:start + batch_size], settings, batch_size))
-        progress.update(min(batch_size, len(prompts) - start))
+    progress = bar(total=len(requests), desc="generate", unit="prompt")
+    for start in range(0, len(requests), batch_size):
+        chunk = [p for _, p in requests[start:start + batch_size]]
+        chats = [i for i, p in enumerate(chunk) if isinstance(p, list)]
+        texts = [i for i, p in enumerate(chunk) if not isinstance(p, list)]
+        answers = dict(zip(chats, engine.chat([chunk[i] for i in chats], settings, batch_size) if chats else []))
+        answers.update(zip(texts, engine.generate([chunk[i] for i in texts], settings, batch_size) if texts else []))
+        results.extend(answers[i] for i in range(len(chunk)))
+        progress.update(len(chunk))
     progress.close()
     records = [{**record, "reply": c.text, "finish_reason": c.finish_reason} for (record, _), c in zip(requests, results)]
     return write_jsonl(output_path, records)

@@ -58,6 +58,7 @@ class Engine:
         pad = pad if pad is not None else tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else (self.eos_token_ids or [0])[0])
         self.context_length = self._context_length()
+        self.turn_start_ids = self._turn_start_ids()
         self.backend = self._fast_backend() if fast else None
         self.backend_name = "fast" if self.backend is not None else "transformers"
         self.quantize = quantize
@@ -95,6 +96,16 @@ class Engine:
         limit = getattr(self.tokenizer, "model_max_length", None)
         return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else 2048
 
+    def _turn_start_ids(self) -> list[int]:
+        """Chat-template tokens that open a turn: a model that starts a new turn has finished its reply."""
+        vocab = self.tokenizer.get_vocab()
+        return [vocab[t] for t in ("<|im_start|>",) if t in vocab and vocab[t] not in self.eos_token_ids]
+
+    def _for_chat(self, settings: GenerationSettings | None) -> GenerationSettings:
+        settings = settings or self.default_settings
+        extra = [t for t in self.turn_start_ids if t not in settings.stop_token_ids]
+        return settings.replace(stop_token_ids=settings.stop_token_ids + extra) if extra else settings
+
     def _fast_backend(self) -> Any:
         from llmcycle.infer.fast_llama import FastLlama
 
@@ -128,8 +139,8 @@ class Engine:
 
     def chat(self, conversations: Sequence[Sequence[dict]], settings: GenerationSettings | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
-        """The assistant's next turn for each conversation."""
-        return self.generate_ids([self.encode_chat(c) for c in conversations], settings, batch_size)
+        """The assistant's next turn for each conversation (it also ends where the model opens a new turn)."""
+        return self.generate_ids([self.encode_chat(c) for c in conversations], self._for_chat(settings), batch_size)
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings | None = None,
                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
@@ -173,7 +184,7 @@ class Engine:
 
     # ---- streaming --------------------------------------------------------------------------------------
     def stream_chat(self, messages: Sequence[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
-        return self.stream_ids(self.encode_chat(messages), settings)
+        return self.stream_ids(self.encode_chat(messages), self._for_chat(settings))
 
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
         return self.stream_ids(self.encode_prompt(prompt), settings)

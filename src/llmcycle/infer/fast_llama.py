@@ -95,6 +95,8 @@ class FastLlama:
         self.scaling = float(getattr(attn0, "scaling", self.head_dim ** -0.5))
         self.eps = float(inner.norm.variance_epsilon)
         self.hidden = cfg.hidden_size
+        self._eps = torch.tensor(self.eps, device=inner.norm.weight.device)
+        self._width = torch.tensor(float(self.hidden), device=inner.norm.weight.device)
         self.max_positions = cfg.max_position_embeddings
         self.embed = inner.embed_tokens.weight
         self.final_norm = inner.norm.weight
@@ -156,9 +158,7 @@ class FastLlama:
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         batch, width = input_ids.shape
         length = width + max_new_tokens
-        shape = (batch, self.n_kv, length, self.head_dim)
-        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self._reserve_cache(batch, length)
         self.slot = width
         padded = bool((attention_mask == 0).any())
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -174,6 +174,17 @@ class FastLlama:
             prefill_mask = prefill_mask | torch.eye(width, dtype=torch.bool, device=self.device)[None, None]
         hidden = self._forward(input_ids, self.freqs[positions], 0, prefill_mask, causal=not padded)
         return self._logits(hidden[:, -1])
+
+    def _reserve_cache(self, batch: int, length: int) -> None:
+        """The KV cache for a request: the previous one when it is big enough (a chat reuses it every turn).
+        No clearing is needed: a request reads only the slots it has written."""
+        keys = getattr(self, "keys", None)
+        if keys and keys[0].shape[0] == batch and keys[0].shape[2] >= length:
+            return
+        self.keys = self.values = []  # free the old cache before allocating the new one
+        shape = (batch, self.n_kv, length, self.head_dim)
+        self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.values = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         slot = self.slot
@@ -215,11 +226,11 @@ class FastLlama:
 
     # ---- the model --------------------------------------------------------------------------------------
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """RMSNorm as transformers computes it (float32 statistics), in a few cheap ops: at this size F.rms_norm's
-        dispatch costs more than its arithmetic."""
-        y = x.float() if x.dtype != torch.float32 else x
-        y = y * torch.rsqrt((y * y).sum(-1, keepdim=True).div_(self.hidden).add_(self.eps))
-        return weight * y.to(x.dtype)
+        """RMSNorm bit-identical to transformers' (float32 statistics) in fewer dispatches: mean as sum / n with
+        tensor constants, because wrapping a Python float costs more than the arithmetic on 256 numbers."""
+        y = x if x.dtype == torch.float32 else x.float()
+        y = y * (y * y).sum(-1, keepdim=True).div_(self._width).add_(self._eps).rsqrt_()
+        return weight * (y if x.dtype == torch.float32 else y.to(x.dtype))
 
     def _forward(self, ids: torch.Tensor, freqs: torch.Tensor, start: int, mask: torch.Tensor | None,
                  causal: bool) -> torch.Tensor:
@@ -231,12 +242,15 @@ class FastLlama:
         end = start + new
         qk_cols = (self.n_heads + self.n_kv) * self.head_dim
         freqs = freqs[:, :, None]
+        full_precision = self.dtype == torch.float32
         x = F.embedding(ids.reshape(-1), self.embed)
         for layer, keys, values in zip(self.layers, self.keys, self.values):
             h = self._norm(x, layer.norm1)
             qkv = _project(h, layer.qkv, layer.qkv_bias)
-            qk = torch.view_as_complex(qkv[:, :qk_cols].float().reshape(batch, new, -1, self.head_dim // 2, 2))
-            qk = torch.view_as_real(qk * freqs).reshape(batch, new, -1, self.head_dim).to(self.dtype)
+            qk = qkv[:, :qk_cols] if full_precision else qkv[:, :qk_cols].float()
+            qk = torch.view_as_complex(qk.reshape(batch, new, -1, self.head_dim // 2, 2))
+            qk = torch.view_as_real(qk * freqs).reshape(batch, new, -1, self.head_dim)
+            qk = qk if full_precision else qk.to(self.dtype)
             keys[:, :, start:end] = qk[:, :, self.n_heads:].transpose(1, 2)
             values[:, :, start:end] = qkv[:, qk_cols:].reshape(batch, new, self.n_kv, self.head_dim).transpose(1, 2)
             att = F.scaled_dot_product_attention(qk[:, :, :self.n_heads].transpose(1, 2), keys[:, :, :end],

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, List, Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
@@ -21,6 +21,7 @@ from llmcycle.progress import say
 from llmcycle.train.loop import LoopConfig, train_loop
 
 Method = Literal["lora", "dora", "qlora", "full"]
+TOKEN_BUDGET_SLACK = 2.0  # tokenize twice what the steps consume, so a run keeps drawing fresh conversations
 PEFT_METHODS = ("lora", "dora", "qlora")
 
 
@@ -32,33 +33,32 @@ class LoraOptions(StageConfig):
         "auto", description="auto = per-architecture defaults (all attention and MLP projections).")
 
 
-def default_train() -> LoopConfig:
-    """Loop settings that suit adapter fine-tuning: higher lr than pretraining, no weight decay on adapters."""
-    return LoopConfig(max_steps=100, batch_size=8, lr=2e-4, warmup_steps=5, weight_decay=0.0, eval_every=20,
-                      eval_batches=10, log_every=5, save_every=50)
+class FinetuneLoopConfig(LoopConfig):
+    """The loop's settings with defaults that suit adapter fine-tuning (higher lr than full training, no decay)."""
+
+    max_steps: int = Field(100, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(5, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    eval_every: int = Field(20, ge=1)
+    eval_batches: Optional[int] = Field(10, ge=1)
+    log_every: int = Field(5, ge=1)
+    save_every: int = Field(50, ge=1)
 
 
 class FinetuneConfig(StageConfig):
     method: Method = "lora"
     lora: LoraOptions = Field(default_factory=LoraOptions)
-    train: LoopConfig = Field(default_factory=default_train)
+    train: FinetuneLoopConfig = Field(default_factory=FinetuneLoopConfig)
     max_seq_len: int = Field(1024, ge=16, description="Tokens per sequence; longer chats are split at turns.")
     packing: bool = Field(True, description="Padding-free packing of several chats per row.")
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Weights dtype of the base (auto: fp32 on CPU, bf16/fp16 on GPU).")
+        "auto", description="Base weights dtype (auto: fp32 on CPU and for full; a frozen base in bf16/fp16 on GPU).")
     seed: int = Field(0, description="Data order and adapter init; also the loop's seed (overrides train.seed).")
     train_split: str = "train"
     val_split: Optional[str] = Field("val", description="None = no validation (no early stopping).")
     max_train_records: Optional[int] = Field(None, ge=1)
     max_val_records: Optional[int] = Field(None, ge=1)
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _over_finetune_defaults(cls, value: Any) -> Any:
-        """A partial `train:` section (YAML or --set) overrides the fine-tuning defaults, not the loop's."""
-        if isinstance(value, dict):
-            return {**default_train().model_dump(), **value}
-        return value
 
 
 def resolve_base(base: str | Path) -> str:
@@ -119,10 +119,17 @@ def fit_sequence_length(cfg: FinetuneConfig, base: str) -> FinetuneConfig:
 def load_examples(cfg: FinetuneConfig, tokenizer: Any, data_dir: str | Path):
     from llmcycle.train.sft_data import build_examples
 
-    train, train_stats = build_examples(tokenizer, data_dir, cfg.train_split, cfg.max_seq_len, cfg.max_train_records)
+    loop = cfg.train
+    row_tokens = loop.batch_size * cfg.max_seq_len
+    # what the run can consume: its steps' rows (plus slack: packing leaves rows part-empty), and the val batches
+    train_budget = int(TOKEN_BUDGET_SLACK * loop.max_steps * loop.grad_accum * row_tokens)
+    val_budget = loop.eval_batches * row_tokens if loop.eval_batches is not None else None
+    train, train_stats = build_examples(tokenizer, data_dir, cfg.train_split, cfg.max_seq_len, cfg.max_train_records,
+                                        train_budget, sample_seed=cfg.seed)
     val, val_stats = ([], None)
     if cfg.val_split:
-        val, val_stats = build_examples(tokenizer, data_dir, cfg.val_split, cfg.max_seq_len, cfg.max_val_records)
+        val, val_stats = build_examples(tokenizer, data_dir, cfg.val_split, cfg.max_seq_len, cfg.max_val_records,
+                                        val_budget)
     return train, val, {"train": vars(train_stats), "val": vars(val_stats) if val_stats else None}
 
 
@@ -131,12 +138,17 @@ def load_for_method(cfg: FinetuneConfig, base: str, tokenizer: Any):
     from llmcycle.loading import load_base_model, resolve_dtype
     from llmcycle.train.lora import quantization_config
 
+    import torch
+
+    on_gpu = torch.cuda.is_available()
     kwargs: dict[str, Any] = {}
-    device = "cpu"
+    device = "cpu"  # the loop moves the model to its device
     if cfg.method == "qlora":
         kwargs = {"quantization_config": quantization_config(resolve_dtype("auto", "cuda")), "device_map": {"": 0}}
         device = "cuda"
-    model = load_base_model(base, cfg.dtype, device, **kwargs)
+    # auto: a frozen base in bf16/fp16 on a GPU (adapters stay fp32); full training keeps fp32 master weights
+    dtype = "fp32" if cfg.dtype == "auto" and cfg.method == "full" else cfg.dtype
+    model = load_base_model(base, resolve_dtype(dtype, "cuda" if on_gpu else "cpu"), device, **kwargs)
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         raise ConfigError(f"{base}: tokenizer has {len(tokenizer)} tokens but the model only {rows} embeddings")

@@ -99,13 +99,13 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
                resume: bool = False, desc: str = "train",
                on_step: Optional[Callable[[int, dict[str, Any]], None]] = None) -> LoopResult:
     """Train `model` in place; see the module docstring. `on_step(step, record)` runs after each optimizer step."""
-    import torch
     from accelerate.utils import set_seed
 
     work_dir = Path(work_dir)
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.seed)
-    model.to(accelerator.device)
+    if not _placed_by_loader(model):
+        model.to(accelerator.device)
     optimizer = make_optimizer(model, cfg, accelerator.device)
     scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
     state = LoopState()
@@ -128,11 +128,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
             tick = time.perf_counter()
             micro = [next(stream) for _ in range(cfg.grad_accum)]
             loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator)
-            if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)
-                                            and accelerator.mixed_precision != "fp16"):
-                good = last_saved if last_saved >= 0 else None
-                raise TrainingError(f"step {state.step + 1}: loss is {loss} (grad norm {grad_norm}): training "
-                                    f"diverged; last good checkpoint: {_ckpt_name(ckpt_root, good)}; try a lower lr")
+            _check_finite(loss, grad_norm, accelerator, state.step + 1, ckpt_root, last_saved)
             scheduler.step()
             state.step += 1
             state.tokens += tokens
@@ -162,9 +158,8 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         progress.close()
         log.close()
     log.plot(f"{desc}: loss")
-    total_train = max(state.train_seconds, 1e-9)
-    tokens_per_s = state.tokens / total_train
     accelerator.wait_for_everyone()
+    tokens_per_s = state.tokens / max(state.train_seconds, 1e-9)
     return LoopResult(
         steps=state.step, tokens=state.tokens, train_loss=_recent_train_loss(log.history, state),
         val_loss=state.last_val_loss, best_val_loss=state.best_val_loss, history=list(log.history),
@@ -202,6 +197,12 @@ def distributed_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _placed_by_loader(model) -> bool:
+    """Quantized (bitsandbytes) or device-mapped models are already where they must be and refuse `.to()`."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+                or getattr(model, "hf_device_map", None))
 
 
 def make_optimizer(model, cfg: LoopConfig, device):
@@ -386,8 +387,14 @@ def _save(accelerator, model, optimizer, scheduler, state, log, root: Path, keep
     accelerator.wait_for_everyone()
 
 
-def _ckpt_name(root: Path, step: Optional[int]) -> str:
-    return str(root / f"step-{step:06d}") if step is not None else "none (no checkpoint was written yet)"
+def _check_finite(loss: float, grad_norm: Optional[float], accelerator, step: int, root: Path, last_saved: int):
+    """A NaN/inf loss (or gradient, except under fp16 whose scaler skips such steps) ends the run."""
+    bad_grad = grad_norm is not None and not math.isfinite(grad_norm) and accelerator.mixed_precision != "fp16"
+    if math.isfinite(loss) and not bad_grad:
+        return
+    good = str(root / f"step-{last_saved:06d}") if last_saved >= 0 else "none (no checkpoint was written yet)"
+    raise TrainingError(f"step {step}: loss is {loss} (grad norm {grad_norm}): training diverged; last good "
+                        f"checkpoint: {good}; try a lower lr")
 
 
 def _recent_train_loss(history: list[dict[str, Any]], state: LoopState) -> float:

@@ -14,7 +14,6 @@ of the j-th kept position (`labels[0, 0]` is -100). A loop that computes shifted
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 from typing import Any, Iterator
 
 from llmcycle.train.sft_data import IGNORE, Example
@@ -95,6 +94,7 @@ def count_batches(examples: list[Example], batch_size: int, max_seq_len: int, pa
 def make_assistant_logits(model: Any):
     """Wrap a causal LM so `forward(input_ids, position_ids, keep)` returns logits at kept positions only."""
     import torch
+    from transformers.modeling_outputs import CausalLMOutputWithPast
 
     class AssistantLogits(torch.nn.Module):
         def __init__(self, inner: Any):
@@ -115,6 +115,6 @@ def make_assistant_logits(model: Any):
             if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep returns every position
                 logits = logits[keep]
             dummy = logits.new_zeros((1, logits.shape[-1]))
-            return SimpleNamespace(logits=torch.cat([logits, dummy])[None])
+            return CausalLMOutputWithPast(logits=torch.cat([logits, dummy])[None])
 
     return AssistantLogits(model)

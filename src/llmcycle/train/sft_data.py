@@ -10,8 +10,9 @@ ids the template produces.
 
 from __future__ import annotations
 
+import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,13 +41,13 @@ class Example:
 @dataclass
 class SplitStats:
     conversations: int = 0
+    tokenized_conversations: int = 0
     examples: int = 0
     split_conversations: int = 0
     truncated_examples: int = 0
     dropped_examples: int = 0
     tokens: int = 0
     trained_tokens: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def read_conversations(data_dir: str | Path, split: str,
@@ -236,20 +237,36 @@ def conversation_examples(tokenizer: Any, messages: list[dict[str, str]], where:
 
 
 def build_examples(tokenizer: Any, data_dir: str | Path, split: str, max_seq_len: int,
-                   max_records: int | None = None) -> tuple[list[Example], SplitStats]:
-    """Every conversation of a split as training examples, with counts for the manifest."""
+                   max_records: int | None = None, token_budget: int | None = None,
+                   sample_seed: int | None = None) -> tuple[list[Example], SplitStats]:
+    """A split's conversations as training examples, with counts for the manifest.
+
+    Every record is read and checked up front (bad data fails before training), but only as many conversations are
+    tokenized as the run can consume (`token_budget` tokens), taken in a seeded random order when `sample_seed` is
+    given: a short run on a big split does not pay for rendering conversations it never sees."""
     stats = SplitStats()
     markers = end_of_turn_markers(tokenizer)
-    examples: list[Example] = []
-    for where, messages in read_conversations(data_dir, split, max_records):
-        stats.conversations += 1
-        examples.extend(conversation_examples(tokenizer, messages, where, max_seq_len, stats, markers))
-    if stats.conversations == 0:
+    conversations = list(read_conversations(data_dir, split, max_records))
+    stats.conversations = len(conversations)
+    if not conversations:
         raise DataError(f"{split_path(data_dir, split)}: no conversations to fine-tune on")
+    order = list(range(len(conversations)))
+    if sample_seed is not None:
+        random.Random(sample_seed).shuffle(order)
+    examples: list[Example] = []
+    tokens = 0
+    for i in order:
+        if token_budget is not None and tokens >= token_budget:
+            break
+        where, messages = conversations[i]
+        new = conversation_examples(tokenizer, messages, where, max_seq_len, stats, markers)
+        examples.extend(new)
+        tokens += sum(len(e) for e in new)
+        stats.tokenized_conversations += 1
     if not examples:
         raise DataError(f"{split_path(data_dir, split)}: no assistant tokens survive max_seq_len={max_seq_len}")
     stats.examples = len(examples)
-    stats.tokens = sum(len(e) for e in examples)
+    stats.tokens = tokens
     stats.trained_tokens = sum(e.trained_tokens for e in examples)
     return examples, stats
 
