@@ -132,8 +132,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--variants", default="ours,trainer", help="comma list: ours, ours-bf16, trainer, trainer-bf16")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation happens here)")
+    parser.add_argument("--variants", default="ours,trainer", help="comma list: ours, ours-bf16, ours-compile, ours-bf16-compile, trainer, trainer-bf16")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; each contender's best counts")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -146,10 +146,13 @@ def main() -> None:
     contenders = {
         "llmcycle loop (fp32)": lambda: run_ours(args, rows, "ours"),
         "llmcycle loop (bf16 autocast)": lambda: run_ours(args, rows, "ours-bf16", precision="bf16"),
+        "llmcycle loop (fp32, compiled)": lambda: run_ours(args, rows, "ours-compile", compile=True),
+        "llmcycle loop (bf16, compiled)": lambda: run_ours(args, rows, "ours-bf16-c", precision="bf16", compile=True),
         "transformers Trainer (fp32)": lambda: run_trainer(args, rows),
         "transformers Trainer (bf16)": lambda: run_trainer(args, rows, bf16=True),
     }
     keys = {"ours": "llmcycle loop (fp32)", "ours-bf16": "llmcycle loop (bf16 autocast)",
+            "ours-compile": "llmcycle loop (fp32, compiled)", "ours-bf16-compile": "llmcycle loop (bf16, compiled)",
             "trainer": "transformers Trainer (fp32)", "trainer-bf16": "transformers Trainer (bf16)"}
     names = [keys[v.strip()] for v in args.variants.split(",")]
     rounds: dict[str, list[dict]] = {name: [] for name in names}

@@ -59,8 +59,13 @@ def resolve_dtype(dtype: str | Any, device: str = "cpu"):
 def load_base_model(name_or_path: str | Path, dtype: str | Any = "auto", device: str = "cpu", **kwargs: Any):
     """AutoModelForCausalLM.from_pretrained with a clear error; extra kwargs (e.g. quantization_config) pass on."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from llmcycle.progress import quiet
 
     check_exists(name_or_path)
+    if quiet():
+        hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, device), **kwargs)
     except ModelLoadError:

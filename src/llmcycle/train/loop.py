@@ -56,6 +56,8 @@ class LoopConfig(StageConfig):
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="Evals without improvement.")
     seed: int = 0
+    compile: bool = Field(False, description="torch.compile the forward + loss: ~1.25x faster steps on CPU, "
+                          "after a compile of tens of seconds (worth it for long runs only).")
 
 
 @dataclass
@@ -117,6 +119,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     log = MetricsLog(work_dir, main, state.history)
     peak = measured_peak_flops(accelerator.device, _peak_dtype(accelerator))
     trainable = [p for p in model.parameters() if p.requires_grad]
+    loss_fn = _compiled_loss() if cfg.compile else _summed_loss
     stream = _batch_stream(train_batches, state, accelerator.num_processes, accelerator.process_index)
     progress = bar(total=cfg.max_steps, initial=state.step, desc=desc, unit="step") if main else _Silent()
     window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
@@ -127,7 +130,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         while state.step < cfg.max_steps and not stopped_early:
             tick = time.perf_counter()
             micro = [next(stream) for _ in range(cfg.grad_accum)]
-            loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator)
+            loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator, loss_fn)
             _check_finite(loss, grad_norm, accelerator, state.step + 1, ckpt_root, last_saved)
             scheduler.step()
             state.step += 1
@@ -251,7 +254,7 @@ def _batch_stream(train_batches, state: LoopState, world: int, rank: int) -> Ite
         state.batch_index = 0
 
 
-def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopConfig, accelerator):
+def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopConfig, accelerator, loss_fn):
     """Forward/backward over the micro-batches, clip, step. Returns (mean loss over all label tokens of all
     processes, input tokens processed here and elsewhere, grad norm)."""
     import torch
@@ -270,7 +273,7 @@ def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopCo
         sync = i == len(micro) - 1
         ctx = accelerator.no_sync(model) if not sync else _null()
         with ctx:
-            summed = _summed_loss(model, batch)
+            summed = loss_fn(model, batch)
             accelerator.backward(summed * scale)
         loss_sum += summed.detach()
     grad_norm = None
@@ -296,6 +299,20 @@ def _summed_loss(model, batch: Batch):
     labels = F.pad(batch["labels"][..., 1:], (0, 1), value=-100)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                            ignore_index=-100, reduction="sum")
+
+
+_COMPILED = None
+
+
+def _compiled_loss():
+    """`_summed_loss` under torch.compile, so the loss fuses with the model's elementwise work; one per process (the
+    model is an argument, so a compiled graph is reused by later loops on same-shaped models)."""
+    global _COMPILED
+    if _COMPILED is None:
+        import torch
+
+        _COMPILED = torch.compile(_summed_loss)
+    return _COMPILED
 
 
 def _input_tokens(batch: Batch) -> int:
