@@ -133,7 +133,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation happens here)")
-    parser.add_argument("--variants", default="ours,trainer", help="comma list: ours, ours-bf16, ours-compile, ours-bf16-compile, trainer, trainer-bf16")
+    parser.add_argument("--variants", default="ours,ours-compile,trainer,ours-bf16,ours-bf16-compile,trainer-bf16",
+                        help="comma list of: ours, ours-compile, ours-bf16, ours-bf16-compile, trainer, trainer-bf16")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; each contender's best counts")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -187,7 +188,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "preset": args.preset, "vocab": args.vocab, "seq_len": args.seq_len, "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(), "load_avg_1m": load, "peak_flops": peak, "peak_flops_cpu_clock": cpu_peak, "flops_per_token": fpt,
+        "threads": torch.get_num_threads(), "load_avg_1m": load, "peak_flops": peak,
+        "peak_flops_cpu_clock": cpu_peak, "flops_per_token": fpt,
         "python": sys.version.split()[0], "torch": torch.__version__, "results": results}, indent=2) + "\n")
 
 

@@ -33,6 +33,9 @@ from llmcycle.train.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from llmcycle.train.metrics import MetricsLog
 from llmcycle.train.mfu import flops_per_token, measured_peak_flops
 from llmcycle.train.schedule import make_scheduler
+from llmcycle.train.setup import distributed_state, make_accelerator, make_optimizer, placed_by_loader
+
+__all__ = ["LoopConfig", "LoopResult", "train_loop", "evaluate", "distributed_state"]
 
 Batch = dict[str, Any]
 
@@ -106,7 +109,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     work_dir = Path(work_dir)
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.seed)
-    if not _placed_by_loader(model):
+    if not placed_by_loader(model):
         model.to(accelerator.device)
     optimizer = make_optimizer(model, cfg, accelerator.device)
     scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
@@ -169,58 +172,6 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         stopped_early=stopped_early, seconds=state.seconds, tokens_per_s=tokens_per_s,
         mfu=tokens_per_s * (fpt or 0.0) / (peak * accelerator.num_processes), peak_flops=peak,
     )
-
-
-def make_accelerator(precision: str):
-    """An Accelerator for this run's precision. accelerate keeps one global state per process; it is reset so a
-    process (a test, a notebook) can run several loops with different precisions."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    if precision == "auto":
-        if torch.cuda.is_available():
-            mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            mixed = "no"
-    else:
-        mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    if mixed == "fp16" and not torch.cuda.is_available():
-        raise TrainingError("precision fp16 needs a CUDA GPU (use fp32 or bf16 on CPU)")
-    distributed_state()
-    AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
-
-
-def distributed_state():
-    """accelerate's process state. On a machine without CUDA it is created with cpu=True, which makes processes
-    started by `torchrun` or `accelerate launch --multi_gpu` train together over gloo (plain `accelerate launch
-    --cpu` fans out only through mpirun)."""
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def _placed_by_loader(model) -> bool:
-    """Quantized (bitsandbytes) or device-mapped models are already where they must be and refuse `.to()`."""
-    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-                or getattr(model, "hf_device_map", None))
-
-
-def make_optimizer(model, cfg: LoopConfig, device):
-    """AdamW over trainable parameters; matrices decay, norms and biases do not."""
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise TrainingError("the model has no trainable parameters")
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = torch.device(device).type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas),
-                             fused=fused or None)  # one kernel per step instead of one per tensor and op
 
 
 def _peak_dtype(accelerator):

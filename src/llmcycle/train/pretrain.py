@@ -28,12 +28,13 @@ SAMPLE_PROMPTS = ["Hi! How are you doing today?", "What do you like to do on the
 
 
 class PretrainLoopConfig(LoopConfig):
-    """The loop's settings with defaults that suit pretraining a small model from scratch."""
+    """The loop's settings with defaults that suit pretraining a small model from scratch. Measured: the `default`
+    preset at seq_len 128 takes ~0.42 s per step on 2 idle cores, so 550 steps are ~4 minutes of training."""
 
-    max_steps: int = Field(400, ge=1)
+    max_steps: int = Field(550, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0)
-    warmup_steps: int = Field(30, ge=0)
+    warmup_steps: int = Field(40, ge=0)
     eval_every: int = Field(100, ge=1)
     eval_batches: Optional[int] = Field(10, ge=1)
     save_every: int = Field(100, ge=1)
