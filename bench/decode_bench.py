@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    from llmcycle.infer import Engine, GenerationSettings
+    from llmcycle.infer import Engine
 
     if args.model:
         base = Engine.load(args.model)

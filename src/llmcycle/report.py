@@ -20,7 +20,14 @@ def _fmt(value: Any) -> str:
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> str:
-    items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    """The first few scalar metrics; per-model metrics (eval) are shown as model.metric."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items() if k in ("perplexity", "bits_per_byte")})
+        else:
+            flat[key] = value
+    items = [(k, v) for k, v in flat.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     return ", ".join(f"{k}={_fmt(v)}" for k, v in items[:KEY_METRICS])
 
 

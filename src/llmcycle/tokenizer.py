@@ -137,6 +137,14 @@ def ensure_chat_template(tokenizer: Any) -> Any:
 
 
 
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], where: str, generation_prompt: bool = False) -> str:
+    """A conversation rendered with the tokenizer's chat template; a template that refuses it is a data error."""
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except Exception as exc:  # jinja raises TemplateError / its own exceptions for conversations it refuses
+        raise DataError(f"{where}: the chat template refuses this conversation ({first_line(exc)})") from None
+
+
 def check_tokenizer_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmcycle.errors import ConfigError, DataError
+from llmcycle.errors import DataError
 from llmcycle.infer import Completion, Engine, GenerationSettings
 
 PROMPTS = ["hello there, how are", "we went up to the mountains near the lake and"]

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from llmcycle.artifacts import sha256_json
-from llmcycle.errors import DataError, first_line
+from llmcycle.errors import DataError
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
+from llmcycle.tokenizer import render_chat
 
 TOKENS_PER_BATCH = 16_384  # caps a forward pass's logits memory on long records
 
@@ -70,13 +71,6 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, where: str) -> str:
-    try:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
-    except Exception as exc:  # jinja errors of a model's own template (e.g. roles it refuses)
-        raise DataError(f"{where}: the model's chat template cannot render it ({first_line(exc)})") from None
-
-
 def chat_target(tokenizer: Any, messages: list[dict[str, str]], where: str) -> Target | None:
     """The whole conversation in one sequence with its assistant replies (and each one's EOS) marked.
 
@@ -84,14 +78,14 @@ def chat_target(tokenizer: Any, messages: list[dict[str, str]], where: str) -> T
     the template's rendering of a turn's prompt is not a prefix of the whole (or a token straddles the boundary),
     and the caller falls back to scoring turn by turn.
     """
-    full = render(tokenizer, messages, False, where)
+    full = render_chat(tokenizer, messages, where)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, starts = list(enc["input_ids"]), [start for start, _ in enc["offset_mapping"]]
     mask, n_bytes = [False] * len(ids), 0
     for i, msg in enumerate(messages):
         if msg.get("role") != "assistant":
             continue
-        prompt = render(tokenizer, messages[:i], True, f"{where}: messages[{i}]")
+        prompt = render_chat(tokenizer, messages[:i], f"{where}: messages[{i}]", generation_prompt=True)
         begin, end = len(prompt), len(prompt) + len(msg["content"])
         if not (full.startswith(prompt) and full.startswith(msg["content"], begin)):
             return None
@@ -111,7 +105,7 @@ def turn_targets(tokenizer: Any, messages: list[dict[str, str]], where: str) -> 
     for i, msg in enumerate(messages):
         if msg.get("role") != "assistant":
             continue
-        prompt = encode(tokenizer, render(tokenizer, messages[:i], True, f"{where}: messages[{i}]"))
+        prompt = encode(tokenizer, render_chat(tokenizer, messages[:i], f"{where}: messages[{i}]", generation_prompt=True))
         reply = encode(tokenizer, msg["content"]) + [tokenizer.eos_token_id]
         targets.append(Target(prompt + reply, [False] * len(prompt) + [True] * len(reply),
                               len(msg["content"].encode("utf-8"))))

@@ -7,7 +7,6 @@ evaluate is what `llmcycle chat` and the server serve.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,6 +15,7 @@ from typing import Any, ClassVar, Sequence
 
 from llmcycle.errors import DataError
 from llmcycle.progress import bar
+from llmcycle.records import read_jsonl
 
 
 @dataclass
@@ -104,21 +104,10 @@ def generate(subject: Subject, conversations: Sequence[list[dict[str, str]]], se
 
 def read_probe_file(name: str, path: str | Path | None, required: Sequence[str]) -> list[dict[str, Any]]:
     """Rows of a probe's JSONL file: the one shipped in llmcycle/resources, or a user's own at `path`."""
-    if path is None:
-        text = resources.files("llmcycle").joinpath("resources", name).read_text(encoding="utf-8")
-        where = name
-    else:
-        if not Path(path).is_file():
-            raise DataError(f"{path}: probe file not found")
-        text, where = Path(path).read_text(encoding="utf-8"), str(path)
+    file = Path(str(resources.files("llmcycle").joinpath("resources", name))) if path is None else Path(path)
+    where = name if path is None else str(path)
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}:{lineno}: malformed JSON ({exc.msg})") from None
+    for lineno, row in read_jsonl(file):
         missing = [k for k in required if not isinstance(row.get(k), str) or not row[k].strip()]
         if missing:
             raise DataError(f"{where}:{lineno}: field {missing[0]!r} must be a non-empty string")

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from llmcycle.errors import ConfigError, DataError, first_line
 from llmcycle.records import check_chat, read_jsonl, split_path
+from llmcycle.tokenizer import render_chat
 
 IGNORE = -100
 GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
@@ -65,13 +66,6 @@ def read_conversations(data_dir: str | Path, split: str,
         yield where, [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def render(tokenizer: Any, messages: list[dict[str, str]], where: str, generation_prompt: bool = False) -> str:
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    except Exception as exc:  # jinja raises TemplateError / its own exceptions for conversations it refuses
-        raise DataError(f"{where}: the chat template refuses this conversation ({first_line(exc)})") from None
-
-
 def end_of_turn_markers(tokenizer: Any) -> list[str]:
     """Strings that can end an assistant turn: the EOS token and every special token."""
     markers = [tokenizer.eos_token] if tokenizer.eos_token else []
@@ -99,14 +93,14 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]], full: str, w
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        prefix = render(tokenizer, messages[:i], where, generation_prompt=True)
+        prefix = render_chat(tokenizer, messages[:i], where, generation_prompt=True)
         if not full.startswith(prefix):
             raise ConfigError(
                 f"{where}: the chat template renders earlier turns differently once later turns follow, so the "
                 "assistant-only loss mask cannot be derived from it"
             )
         start = len(prefix)
-        limit = common_prefix_length(full, render(tokenizer, messages[: i + 1], where))
+        limit = common_prefix_length(full, render_chat(tokenizer, messages[: i + 1], where))
         region = full[start:limit]
         content = msg["content"].strip()
         found = region.find(content)
@@ -164,7 +158,7 @@ def generation_marker_example(tokenizer: Any, messages: list[dict[str, str]], wh
 
 def prefix_render_example(tokenizer: Any, messages: list[dict[str, str]], where: str, markers: list[str]) -> Example:
     """The mask from prefix renders and character offsets; works for templates without generation markers."""
-    full = render(tokenizer, messages, where)
+    full = render_chat(tokenizer, messages, where)
     spans = assistant_spans(tokenizer, messages, full, where, markers)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
