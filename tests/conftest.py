@@ -108,3 +108,22 @@ def make_tiny_model(tiny_tokenizer_dir, tmp_path_factory):
         return out
 
     return make
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `llmcycle ...` in-process: cli("data", "--out", d) or cli([...]) -> (exit code, stdout, stderr)."""
+    from llmcycle.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        argv = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+        capsys.readouterr()
+        try:
+            main([str(a) for a in argv])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

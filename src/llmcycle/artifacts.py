@@ -203,13 +203,3 @@ def _swap_into_place(work: Path, out: Path) -> None:
     os.replace(work, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def require_files(root: str | Path, names: list[str], what: str) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise ArtifactError(f"{root}: no such {what} dir")
-    missing = [n for n in names if not (root / n).exists()]
-    if missing:
-        raise ArtifactError(f"{root}: not a {what} dir (missing {', '.join(missing)})")
-    return root

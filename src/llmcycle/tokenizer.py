@@ -14,7 +14,7 @@ from pydantic import Field
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
-from llmcycle.errors import ArtifactError, DataError, ModelLoadError, first_line
+from llmcycle.errors import DataError, ModelLoadError, first_line
 from llmcycle.progress import say
 from llmcycle.records import read_jsonl, split_path
 
@@ -143,10 +143,3 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]], where: str, gene
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except Exception as exc:  # jinja raises TemplateError / its own exceptions for conversations it refuses
         raise DataError(f"{where}: the chat template refuses this conversation ({first_line(exc)})") from None
-
-
-def check_tokenizer_dir(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{path}: no such tokenizer dir")
-    return path

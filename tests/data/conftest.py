@@ -102,24 +102,6 @@ def step(card_dict: dict, name: str) -> dict:
 
 
 @pytest.fixture
-def cli(capsys):
-    """Run `llmcycle ...` in-process: cli([...]) -> (exit code, stdout, stderr)."""
-    from llmcycle.cli import main
-
-    def run(argv: list[str]) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in argv])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
-
-
-@pytest.fixture
 def h():
     """Helpers for reading a data artifact dir and writing inputs."""
     return SimpleNamespace(

@@ -58,24 +58,6 @@ def make_small_config(**overrides):
 
 
 @pytest.fixture
-def cli(capsys):
-    """Run `llmcycle ARGS...` in-process; returns (exit code, stdout, stderr)."""
-    from llmcycle.cli import main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
-
-
-@pytest.fixture
 def one_line_error():
     return assert_one_line_error
 
