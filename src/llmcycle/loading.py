@@ -31,12 +31,12 @@ def adapter_base(path: str | Path) -> str:
     return str(base)
 
 
-def check_exists(name_or_path: str | Path) -> None:
+def check_exists(name_or_path: str | Path, what: str = "model") -> None:
     """A path-looking argument that does not exist is a user error, not a hub lookup."""
     text = str(name_or_path)
     looks_local = text.startswith((".", "/", "~")) or Path(text).exists() or text.count("/") != 1
     if looks_local and not Path(text).expanduser().exists():
-        raise ModelLoadError(f"{text}: no such model dir (and not a hub id of the form owner/name)")
+        raise ModelLoadError(f"{text}: no such {what} dir (and not a hub id of the form owner/name)")
 
 
 def resolve_dtype(dtype: str | Any, device: str = "cpu"):

@@ -114,6 +114,9 @@ def load_tokenizer(path: str | Path):
     """AutoTokenizer from a dir or hub id, with a one-line error if it does not load."""
     from transformers import AutoTokenizer
 
+    from llmcycle.loading import check_exists
+
+    check_exists(path, "tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # transformers raises many types here
