@@ -99,10 +99,12 @@ def run(cfg: DataConfig, out: str | Path) -> Path:
     """Build the data artifact dir `out` (train/val/test.jsonl, card.json, card.md, card_lengths.png, manifest)."""
     from llmcycle.data.card import build_card, write_card
 
+    began = time.time()  # reading and filtering happen before the artifact dir opens; the manifest counts them
     inputs = source_inputs(cfg)
     prepared = prepare(cfg)
     config = to_dict(cfg)
     with open_artifact(out, "data", config, inputs=inputs) as art:
+        art.started = began
         start = time.perf_counter()
         for name, examples in prepared.splits.items():
             write_jsonl(art.dir / f"{name}.jsonl", (e.record for e in examples))
