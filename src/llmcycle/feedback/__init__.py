@@ -1,0 +1,1 @@
+"""User feedback: the server stores it (`store.py`); the data stage turns it into preference records."""
