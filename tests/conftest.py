@@ -127,3 +127,58 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+# Phi-3-mini's original template: no system turn, the assistant header after every user turn, turns end with <|end|>
+# while the EOS token is <|endoftext|>.
+PHI3_MINI_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '<|end|>\n' + '<|assistant|>\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + '<|end|>\n' }}{% endif %}{% endfor %}"
+)
+# Qwen2-style ChatML without {% generation %} markers (llmcycle's own template has them).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# style -> (architecture, template or None for the tokenizer's own, extra special tokens, EOS token, end of turn)
+TEMPLATE_STYLES = {
+    "phi3": ("phi3", PHI3_MINI_TEMPLATE, ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|endoftext|>",
+             "<|end|>"),
+    "chatml": ("qwen2", CHATML_TEMPLATE, [], "<|im_end|>", "<|im_end|>"),
+    "generation": ("llama", None, [], "<|im_end|>", "<|im_end|>"),
+}
+
+
+@pytest.fixture(scope="session")
+def make_templated_model(tiny_tokenizer_dir, tmp_path_factory):
+    """Factory: make_templated_model("phi3" | "chatml" | "generation") -> a tiny random model dir whose tokenizer
+    has that chat template (see TEMPLATE_STYLES), with the base's generation config naming only the EOS."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    cache: dict[str, Path] = {}
+
+    def make(style: str) -> Path:
+        if style in cache:
+            return cache[style]
+        arch, template, specials, eos, _ = TEMPLATE_STYLES[style]
+        tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+        if specials:
+            tok.add_special_tokens({"additional_special_tokens": specials})
+        tok.eos_token = eos
+        if template is not None:
+            tok.chat_template = template
+        cfg = tiny_config(arch, len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id)
+        torch.manual_seed(1)
+        model = AutoModelForCausalLM.from_config(cfg)
+        out = tmp_path_factory.mktemp(f"templated_{style}")
+        model.save_pretrained(out)
+        GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id).save_pretrained(out)
+        tok.save_pretrained(out)
+        cache[style] = out
+        return out
+
+    return make

@@ -1,8 +1,8 @@
 """The `merge` stage: a fine-tuned adapter folded into its base -> a plain model dir any HF tool loads.
 
 The merged dir holds the weights (in the base's own dtype unless asked otherwise), the adapter's tokenizer (with the
-chat template it was trained with) and a generation config whose EOS includes the end-of-turn token, so the merged
-model stops where the adapter did. Merge then runs the parity check (`llmcycle.parity`) and refuses to publish a
+chat template it was trained with) and a generation config whose EOS ids are `modeldir.stop_token_ids` (end-of-turn
+first), so the merged model stops where the adapter did. Merge then runs the parity check (`llmcycle.parity`) and refuses to publish a
 merged model whose logits differ from base + adapter.
 """
 
@@ -67,24 +67,6 @@ def base_dtype_name(base: str) -> str:
     return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(raw), "fp32")
 
 
-def save_generation_config(base: str, model: Any, tokenizer: Any, out: Path) -> None:
-    """The base's generation config (or one from the model config), with the end-of-turn token as an EOS."""
-    from transformers import GenerationConfig
-
-    try:
-        gen = GenerationConfig.from_pretrained(base)
-    except Exception:  # no generation_config.json in the base: derive it
-        gen = GenerationConfig.from_model_config(model.config)
-    eos = gen.eos_token_id
-    eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
-        eos_ids.append(tokenizer.eos_token_id)
-    gen.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
-    if gen.pad_token_id is None and tokenizer.pad_token_id is not None:
-        gen.pad_token_id = tokenizer.pad_token_id
-    gen.save_pretrained(out)
-
-
 def merged_model(adapter_dir: str | Path, base: str, dtype: str):
     """base + adapter with the adapter's deltas folded into the weights, in `dtype`."""
     from peft import PeftModel
@@ -109,6 +91,7 @@ def run(cfg: MergeConfig, adapter_dir: str | Path, out: str | Path) -> Path:
     import torch
 
     from llmcycle.loading import load_tokenizer_for
+    from llmcycle.modeldir import write_generation_config
     from llmcycle.parity import check_parity
 
     base = check_adapter_dir(adapter_dir)
@@ -120,7 +103,7 @@ def run(cfg: MergeConfig, adapter_dir: str | Path, out: str | Path) -> Path:
         model = merged_model(adapter_dir, base, dtype)
         model.save_pretrained(art.dir)
         tokenizer.save_pretrained(art.dir)
-        save_generation_config(base, model, tokenizer, art.dir)
+        write_generation_config(art.dir, tokenizer, model, base=base)
         del model
         art.extra = {"base": base, "dtype": dtype}
         if cfg.parity:

@@ -38,20 +38,10 @@ def stored_dtype(path: str | Path) -> str:
     return base_dtype_name(adapter_base(path) if is_adapter_dir(path) else str(path))
 
 
-def eos_ids(tokenizer: Any, model: Any) -> list[int]:
-    """Every token id generation stops on: the tokenizer's EOS plus the generation config's."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    gen = getattr(model, "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None)
-    if eos is not None:
-        ids.update([eos] if isinstance(eos, int) else eos)
-    return sorted(ids)
-
-
 def render_samples(tokenizer: Any, chats: list[list[dict[str, str]]]) -> list[str]:
-    from llmcycle.tokenizer import ensure_chat_template
+    from llmcycle.modeldir import prepare_template
 
-    ensure_chat_template(tokenizer)
+    prepare_template(tokenizer)
     return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=c[-1]["role"] == "user")
             for c in chats]
 
@@ -96,7 +86,9 @@ def check_parity(a: str | Path, b: str | Path, tolerance: Optional[float] = None
     worst, mean, peak, top1 = logit_diff(model_a, model_b, ids_a)
     atol, rtol = TOLERANCES[dtype]
     bound = tolerance if tolerance is not None else atol + rtol * peak
-    eos_a, eos_b = eos_ids(tok_a, model_a), eos_ids(tok_b, model_b)
+    from llmcycle.modeldir import stop_token_ids
+
+    eos_a, eos_b = stop_token_ids(tok_a, model_a), stop_token_ids(tok_b, model_b)
     report = {
         "a": str(a), "b": str(b), "stored_dtype": dtype, "samples": len(chats),
         "tokens": sum(len(i) for i in ids_a),

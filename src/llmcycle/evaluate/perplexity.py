@@ -1,11 +1,12 @@
 """Teacher-forced perplexity and bits-per-byte on the test split.
 
 Chat records: every assistant turn is scored as the engine would generate it: the preceding conversation rendered
-with the model's chat template plus its generation prompt, then the reply's tokens and the end-of-turn (EOS) token;
-only the reply tokens and EOS are scored. Text records: every token of the text, after a BOS token.
+with the model's chat template plus its generation prompt, then the reply's tokens and the template's end-of-turn
+token (the one fine-tuning trains, `modeldir.end_of_turn_id`: `<|end|>` for Phi-3 whose EOS is `<|endoftext|>`);
+only the reply tokens and the end-of-turn token are scored. Text records: every token of the text, after a BOS token.
 
 Perplexity is per token, so it depends on the tokenizer; bits-per-byte divides the total negative log-likelihood (in
-bits) by the UTF-8 bytes of the scored text, so models with different tokenizers compare fairly. The EOS token's
+bits) by the UTF-8 bytes of the scored text, so models with different tokenizers compare fairly. The end-of-turn token's
 NLL counts (knowing when to stop is part of a reply) but adds no bytes.
 """
 
@@ -21,6 +22,7 @@ from llmcycle.artifacts import sha256_json
 from llmcycle.errors import DataError
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
+from llmcycle.modeldir import end_of_turn_id
 from llmcycle.tokenizer import render_chat
 
 TOKENS_PER_BATCH = 16_384  # caps a forward pass's logits memory on long records
@@ -72,7 +74,7 @@ def encode(tokenizer: Any, text: str) -> list[int]:
 
 
 def chat_target(tokenizer: Any, messages: list[dict[str, str]], where: str) -> Target | None:
-    """The whole conversation in one sequence with its assistant replies (and each one's EOS) marked.
+    """The whole conversation in one sequence with its assistant replies (and each one's end-of-turn) marked.
 
     One forward pass per conversation instead of one per turn; equivalent because the model is causal. None when
     the template's rendering of a turn's prompt is not a prefix of the whole (or a token straddles the boundary),
@@ -81,7 +83,7 @@ def chat_target(tokenizer: Any, messages: list[dict[str, str]], where: str) -> T
     full = render_chat(tokenizer, messages, where)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, starts = list(enc["input_ids"]), [start for start, _ in enc["offset_mapping"]]
-    mask, n_bytes = [False] * len(ids), 0
+    mask, n_bytes, end_id = [False] * len(ids), 0, end_of_turn_id(tokenizer)
     for i, msg in enumerate(messages):
         if msg.get("role") != "assistant":
             continue
@@ -92,7 +94,7 @@ def chat_target(tokenizer: Any, messages: list[dict[str, str]], where: str) -> T
         first, stop = bisect_left(starts, begin), bisect_left(starts, end)
         if first >= len(ids) or starts[first] != begin or stop >= len(ids) or starts[stop] != end:
             return None
-        if ids[stop] != tokenizer.eos_token_id:
+        if ids[stop] != end_id:
             return None
         mask[first : stop + 1] = [True] * (stop + 1 - first)
         n_bytes += len(msg["content"].encode("utf-8"))
@@ -100,13 +102,13 @@ def chat_target(tokenizer: Any, messages: list[dict[str, str]], where: str) -> T
 
 
 def turn_targets(tokenizer: Any, messages: list[dict[str, str]], where: str) -> list[Target]:
-    """One sequence per assistant turn: its prompt as the engine renders it, then the reply and EOS."""
-    targets = []
+    """One sequence per assistant turn: its prompt as the engine renders it, then the reply and end-of-turn."""
+    targets, end_id = [], end_of_turn_id(tokenizer)
     for i, msg in enumerate(messages):
         if msg.get("role") != "assistant":
             continue
         prompt = encode(tokenizer, render_chat(tokenizer, messages[:i], f"{where}: messages[{i}]", generation_prompt=True))
-        reply = encode(tokenizer, msg["content"]) + [tokenizer.eos_token_id]
+        reply = encode(tokenizer, msg["content"]) + [end_id]
         targets.append(Target(prompt + reply, [False] * len(prompt) + [True] * len(reply),
                               len(msg["content"].encode("utf-8"))))
     return targets
@@ -229,14 +231,14 @@ def reply_texts(record: dict[str, Any]) -> list[str]:
 
 def unigram_score(tokenizer: Any, train: Sequence[dict[str, Any]], test: Sequence[dict[str, Any]]) -> Score:
     """A floor every model should beat: token frequencies of the train split's replies and texts (add-one smoothed
-    over the vocabulary, EOS counted once per reply), scored on exactly the tokens the model is scored on."""
+    over the vocabulary, the end-of-turn token counted once per reply), scored on exactly the tokens the model is scored on."""
     counts: Counter[int] = Counter()
     for start in range(0, len(train), 256):  # batch tokenisation without templates: fitting needs only counts
         for record in train[start : start + 256]:
             texts = reply_texts(record)
             if texts:
                 if "messages" in record:
-                    counts[tokenizer.eos_token_id] += len(texts)
+                    counts[end_of_turn_id(tokenizer)] += len(texts)
                 for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
                     counts.update(ids)
     vocab = len(tokenizer)

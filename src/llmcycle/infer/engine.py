@@ -43,20 +43,16 @@ class Engine:
 
     def __init__(self, model: Any, tokenizer: Any, fast: bool = True, threads: int | None = None,
                  quantize: str | None = None):
+        from llmcycle import modeldir
         from llmcycle.infer.threads import apply_threads
-        from llmcycle.tokenizer import ensure_chat_template
 
         self.model = model.eval()
-        self.tokenizer = ensure_chat_template(tokenizer)
+        modeldir.prepare_template(tokenizer, getattr(getattr(model, "config", None), "name_or_path", "") or "model")
+        self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.threads = apply_threads(threads, sum(p.numel() for p in model.parameters()), str(self.device))
-        gen = getattr(model, "generation_config", None)
-        self.eos_token_ids = _as_id_list(getattr(gen, "eos_token_id", None))
-        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in self.eos_token_ids:
-            self.eos_token_ids.append(int(tokenizer.eos_token_id))
-        pad = getattr(gen, "pad_token_id", None)
-        pad = pad if pad is not None else tokenizer.pad_token_id
-        self.pad_token_id = int(pad if pad is not None else (self.eos_token_ids or [0])[0])
+        self.eos_token_ids = modeldir.stop_token_ids(tokenizer, model)
+        self.pad_token_id = modeldir.pad_token_id(tokenizer, model)
         self.context_length = self._context_length()
         self.turn_start_ids = self._turn_start_ids()
         self.backend = self._fast_backend() if fast else None

@@ -55,6 +55,9 @@ class FinetuneConfig(StageConfig):
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Base weights dtype (auto: fp32 on CPU and for full; a frozen base in bf16/fp16 on GPU).")
     seed: int = Field(0, description="Data order and adapter init; also the loop's seed (overrides train.seed).")
+    system_message: Literal["fold", "template"] = Field(
+        "fold", description="When the chat template drops system messages: fold them into the first user turn "
+        "(default) or leave them to the template (dropped).")
     train_split: str = "train"
     val_split: Optional[str] = Field("val", description="None = no validation (no early stopping).")
     max_train_records: Optional[int] = Field(None, ge=1)
@@ -67,37 +70,14 @@ def resolve_base(base: str | Path) -> str:
     return str(path.resolve()) if path.exists() else str(base)
 
 
-# For a base without a chat template whose vocabulary lacks our <|im_start|>/<|im_end|>: ChatML-shaped, but turns end
-# with the base's own EOS, so no embedding rows must be added (which an adapter could not carry to merge/chat).
-EOS_CHATML_TEMPLATE = (
-    "{{ bos_token if bos_token else '' }}"
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
-    "{% else %}{{ message['content'] + eos_token }}{% endif %}"
-    "{{ '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-
-
-def prepare_tokenizer(base: str) -> tuple[Any, str]:
-    """The base's tokenizer with its own chat template, else llmcycle's (ChatML; EOS-terminated turns when the
-    vocabulary lacks our special tokens)."""
+def prepare_tokenizer(base: str, system: str = "fold") -> tuple[Any, str]:
+    """The base's tokenizer with a usable chat template (`modeldir.prepare_template` decides which)."""
     from llmcycle.loading import check_exists, load_tokenizer_for
-    from llmcycle.tokenizer import IM_END, IM_START, ensure_chat_template
+    from llmcycle.modeldir import prepare_template
 
     check_exists(base)
     tokenizer = load_tokenizer_for(base)
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer, "base"
-    vocab = tokenizer.get_vocab()
-    if IM_START in vocab and IM_END in vocab:
-        return ensure_chat_template(tokenizer), "llmcycle"
-    if tokenizer.eos_token is None:
-        raise ConfigError(f"{base}: tokenizer has neither a chat template nor an EOS token to end turns with")
-    tokenizer.chat_template = EOS_CHATML_TEMPLATE
-    return tokenizer, "llmcycle (turns end with the base's EOS)"
+    return tokenizer, prepare_template(tokenizer, base, system)
 
 
 def fit_sequence_length(cfg: FinetuneConfig, base: str) -> FinetuneConfig:
@@ -190,7 +170,7 @@ def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | 
     if cfg.val_split:
         split_path(data_dir, cfg.val_split)
     base_id = resolve_base(base)
-    tokenizer, template_source = prepare_tokenizer(base_id)
+    tokenizer, template_source = prepare_tokenizer(base_id, cfg.system_message)
     asked, cfg = cfg, fit_sequence_length(cfg, base_id)  # the manifest keeps what was asked (fingerprint)
     train_examples, val_examples, stats = load_examples(cfg, tokenizer, data_dir)
     model = attach_method(cfg, load_for_method(cfg, base_id, tokenizer))
@@ -257,7 +237,7 @@ def initial_val_loss(wrapped: Any, val_batches, loop_cfg: LoopConfig, work_dir: 
 
 def save_outputs(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, work_dir: Path) -> None:
     """An adapter dir that records its base (absolute path for local dirs), or a full model dir; plus the tokenizer."""
-    from llmcycle.merge import save_generation_config
+    from llmcycle.modeldir import write_generation_config
 
     if cfg.method in PEFT_METHODS:
         model.peft_config["default"].base_model_name_or_path = base_id
@@ -265,7 +245,7 @@ def save_outputs(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, 
     else:
         model.config.use_cache = True
         model.save_pretrained(work_dir)
-        save_generation_config(base_id, model, tokenizer, work_dir)
+        write_generation_config(work_dir, tokenizer, model, base=base_id)
     tokenizer.save_pretrained(work_dir)
 
 
@@ -281,12 +261,13 @@ def result_metrics(result: Any, before: Optional[float]) -> dict[str, Any]:
 def describe(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, template_source: str,
              stats: dict[str, Any], data_dir: str | Path) -> dict[str, Any]:
     """What the manifest says about this run besides config and metrics."""
+    from llmcycle.modeldir import end_of_turn_id
     from llmcycle.train.lora import count_parameters
     from llmcycle.train.sft_data import check_against_generation_mask
 
     info: dict[str, Any] = {
         "method": cfg.method, "base": base_id, "chat_template": template_source,
-        "eos_token": tokenizer.eos_token, "max_seq_len_used": cfg.max_seq_len, "data": stats, **count_parameters(model),
+        "eos_token": tokenizer.eos_token, "end_of_turn_token": tokenizer.convert_ids_to_tokens(end_of_turn_id(tokenizer)), "max_seq_len_used": cfg.max_seq_len, "data": stats, **count_parameters(model),
         "label_mask": check_against_generation_mask(tokenizer, data_dir, cfg.train_split),
     }
     if cfg.method in PEFT_METHODS:

@@ -18,7 +18,7 @@ from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ConfigError, TrainingError
 from llmcycle.progress import say
 from llmcycle.records import split_path
-from llmcycle.tokenizer import BOS, IM_END, ensure_chat_template, load_tokenizer
+from llmcycle.tokenizer import BOS, ensure_chat_template, load_tokenizer
 from llmcycle.train.checkpoint import checkpoint_dirs
 from llmcycle.train.loop import LoopConfig, distributed_state, train_loop
 from llmcycle.train.packing import (PackedSplit, hold_out, load_packed, train_batches_fn, unigram_loss,
@@ -159,25 +159,17 @@ def _final_metrics(cfg, model, tokenizer, train: PackedSplit, val: PackedSplit, 
     }
 
 
-def generation_ids(tokenizer) -> tuple[list[int], int]:
-    """(eos ids, pad id): the end of a turn and the end of a document both stop generation."""
-    vocab = tokenizer.get_vocab()
-    eos = [vocab[t] for t in (IM_END, BOS) if t in vocab]
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
-        eos.insert(0, tokenizer.eos_token_id)
-    pad = vocab.get(BOS, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0])
-    return eos, pad
-
-
 def _save_outputs(cfg: PretrainConfig, model, tokenizer, out: Path) -> list[dict[str, str]]:
-    from transformers import GenerationConfig
+    from llmcycle.modeldir import stop_token_ids, write_generation_config
 
-    eos, pad = generation_ids(tokenizer)
+    # the end of a document (BOS/<|endoftext|>) stops a base model's generation too, and pads
+    document_end = tokenizer.convert_tokens_to_ids(BOS) if BOS in tokenizer.get_vocab() else None
+    pad = document_end if document_end is not None else tokenizer.pad_token_id
+    eos = stop_token_ids(tokenizer, None, [document_end] if document_end is not None else [])
     model.config.eos_token_id, model.config.pad_token_id = eos[0], pad
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    gen = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=pad)
-    gen.save_pretrained(out)
+    gen = write_generation_config(out, tokenizer, None, extra_stop=eos, pad=pad)
     gen = copy.deepcopy(gen)
     gen.max_new_tokens, gen.do_sample = cfg.sample_tokens, False
     samples = greedy_samples(model, tokenizer, gen, cfg.sample_tokens)
