@@ -31,9 +31,10 @@ def test_a_few_steps_lower_the_loss_and_write_logs(tmp_path, loop_cfg):
 
 
 def test_killed_then_resumed_run_ends_with_the_same_loss(tmp_path, loop_cfg):
+    """With dropout on, so the resumed run is exact only if the RNG state is restored too."""
     train, val = batch_source()
     cfg = loop_cfg(max_steps=14, grad_accum=2, batch_size=4)  # 48 rows / 4 = 12 batches: crosses epochs
-    full_model = tiny_llama()
+    full_model = tiny_llama(dropout=0.2)
     full = train_loop(full_model, train, val, cfg, tmp_path / "full")
 
     def kill(step, record):
@@ -41,9 +42,9 @@ def test_killed_then_resumed_run_ends_with_the_same_loss(tmp_path, loop_cfg):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_loop(tiny_llama(), train, val, cfg, tmp_path / "cut", on_step=kill)
+        train_loop(tiny_llama(dropout=0.2), train, val, cfg, tmp_path / "cut", on_step=kill)
     assert checkpoint_dirs(tmp_path / "cut" / "checkpoints")[-1].name == "step-000008"
-    resumed_model = tiny_llama(seed=5)  # resume must not depend on the fresh model's init
+    resumed_model = tiny_llama(seed=5, dropout=0.2)  # resume must not depend on the fresh model's init
     resumed = train_loop(resumed_model, train, val, cfg, tmp_path / "cut", resume=True)
     assert resumed.steps == full.steps == 14
     assert resumed.train_loss == pytest.approx(full.train_loss, abs=1e-6)
@@ -54,12 +55,40 @@ def test_killed_then_resumed_run_ends_with_the_same_loss(tmp_path, loop_cfg):
 
 
 def test_grad_accumulation_matches_one_big_batch(tmp_path, loop_cfg):
-    train, val = batch_source(batch=8)
-    small_train, _ = batch_source(batch=4)
+    """Micro-batches with unequal label counts: only a loss weighted by tokens across them matches."""
+    train, val = batch_source(batch=8, masked=True)
+    small_train, _ = batch_source(batch=4, masked=True)
     a = train_loop(tiny_llama(), train, val, loop_cfg(max_steps=3, batch_size=8), tmp_path / "a")
     b = train_loop(tiny_llama(), small_train, val, loop_cfg(max_steps=3, batch_size=4, grad_accum=2), tmp_path / "b")
     assert [r["loss"] for r in a.history if "loss" in r] == pytest.approx(
         [r["loss"] for r in b.history if "loss" in r], abs=1e-5)
+
+
+def test_two_processes_weight_unequal_micro_batches_by_tokens(tmp_path, loop_cfg):
+    """Two processes whose batches hold different label counts take the steps one process accumulating both takes:
+    the loss is weighted by tokens across processes, not averaged per process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    train, val = batch_source(batch=4, masked=True)
+    one = train_loop(tiny_llama(), train, val, loop_cfg(max_steps=3, batch_size=4, grad_accum=2, eval_every=3,
+                                                        save_every=3), tmp_path / "one")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script, out = Path(__file__).with_name("two_process_loop.py"), tmp_path / "two" / "losses.json"
+    out.parent.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMCYCLE_QUIET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--main_process_port", str(port),
+           str(script), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    two = json.loads(out.read_text())
+    assert two["losses"] == pytest.approx([r["loss"] for r in one.history if "loss" in r], abs=1e-5)
 
 
 def test_only_trainable_parameters_are_optimised_and_checkpointed(tmp_path, loop_cfg):

@@ -100,7 +100,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
                 named[name].copy_(value.to(named[name].device, named[name].dtype))
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-        set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+        set_rng_state(torch.load(path / "rng.pt", weights_only=True))
         return json.loads((path / "state.json").read_text(encoding="utf-8"))
     except TrainingError:
         raise

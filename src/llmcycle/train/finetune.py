@@ -97,13 +97,18 @@ def fit_sequence_length(cfg: FinetuneConfig, base: str) -> FinetuneConfig:
 
 
 def load_examples(cfg: FinetuneConfig, tokenizer: Any, data_dir: str | Path):
+    """Train and val examples. Every process tokenizes the same conversations (same seed) and the loop hands process
+    r batches r, r+W, ...: the budget covers all W processes' steps, so each reads its own disjoint share."""
+    from llmcycle.train.setup import distributed_state
     from llmcycle.train.sft_data import build_examples
 
     loop = cfg.train
     row_tokens = loop.batch_size * cfg.max_seq_len
-    # what the run can consume: its steps' rows (plus slack: packing leaves rows part-empty), and the val batches
-    train_budget = int(TOKEN_BUDGET_SLACK * loop.max_steps * loop.grad_accum * row_tokens)
-    val_budget = loop.eval_batches * row_tokens if loop.eval_batches is not None else None
+    world = distributed_state().num_processes
+    # what the run can consume: its steps' rows on every process (plus slack: packing leaves rows part-empty), and
+    # the val batches
+    train_budget = int(TOKEN_BUDGET_SLACK * loop.max_steps * loop.grad_accum * row_tokens * world)
+    val_budget = loop.eval_batches * row_tokens * world if loop.eval_batches is not None else None
     train, train_stats = build_examples(tokenizer, data_dir, cfg.train_split, cfg.max_seq_len, cfg.max_train_records,
                                         train_budget, sample_seed=cfg.seed)
     val, val_stats = ([], None)
@@ -201,15 +206,30 @@ def train(cfg: FinetuneConfig, model: Any, tokenizer: Any, train_examples, val_e
             return None
         return batches(val_examples, loop_cfg.batch_size, cfg.max_seq_len, cfg.packing, pad_id, shuffle_seed=None)
 
-    wrapped = make_assistant_logits(model)
+    wrapped = place_for_training(make_assistant_logits(model))
     before = initial_val_loss(wrapped, val_batches, loop_cfg, work_dir, resume)
     result = train_loop(wrapped, train_batches, val_batches if val_examples else None, loop_cfg, work_dir,
                         resume=resume, desc=f"finetune ({cfg.method})")
     return result, before
 
 
+def place_for_training(wrapped: Any) -> Any:
+    """Put the model where the loop will train it (a 4-bit or device-mapped model is already there)."""
+    from llmcycle.train.setup import distributed_state, placed_by_loader
+
+    return wrapped if placed_by_loader(wrapped.inner) else wrapped.to(distributed_state().device)
+
+
+def input_device(model: Any):
+    """Where a model wants its inputs: its input embeddings' device (the first GPU of a device-mapped model)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return weight.device if weight is not None else next(model.parameters()).device
+
+
 def initial_val_loss(wrapped: Any, val_batches, loop_cfg: LoopConfig, work_dir: Path, resume: bool):
-    """Val loss of the untouched base, so the manifest shows what fine-tuning gained (kept across resumes)."""
+    """Val loss of the untouched base, so the manifest shows what fine-tuning gained (kept across resumes). Batches
+    go to the model's device: a QLoRA base lives on the GPU from loading on."""
     import itertools
 
     import torch
@@ -221,12 +241,13 @@ def initial_val_loss(wrapped: Any, val_batches, loop_cfg: LoopConfig, work_dir: 
     source = val_batches()
     if source is None:
         return None
-    total, count = 0.0, 0
+    total, count, device = 0.0, 0, input_device(wrapped)
     wrapped.eval()
     with torch.no_grad():
         for batch in itertools.islice(source, loop_cfg.eval_batches):
-            logits = wrapped(**{k: v for k, v in batch.items() if k != "labels"}).logits[0, :-1].float()
-            targets = batch["labels"][0, 1:]
+            inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items() if k != "labels"}
+            logits = wrapped(**inputs).logits[0, :-1].float()
+            targets = batch["labels"][0, 1:].to(logits.device)
             total += float(F.cross_entropy(logits, targets, reduction="sum"))
             count += int(targets.numel())
     wrapped.train()
