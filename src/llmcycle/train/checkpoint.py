@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llmcycle.errors import TrainingError
+from llmcycle.errors import TrainingError, first_line
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 TRAINABLE = "trainable.safetensors"
@@ -26,6 +26,20 @@ def checkpoint_dirs(root: Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
     return [p for _, p in sorted(found) if (p / "state.json").is_file()]
+
+
+def continue_finished_run(out: Path, work: Path) -> bool:
+    """`--resume` on a finished run (say with a larger `max_steps`): copy OUT, its checkpoints included, to the work
+    dir so the loop continues from OUT's last checkpoint. OUT itself stays as it is until the longer run succeeds.
+    True when there was a finished run to continue."""
+    if checkpoint_dirs(work / "checkpoints") or not checkpoint_dirs(out / "checkpoints"):
+        return False
+    tmp = work.with_name(f".{work.name}.copy-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out, tmp, ignore=shutil.ignore_patterns("manifest.json"))
+    shutil.rmtree(work, ignore_errors=True)
+    os.replace(tmp, work)
+    return True
 
 
 def latest_checkpoint(root: Path) -> Path:
@@ -105,4 +119,4 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
     except TrainingError:
         raise
     except Exception as exc:  # a truncated or foreign checkpoint
-        raise TrainingError(f"{path}: checkpoint does not load ({type(exc).__name__}: {exc})") from None
+        raise TrainingError(f"{path}: checkpoint does not load ({type(exc).__name__}: {first_line(exc)})") from None

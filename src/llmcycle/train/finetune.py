@@ -174,6 +174,12 @@ def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | 
     split_path(data_dir, cfg.train_split)
     if cfg.val_split:
         split_path(data_dir, cfg.val_split)
+    if resume:
+        from llmcycle.artifacts import partial_dir
+        from llmcycle.train.checkpoint import continue_finished_run
+
+        if continue_finished_run(Path(out), partial_dir(out)):
+            say(f"finetune: continuing the finished run in {out} from its last checkpoint")
     base_id = resolve_base(base)
     tokenizer, template_source = prepare_tokenizer(base_id, cfg.system_message)
     asked, cfg = cfg, fit_sequence_length(cfg, base_id)  # the manifest keeps what was asked (fingerprint)
