@@ -1,5 +1,9 @@
 """Plain text files or folders (for pretraining) as {"text"} records: paragraphs packed into chunks of about
-`chunk_chars`, so one long book still gives records that can be split and deduplicated."""
+`chunk_chars`, so one long book still gives records that can be split and deduplicated.
+
+Splits are grouped by source file, so no book has chunks in two splits. A single file is cut into
+`SINGLE_FILE_SECTIONS` contiguous sections instead (each one split's), so it still yields val and test text
+while only the sections' edges touch."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from llmcycle.errors import DataError
 
 TEXT_SUFFIXES = {".txt", ".md", ".text", ".rst"}
 PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+SINGLE_FILE_SECTIONS = 10
 
 
 def text_files(path: Path) -> list[Path]:
@@ -54,10 +59,12 @@ def read_text(path: Path, chunk_chars: int = 4000, limit: Optional[int] = None) 
             raise DataError(f"{file}: not UTF-8 text (bad byte at offset {exc.start})") from None
         rel = file.relative_to(root).as_posix()
         hashes[rel] = sha256_file(file)
-        for index, chunk in enumerate(chunks(text.replace("\r\n", "\n"), chunk_chars)):
-            if limit is not None and len(examples) >= limit:
-                break
-            examples.append(Example({"text": chunk}, group=f"{rel}#{index}"))
+        pieces = list(chunks(text.replace("\r\n", "\n"), chunk_chars))
+        if limit is not None:
+            pieces = pieces[: max(0, limit - len(examples))]
+        for index, chunk in enumerate(pieces):
+            group = rel if len(files) > 1 else f"{rel}#section{index * SINGLE_FILE_SECTIONS // len(pieces)}"
+            examples.append(Example({"text": chunk}, group=group))
     if not examples:
         raise DataError(f"{path}: holds no text")
     return SourceData("text", examples, hashes, {"files_read": len(files)})
