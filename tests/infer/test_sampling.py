@@ -160,9 +160,35 @@ def test_defaults_from_generation_config(make_tiny_model, tmp_path):
     model_dir = tmp_path / "m"
     shutil.copytree(make_tiny_model("llama"), model_dir)
     config = json.loads((model_dir / "generation_config.json").read_text())
-    config.update(temperature=0.3, top_p=0.8, max_new_tokens=17)
+    config.update(temperature=0.3, top_p=0.8, max_new_tokens=17, do_sample=True)
     (model_dir / "generation_config.json").write_text(json.dumps(config))
     settings = Engine.load(model_dir).default_settings
-    assert (settings.temperature, settings.top_p, settings.max_new_tokens) == (0.3, 0.8, 17)
+    assert (settings.temperature, settings.top_p, settings.max_new_tokens) == (0.3, 0.8, 17) and settings.sampling
     assert GenerationSettings.from_model(model_dir, temperature=0).temperature == 0
     assert math.isclose(GenerationSettings.from_model(model_dir).top_p, 0.8)
+
+
+def test_unset_do_sample_follows_generate(make_tiny_model, tmp_path):
+    """Like `generate`: a generation config without do_sample decodes greedily, its temperature/top_p inert; a
+    sampling knob the user sets turns sampling on; do_sample=False keeps it off."""
+    import json
+    import shutil
+
+    import torch
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(make_tiny_model("llama"), model_dir)
+    config = json.loads((model_dir / "generation_config.json").read_text())
+    config.update(temperature=0.7, top_p=0.9)
+    (model_dir / "generation_config.json").write_text(json.dumps(config))
+    engine = Engine.load(model_dir)
+    settings = engine.default_settings
+    assert not settings.sampling and settings.temperature == 1.0
+    assert not GenerationSettings().sampling
+    ids = engine.tokenizer("hello there", add_special_tokens=False)["input_ids"]
+    ours = [engine.generate_ids([ids], settings.replace(max_new_tokens=8, seed=s))[0].token_ids for s in (1, 2)]
+    ref = engine.model.generate(torch.tensor([ids]), max_new_tokens=8, min_new_tokens=8,
+                                generation_config=engine.model.generation_config)[0, len(ids):].tolist()
+    assert ours[0] == ours[1] == ref[: len(ours[0])]
+    assert GenerationSettings.from_model(model_dir, temperature=0.8).sampling
+    assert not GenerationSettings.from_model(model_dir, temperature=0.8, do_sample=False).sampling

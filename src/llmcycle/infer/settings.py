@@ -1,7 +1,10 @@
 """Decoding knobs: one validated object shared by chat, generate, eval and serve.
 
 Defaults come from the model's `generation_config.json` (only the values that file sets), so a model ships with
-the decoding its trainer chose. Every out-of-range value is a one-line ConfigError naming the knob.
+the decoding its trainer chose. As in transformers' `generate`, that file's temperature/top_p/top_k/min_p only count
+when it also says `do_sample: true`; without it decoding is greedy. Setting one of those knobs yourself (a flag, a
+config, `/set`) turns sampling on unless `do_sample` is set to false. Every out-of-range value is a one-line
+ConfigError naming the knob.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ KNOBS: dict[str, tuple[type, str]] = {
     "no_repeat_ngram_size": (int, "never repeat an n-gram of this size; 0 = off"),
     "num_beams": (int, "beam search width; 1 = no beam search"),
     "length_penalty": (float, "beam search: > 0 favours longer sequences"),
-    "do_sample": (bool, "sample (true) or decode greedily (false); unset = sample when temperature > 0"),
+    "do_sample": (bool, "sample (true) or decode greedily (false); unset = the model's generation_config (greedy "
+                  "unless it says do_sample), sampling once you set temperature/top_p/top_k/min_p"),
     "stop": (list, "strings that end a reply (the reply is cut before them)"),
     "stop_token_ids": (list, "token ids that end a reply, besides the model's end-of-sequence ids"),
     "seed": (int, "random seed for sampling; unset = a fresh one each time"),
 }
 NULLABLE = {"do_sample", "seed"}
+SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p")
 
 
 @dataclass
@@ -95,10 +100,13 @@ class GenerationSettings:
     # ---- derived ----------------------------------------------------------------------------------------
     @property
     def sampling(self) -> bool:
-        """Whether decoding samples: never at temperature 0 or top_k 1; else do_sample, defaulting to yes."""
+        """Whether decoding samples: never at temperature 0 or top_k 1; else do_sample; unset, only when a sampling
+        knob is away from its neutral value (greedy otherwise, as `generate` is)."""
         if self.temperature == 0 or self.top_k == 1:
             return False
-        return True if self.do_sample is None else self.do_sample
+        if self.do_sample is not None:
+            return self.do_sample
+        return self.temperature != 1.0 or self.top_p < 1.0 or self.top_k > 1 or self.min_p > 0
 
     def replace(self, **changes: Any) -> "GenerationSettings":
         unknown = [k for k in changes if k not in KNOBS]
@@ -124,6 +132,8 @@ class GenerationSettings:
             except Exception:  # an odd config object: take nothing from it
                 explicit = {}
         values = {k: explicit[k] for k in KNOBS if k in explicit and explicit[k] is not None}
+        if not values.get("do_sample"):  # generate ignores them then: the model decodes greedily
+            values = {k: v for k, v in values.items() if k not in SAMPLING_KNOBS}
         if "stop_strings" in explicit and explicit["stop_strings"]:
             stops = explicit["stop_strings"]
             values["stop"] = [stops] if isinstance(stops, str) else list(stops)
