@@ -16,7 +16,20 @@ from llmcycle.errors import ConfigError
 
 T = TypeVar("T", bound=BaseModel)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# shipped configs: the repository's configs/ in a source checkout, llmcycle/configs/ in an installed wheel
+CONFIG_DIRS = (Path(__file__).resolve().parents[2] / "configs", Path(__file__).resolve().parent / "configs")
+
+
+def named_config(name: str | Path) -> Path | None:
+    """A shipped config by name (`default`, `tiny.yaml`, `configs/default.yaml` from any folder), or None."""
+    path = Path(name)
+    if path.parent not in (Path("."), Path("configs")) or path.suffix not in ("", ".yaml"):
+        return None
+    for folder in CONFIG_DIRS:
+        candidate = folder / (path.name if path.suffix else f"{path.name}.yaml")
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 class StageConfig(BaseModel):
@@ -28,11 +41,10 @@ class StageConfig(BaseModel):
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        named = CONFIG_DIR / f"{path}.yaml"
-        if path.suffix == "" and named.is_file():  # a preset name such as `tiny`
-            path = named
-        else:
-            raise ConfigError(f"{path}: config file not found")
+        named = named_config(path)  # a shipped config's name such as `tiny`
+        if named is None:
+            raise ConfigError(f"{path}: config file not found (shipped configs: {', '.join(shipped_configs())})")
+        path = named
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -44,6 +56,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
     return data
+
+
+def shipped_configs() -> list[str]:
+    return sorted({p.stem for folder in CONFIG_DIRS if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

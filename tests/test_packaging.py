@@ -1,0 +1,45 @@
+"""What an installed wheel holds: the shipped configs (so `llmcycle run -c default` works anywhere) and a torch floor
+that covers what the code uses."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_ships_the_configs_and_resolves_bare_names(tmp_path):
+    import shutil
+
+    source, wheels = tmp_path / "source", tmp_path / "wheels"  # a clean copy: no stale build/ of the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
+                                                                 ".venv", "runs", "tests", "bench"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheels), str(source)], check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("llmcycle-*.whl"))
+    shipped = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if n.startswith("llmcycle/configs/")}
+    assert shipped == {p.name for p in (ROOT / "configs").glob("*.yaml")} and "default.yaml" in shipped
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("import llmcycle, llmcycle.config as c; print(llmcycle.__file__); "
+            "print(c.read_yaml('default')['name'], c.read_yaml('configs/tiny.yaml')['name'])")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0].startswith(str(site))  # the installed copy, not the source checkout
+    assert out[1].split() == ["default", "tiny"]
+
+
+def test_torch_floor_covers_enable_gqa():
+    """The fast path calls scaled_dot_product_attention(enable_gqa=...), which torch has since 2.5."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    floor = re.search(r'"torch>=(\d+)\.(\d+)', pyproject)
+    assert floor and (int(floor.group(1)), int(floor.group(2))) >= (2, 5)
+    assert "enable_gqa" in (ROOT / "src/llmcycle/infer/fast_llama.py").read_text()
