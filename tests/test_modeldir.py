@@ -116,3 +116,19 @@ def test_templateless_base_chats_without_new_embeddings(templateless_base, loud,
     assert reply.finish_reason in ("eos", "length", "stop")
     assert "has no chat template" in capsys.readouterr().err
     assert engine.eos_token_ids == [engine.tokenizer.eos_token_id]
+
+
+def test_smollm2_turns_end_with_im_end(smollm2_tokenizer):
+    """The real ChatML model: its end-of-turn is its EOS <|im_end|> (id 2), its template keeps system messages, and
+    the token fine-tuning trains after a reply is that same id."""
+    from llmcycle.modeldir import drops_system, end_of_turn_id, prepare_template, stop_token_ids
+    from llmcycle.train.sft_data import tokenize_with_mask
+
+    tok = smollm2_tokenizer
+    template = tok.chat_template
+    assert end_of_turn_id(tok) == tok.convert_tokens_to_ids("<|im_end|>") == 2
+    assert stop_token_ids(tok) == [2] and not drops_system(tok)
+    prepare_template(tok, "smollm2")
+    assert tok.chat_template == template  # nothing to fold, nothing to add
+    ex = tokenize_with_mask(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], "c")
+    assert [t for t in ex.labels if t != -100][-1] == 2

@@ -116,7 +116,10 @@ def _load_model(cfg: PretrainConfig, tokenizer):
         get_preset(cfg.preset)
         return build_model(cfg.preset, tokenizer, seed=cfg.seed)
     model = load_base_model(cfg.init_from, dtype="fp32")
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # the chat tokens we added
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:  # the chat tokens we added to a base without a chat template: trained from here on
+        say(f"pretrain: {cfg.init_from} has no chat template; added llmcycle's chat tokens and resized its "
+            f"embeddings from {rows} to {len(tokenizer)} rows")
         model.resize_token_embeddings(len(tokenizer))
     return model
 
