@@ -42,6 +42,22 @@ def continue_finished_run(out: Path, work: Path) -> bool:
     return True
 
 
+def resume_point(out: Path, stage: str) -> None:
+    """Where `--resume` continues: OUT.partial's checkpoints after a crash, else a finished OUT's (train longer).
+    The main process prepares OUT.partial; the others wait for it."""
+    from llmcycle.artifacts import partial_dir
+    from llmcycle.progress import say
+    from llmcycle.train.setup import distributed_state
+
+    out, state = Path(out), distributed_state()
+    if state.is_main_process and continue_finished_run(out, partial_dir(out)):
+        say(f"{stage}: continuing the finished run in {out} from its last checkpoint")
+    state.wait_for_everyone()
+    if not checkpoint_dirs(partial_dir(out) / "checkpoints"):
+        raise TrainingError(f"{out}: no checkpoint to resume from in {out / 'checkpoints'} or "
+                            f"{partial_dir(out) / 'checkpoints'} (run without --resume to start afresh)")
+
+
 def latest_checkpoint(root: Path) -> Path:
     dirs = checkpoint_dirs(root)
     if not dirs:

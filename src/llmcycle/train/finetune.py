@@ -175,11 +175,9 @@ def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | 
     if cfg.val_split:
         split_path(data_dir, cfg.val_split)
     if resume:
-        from llmcycle.artifacts import partial_dir
-        from llmcycle.train.checkpoint import continue_finished_run
+        from llmcycle.train.checkpoint import resume_point
 
-        if continue_finished_run(Path(out), partial_dir(out)):
-            say(f"finetune: continuing the finished run in {out} from its last checkpoint")
+        resume_point(Path(out), "finetune")
     base_id = resolve_base(base)
     tokenizer, template_source = prepare_tokenizer(base_id, cfg.system_message)
     asked, cfg = cfg, fit_sequence_length(cfg, base_id)  # the manifest keeps what was asked (fingerprint)

@@ -15,11 +15,11 @@ from pydantic import Field
 
 from llmcycle.artifacts import atomic_write_json, open_artifact, partial_dir
 from llmcycle.config import StageConfig, to_dict
-from llmcycle.errors import ConfigError, TrainingError
+from llmcycle.errors import ConfigError
 from llmcycle.progress import say
 from llmcycle.records import split_path
 from llmcycle.tokenizer import BOS, ensure_chat_template, load_tokenizer
-from llmcycle.train.checkpoint import checkpoint_dirs, continue_finished_run
+from llmcycle.train.checkpoint import resume_point
 from llmcycle.train.loop import LoopConfig, distributed_state, train_loop
 from llmcycle.train.packing import (PackedSplit, hold_out, load_packed, train_batches_fn, unigram_loss,
                                     val_batches_fn)
@@ -57,7 +57,7 @@ def run(cfg: PretrainConfig, data_dir: str | Path, tokenizer_dir: str | Path | N
     out = Path(out)
     split_path(data_dir, "train")
     if resume:
-        resume_point(out)
+        resume_point(out, "pretrain")
     tokenizer = _load_tokenizer(cfg, tokenizer_dir)
     model = _load_model(cfg, tokenizer)
     if cfg.seq_len > model.config.max_position_embeddings:
@@ -83,17 +83,6 @@ def run(cfg: PretrainConfig, data_dir: str | Path, tokenizer_dir: str | Path | N
             f"{art.metrics['unigram_val_perplexity']:.2f}; {art.metrics['tokens_per_s']:.0f} tokens/s, "
             f"MFU {100 * art.metrics['mfu']:.1f}%")
     return out
-
-
-def resume_point(out: Path) -> None:
-    """Where `--resume` continues: OUT.partial's checkpoints after a crash, else a finished OUT's (train longer)."""
-    state = distributed_state()
-    if state.is_main_process and continue_finished_run(out, partial_dir(out)):
-        say(f"pretrain: continuing the finished run in {out} from its last checkpoint")
-    state.wait_for_everyone()
-    if not checkpoint_dirs(partial_dir(out) / "checkpoints"):
-        raise TrainingError(f"{out}: no checkpoint to resume from in {out / 'checkpoints'} or "
-                            f"{partial_dir(out) / 'checkpoints'} (run without --resume to start afresh)")
 
 
 def _load_tokenizer(cfg: PretrainConfig, tokenizer_dir):
