@@ -181,8 +181,8 @@ def prepare_template(tokenizer: Any, name: str = "model", system: SystemPolicy =
             tokenizer.chat_template = fold_system_template(tokenizer.chat_template)
             source += " + system folded into the first user turn"
             say_once(f"{name}: its chat template drops system messages; folding the system text into the first "
-                     "user turn (the default; system_message=template keeps the template's behaviour)")
+                     "user turn (the default; finetune's system_message: template leaves them to the template)")
         else:
             say_once(f"{name}: its chat template drops system messages; they are ignored "
-                     "(system_message=fold folds them into the first user turn)")
+                     "(system_message: fold, the default, folds them into the first user turn)")
     return source
