@@ -205,7 +205,8 @@ def quantize_model(model: Any, method: str | QuantSpec, device: str = "cpu") -> 
     lookup, which stays in full precision: a lookup reads one row, so it costs nothing to keep)."""
     spec = check_method(method, device)
     linears = _linears(model)
-    check_shapes(spec, {f"{name} ({child.in_features})": child.in_features for _, name, child in linears})
+    check_shapes(spec, {name: module.in_features for name, module in model.named_modules()
+                        if type(module) is torch.nn.Linear})
     head = getattr(model, "lm_head", None)
     for parent, name, child in linears:
         use = head_spec(spec) if child is head else spec
