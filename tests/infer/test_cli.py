@@ -110,7 +110,8 @@ def test_generate_prompt_and_file(make_tiny_model, chat_data_dir, tmp_path, caps
     (["generate", "--prompt", "hi", "--top-p", "1.5"], "top_p"),
     (["generate", "--prompt", "hi", "--temperature", "-1"], "temperature"),
     (["generate", "--prompt", "   "], "empty prompt"),
-    (["generate", "--prompt", "hi", "--quantize", "int4"], "quantize"),
+    (["generate", "--prompt", "hi", "--quantize", "int3"], "quantize"),
+    (["generate", "--prompt", "hi", "--quantize", "int4:128"], "does not divide"),
     (["generate", "--input", "IN", "--output", "OUT"], "bad.jsonl:1"),
     (["chat", "--max-turns", "-1"], "max_turns"),
 ])

@@ -38,7 +38,7 @@ StopIds = Annotated[Optional[List[int]], typer.Option("--stop-token-id", help="S
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.", rich_help_panel=Knob)]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, fp32, bf16, fp16.")]
-Quant = Annotated[Optional[str], typer.Option("--quantize", help="int8: dynamic int8 Linear layers (CPU).")]
+Quant = Annotated[Optional[str], typer.Option("--quantize", help="Weight-only quantization: bf16, int8, int4 or int4:GROUP (32|64|128).")]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads.")]
 Fast = Annotated[Optional[bool], typer.Option("--fast/--no-fast", help="Our fast decode path (Llama family).")]
 

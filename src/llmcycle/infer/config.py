@@ -16,7 +16,7 @@ class ChatConfig(StageConfig):
     max_turns: Optional[int] = Field(None, ge=0, description="Show the model at most this many earlier turns.")
     device: str = "cpu"
     dtype: str = "auto"
-    quantize: Optional[str] = Field(None, description="int8: dynamic int8 Linear layers (CPU).")
+    quantize: Optional[str] = Field(None, description="Weight-only quantization: bf16, int8, int4 or int4:GROUP.")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: torch's choice).")
     fast: bool = Field(True, description="Use our fast decode path for Llama-family models.")
     batch_size: int = Field(8, ge=1)

@@ -32,6 +32,17 @@ class Completion:
         return len(self.token_ids)
 
 
+def _check_quant_shapes(model: str | Path, spec: Any) -> None:
+    """An int4 group size that does not divide the model's layers is refused from its config, before loading."""
+    if spec is None or spec.group is None or not (Path(model) / "config.json").is_file():
+        return
+    from transformers import AutoConfig
+
+    from llmcycle.infer.quantize import check_shapes, config_widths
+
+    check_shapes(spec, config_widths(AutoConfig.from_pretrained(model)))
+
+
 def _as_id_list(value: Any) -> list[int]:
     if value is None:
         return []
@@ -61,9 +72,9 @@ class Engine:
         if quantize:
             from llmcycle.infer.quantize import quantize_model
 
-            self.model = quantize_model(self.model, quantize, str(self.device))
+            self.model = quantize_model(self.model, quantize, str(self.device))  # checks before any work
             if self.backend is not None:
-                self.backend.quantize_int8()
+                self.backend.quantize(quantize)
         if self.backend is None:
             self.backend = HFBackend(self.model)
 
@@ -77,8 +88,9 @@ class Engine:
         from llmcycle.infer.quantize import check_method
         from llmcycle.loading import check_exists
 
-        check_method(quantize, device)
+        spec = check_method(quantize, device)
         check_exists(model)
+        _check_quant_shapes(model, spec)
         tokenizer = load_tokenizer_for(model)
         hf_model = load_model(model, dtype="fp32" if quantize else dtype, device=device, merge=True)
         return cls(hf_model, tokenizer, fast=fast, threads=threads, quantize=quantize)

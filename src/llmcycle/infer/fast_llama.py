@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 SUPPORTED = {"llama", "mistral", "qwen2", "phi3"}
 POSITION_ONLY_ROPE = {"default", "linear", "llama3", "yarn"}
+LENGTH_DEPENDENT_ROPE = {"longrope"}  # one table below the original context, another above it
 
 
 @dataclass
@@ -51,12 +52,8 @@ def _unsupported_reason(model: Any) -> str | None:
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act}"
     rope_type = getattr(getattr(inner, "rotary_emb", None), "rope_type", None)
-    if rope_type not in POSITION_ONLY_ROPE:
+    if rope_type not in POSITION_ONLY_ROPE | LENGTH_DEPENDENT_ROPE:
         return f"rope type {rope_type!r}"
-    window = getattr(config, "sliding_window", None) if config.model_type in ("mistral", "phi3") else None
-    windows = [window] + [getattr(layer.self_attn, "sliding_window", None) for layer in inner.layers]
-    if any(w is not None and w < config.max_position_embeddings for w in windows):
-        return "sliding-window attention"
     if any(type(m).__name__ != "Linear" or type(m).__module__ != "torch.nn.modules.linear"
            for m in [model.lm_head] + [m for m in inner.layers.modules() if "Linear" in type(m).__name__]):
         return "non-standard linear layers (quantized or adapters)"
@@ -76,6 +73,23 @@ def _copies_fit(model: Any) -> bool:
     except (OSError, StopIteration, ValueError):
         return True
     return size <= free_kb * 1024 // 2
+
+
+def _layer_windows(model: Any) -> list[int | None]:
+    """Each layer's sliding attention window (None: full attention), as transformers' masks apply it."""
+    config = model.config
+    shared = getattr(config, "sliding_window", None) if config.model_type in ("mistral", "phi3") else None
+    windows = [shared if shared is not None else getattr(layer.self_attn, "sliding_window", None)
+               for layer in model.model.layers]
+    return [w if w is not None and w < config.max_position_embeddings else None for w in windows]
+
+
+def _band(start: int, new: int, end: int, window: int | None, device: Any) -> torch.Tensor:
+    """bool [new, end]: query start+i sees key j when j <= start+i (and j > start+i-window)."""
+    query = torch.arange(start, start + new, device=device)[:, None]
+    key = torch.arange(end, device=device)[None]
+    allowed = key <= query
+    return allowed if window is None else allowed & (key > query - window)
 
 
 def _interleave_permutation(head_dim: int, rotary_dim: int) -> torch.Tensor:
@@ -106,7 +120,13 @@ class FastLlama:
         self.lm_head = model.lm_head.weight.t().contiguous()
         self.lm_head_bias = model.lm_head.bias
         self.device, self.dtype = self.embed.device, self.embed.dtype
-        self.freqs = self._rope_table(inner.rotary_emb)
+        self.freqs, self.short_freqs, self.original_max = self._rope_tables(inner.rotary_emb, cfg)
+        self.windows = _layer_windows(model)
+        self.cached_ids: list[int] = []  # tokens whose keys/values fill slots 0.. of a batch-1 cache
+        self._fed: list[torch.Tensor] = []  # tokens stepped since (materialized lazily: no sync per token)
+        self.cache_long = False  # whether any slot of the live cache was computed with longrope's long table
+        self.prefix_cache: Any = None  # an optional shared PrefixCache (prefix_cache.py)
+        self.reused = 0  # prompt tokens the last `start` took from a cache instead of computing
         perm = _interleave_permutation(self.head_dim, self._rotary_dim)
         self.layers = [self._layer(layer, perm) for layer in inner.layers]
 
@@ -119,15 +139,37 @@ class FastLlama:
             return cls(model)
 
     # ---- weight preparation -----------------------------------------------------------------------------
-    def _rope_table(self, rotary: Any) -> torch.Tensor:
-        """complex [positions, head_dim/2]: the model's own cos/sin (attention scaling included), 1 where unrotated."""
-        positions = torch.arange(self.max_positions, device=self.device)[None]
+    def _rope_tables(self, rotary: Any, cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """The position table, plus for longrope the table transformers uses while the sequence is no longer
+        than the original context (it switches by the longest position of each forward call)."""
+        table = self._rope_table(rotary, self.max_positions)
+        if getattr(rotary, "rope_type", None) not in LENGTH_DEPENDENT_ROPE:
+            return table, None, self.max_positions
+        params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+        original = int(params.get("original_max_position_embeddings")
+                       or getattr(cfg, "original_max_position_embeddings", self.max_positions))
+        if original >= self.max_positions:
+            return table, None, self.max_positions
+        return table, self._rope_table(rotary, original), original
+
+    def _table(self, length: int, mark: bool = True) -> torch.Tensor:
+        """The rope table for a forward call whose longest position is length - 1."""
+        if self.short_freqs is None:
+            return self.freqs
+        if length <= self.original_max:
+            return self.short_freqs
+        self.cache_long = self.cache_long or mark
+        return self.freqs
+
+    def _rope_table(self, rotary: Any, count: int) -> torch.Tensor:
+        """complex [count, head_dim/2]: the model's own cos/sin (attention scaling included), 1 where unrotated."""
+        positions = torch.arange(count, device=self.device)[None]
         probe = torch.zeros(1, device=self.device, dtype=torch.float32)
         cos, sin = rotary(probe, positions)
         cos, sin = cos[0].float(), sin[0].float()
         self._rotary_dim = cos.shape[-1]
         half = self._rotary_dim // 2
-        table = torch.ones(self.max_positions, self.head_dim // 2, dtype=torch.complex64, device=self.device)
+        table = torch.ones(count, self.head_dim // 2, dtype=torch.complex64, device=self.device)
         table[:, :half] = torch.complex(cos[:, :half], sin[:, :half])
         return table
 
@@ -161,10 +203,14 @@ class FastLlama:
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         batch, width = input_ids.shape
         length = width + max_new_tokens
-        self._reserve_cache(batch, length)
-        self.slot = width
         padded = bool((attention_mask == 0).any())
+        ids = input_ids[0].tolist() if batch == 1 and not padded else None
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        table = self._table(int(positions.max()) + 1, mark=False) if self.short_freqs is not None else self.freqs
+        reuse = self._reuse(ids, length, table) if ids else 0
+        if not reuse:
+            self._reserve_cache(batch, length, keep=0)
+        self.slot, self.reused = width, reuse
         self.next_position = positions[:, -1] + 1
         self.attend = None
         prefill_mask = None
@@ -175,56 +221,108 @@ class FastLlama:
             prefill_mask = causal[None, None] & attention_mask.bool()[:, None, None, :]
             # rows that are all padding (a pad query) attend to themselves, so softmax stays finite
             prefill_mask = prefill_mask | torch.eye(width, dtype=torch.bool, device=self.device)[None, None]
-        hidden = self._forward(input_ids, self.freqs[positions], 0, prefill_mask, causal=not padded)
+        if not reuse:  # (with longrope, a reused cache was computed with the short table, as this prefill)
+            self.cache_long = self.short_freqs is not None and table is self.freqs
+        hidden = self._forward(input_ids[:, reuse:], table[positions[:, reuse:]], reuse, prefill_mask,
+                               causal=not padded)
+        self.cached_ids, self._fed = ids or [], []
+        if self.short_freqs is not None:  # longrope may recompute the whole sequence once (see `step`)
+            self._ids = torch.empty(batch, length, dtype=torch.long, device=self.device)
+            self._ids[:, :width] = input_ids
+        if ids and self.prefix_cache is not None and self.short_freqs is None:
+            self.prefix_cache.insert(ids, self.keys, self.values)
         return self._logits(hidden[:, -1])
 
-    def _reserve_cache(self, batch: int, length: int) -> None:
-        """The KV cache for a request: the previous one when it is big enough (a chat reuses it every turn).
-        No clearing is needed: a request reads only the slots it has written."""
+    def _reuse(self, ids: list[int], length: int, table: torch.Tensor) -> int:
+        """Slots 0..n of the cache made ready from a cached prefix of `ids` (the live cache, else the shared
+        one); n leaves at least the last prompt token to run. Longrope reuses only slots its table computed."""
+        from llmcycle.infer.prefix_cache import common_prefix
+
+        keys = getattr(self, "keys", None)
+        live = self.cached_ids + [int(t[0]) for t in self._fed] if keys and keys[0].shape[0] == 1 else []
+        if self.short_freqs is not None and (table is not self.short_freqs or self.cache_long):
+            live = []
+        n = min(common_prefix(live, ids), len(ids) - 1)
+        if self.prefix_cache is not None and self.short_freqs is None:
+            m, saved_keys, saved_values = self.prefix_cache.lookup(ids)
+            m = min(m, len(ids) - 1)
+            if m > n:
+                self._reserve_cache(1, length, keep=0)
+                for cache, saved in zip(self.keys + self.values, saved_keys + saved_values):
+                    cache[:, :, :m] = saved[:, :, :m]
+                return m
+        if n > 0:
+            self._reserve_cache(1, length, keep=n)
+        return max(n, 0)
+
+    def _reserve_cache(self, batch: int, length: int, keep: int = 0) -> None:
+        """The KV cache for a request: the previous one when it is big enough (a chat reuses it every turn),
+        else a new one (doubling for batch 1, so a growing chat reallocates rarely) with the first `keep`
+        slots copied over. No clearing is needed: a request reads only the slots it has written."""
         keys = getattr(self, "keys", None)
         if keys and keys[0].shape[0] == batch and keys[0].shape[2] >= length:
             return
-        self.keys = self.values = []  # free the old cache before allocating the new one
+        if batch == 1 and keys:
+            length = min(max(length, 2 * keys[0].shape[2]), max(self.max_positions, length))
+        old_keys, old_values = (keys, self.values) if keep and keys else ([], [])
+        self.keys = self.values = []  # free the old cache before allocating the new one (unless copying)
         shape = (batch, self.n_kv, length, self.head_dim)
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.values = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        for new, old in zip(self.keys + self.values, old_keys + old_values):
+            new[:, :, :keep] = old[:1, :, :keep]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         slot = self.slot
+        if tokens.shape[0] == 1:
+            self._fed.append(tokens)
+        if self.short_freqs is not None:
+            self._ids[:, slot] = tokens
+            if slot == self.original_max:
+                return self._recompute(slot + 1)
         if self.attend is None:
-            freqs = self.freqs[slot:slot + 1][None]
+            freqs = self._table(slot + 1)[slot:slot + 1][None]
             mask = None
         else:
-            freqs = self.freqs[self.next_position][:, None]
+            table = self._table(int(self.next_position.max()) + 1) if self.short_freqs is not None else self.freqs
+            freqs = table[self.next_position][:, None]
             self.next_position += 1
             mask = self.attend[..., :slot + 1]
         hidden = self._forward(tokens[:, None], freqs, slot, mask, causal=False)
         self.slot = slot + 1
         return self._logits(hidden[:, -1])
 
-    def quantize_int8(self) -> None:
-        """Replace every projection (and the output head) by a dynamically quantized int8 Linear."""
-        import torch.nn as nn
+    def _recompute(self, end: int) -> torch.Tensor:
+        """What transformers' Phi-3 generation does when the sequence first outgrows the original context: drop
+        the cache and run every token again (then with the long rope table)."""
+        if self.attend is None:
+            positions, mask = torch.arange(end, device=self.device)[None], None
+        else:
+            seen = self.attend[:, 0, 0, :end]
+            positions = (seen.long().cumsum(-1) - 1).clamp(min=0)
+            causal = torch.ones(end, end, dtype=torch.bool, device=self.device).tril()
+            mask = (causal[None, None] & seen[:, None, None, :]) | torch.eye(end, dtype=torch.bool,
+                                                                             device=self.device)[None, None]
+            self.next_position = positions[:, -1] + 1
+        table = self._table(int(positions.max()) + 1)
+        hidden = self._forward(self._ids[:, :end], table[positions], 0, mask, causal=mask is None)
+        self.slot = end
+        return self._logits(hidden[:, -1])
 
-        from llmcycle.infer.quantize import quantize_linears
+    def quantize(self, spec: Any) -> None:
+        """Weight-only quantization of every projection (see quantize.py). The output head is quantized on its
+        own, so a tied embedding keeps its full-precision rows for the lookup."""
+        from llmcycle.infer.quantize import head_spec, parse_spec, quantize_weight
 
-        def linear(weight_t: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-            module = nn.Linear(weight_t.shape[0], weight_t.shape[1], bias=bias is not None)
-            module.weight.data = weight_t.t().contiguous().float()
-            if bias is not None:
-                module.bias.data = bias.float()
-            quantized = quantize_linears(nn.Sequential(module))[0]  # only children are swapped
-            if type(quantized) is nn.Linear:
-                raise RuntimeError("int8 dynamic quantization left a float Linear")
-            return quantized
-
+        spec = parse_spec(spec)
         with torch.no_grad():
             for layer in self.layers:
                 for name in ("qkv", "out", "gate_up", "down"):
                     bias_name = f"{name}_bias"
-                    setattr(layer, name, linear(getattr(layer, name), getattr(layer, bias_name)))
+                    weight = quantize_weight(getattr(layer, name).t(), getattr(layer, bias_name), spec)
+                    setattr(layer, name, weight)
                     setattr(layer, bias_name, None)
-            self.lm_head = linear(self.lm_head, self.lm_head_bias)
+            self.lm_head = quantize_weight(self.lm_head.t(), self.lm_head_bias, head_spec(spec))
             self.lm_head_bias = None
 
     # ---- the model --------------------------------------------------------------------------------------
@@ -247,7 +345,10 @@ class FastLlama:
         freqs = freqs[:, :, None]
         full_precision = self.dtype == torch.float32
         x = F.embedding(ids.reshape(-1), self.embed)
-        for layer, keys, values in zip(self.layers, self.keys, self.values):
+        if causal and new > 1 and start > 0:  # a prefill after a cached prefix: causal from slot `start`
+            mask, causal = _band(start, new, end, None, self.device), False
+        banded: dict[int, Any] = {}
+        for layer, keys, values, window in zip(self.layers, self.keys, self.values, self.windows):
             h = self._norm(x, layer.norm1)
             qkv = _project(h, layer.qkv, layer.qkv_bias)
             qk = qkv[:, :qk_cols] if full_precision else qkv[:, :qk_cols].float()
@@ -256,9 +357,20 @@ class FastLlama:
             qk = qk if full_precision else qk.to(self.dtype)
             keys[:, :, start:end] = qk[:, :, self.n_heads:].transpose(1, 2)
             values[:, :, start:end] = qkv[:, qk_cols:].reshape(batch, new, self.n_kv, self.head_dim).transpose(1, 2)
-            att = F.scaled_dot_product_attention(qk[:, :, :self.n_heads].transpose(1, 2), keys[:, :, :end],
-                                                 values[:, :, :end], attn_mask=mask, is_causal=causal and new > 1,
-                                                 scale=self.scaling, enable_gqa=self.n_kv != self.n_heads)
+            low, layer_mask, layer_causal = 0, mask, causal and new > 1
+            if window is not None and end > window:
+                if new == 1:  # one query: its window is a slice of the cache
+                    low = end - window
+                    layer_mask = None if mask is None else mask[..., low:end]
+                else:
+                    if window not in banded:
+                        band = _band(start, new, end, window, self.device)
+                        banded[window] = band if mask is None else band & mask
+                    layer_mask, layer_causal = banded[window], False
+            att = F.scaled_dot_product_attention(qk[:, :, :self.n_heads].transpose(1, 2), keys[:, :, low:end],
+                                                 values[:, :, low:end], attn_mask=layer_mask,
+                                                 is_causal=layer_causal, scale=self.scaling,
+                                                 enable_gqa=self.n_kv != self.n_heads)
             x = _project_add(x, att.transpose(1, 2).reshape(batch * new, -1), layer.out, layer.out_bias)
             gate, up = _project(self._norm(x, layer.norm2), layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
             x = _project_add(x, F.silu(gate) * up, layer.down, layer.down_bias)
