@@ -234,12 +234,15 @@ class Distillation:
 
 class GRPO:
     """Group-relative policy optimisation on rollout batches (see `llmcycle.train.grpo`): per-token log-probs of the
-    sampled replies, their group-normalised advantages, and a k3 KL to the reference; weighted per reply."""
+    sampled replies, their group-normalised advantages, and a k3 KL to the reference (the adapter disabled, or a
+    frozen `reference` copy when every weight trains: online samples have no precomputable reference); weighted
+    per reply."""
 
     name = "grpo"
 
-    def __init__(self, beta: float = 0.04, rollout: Optional[Callable[[Any, Batch], Batch]] = None):
-        self.beta, self.rollout = beta, rollout
+    def __init__(self, beta: float = 0.04, rollout: Optional[Callable[[Any, Batch], Batch]] = None,
+                 reference: Any = None):
+        self.beta, self.rollout, self.reference = beta, rollout, reference
         self.logged: dict[str, list[float]] = {}
 
     def weight(self, batch: Batch) -> float:
@@ -254,12 +257,11 @@ class GRPO:
         if self.rollout is not None and "completion_mask" not in batch:
             batch = self.rollout(model, batch)
         logps, mask = token_logps(model, batch)
-        ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-        if "ref_token_logps" in batch:
-            ref = batch["ref_token_logps"]
-        else:
-            with torch.no_grad(), ctx:
-                ref, _ = token_logps(model, batch)
+        ref_model = self.reference if self.reference is not None else model
+        ctx = model.disable_adapter() if self.reference is None and hasattr(model, "disable_adapter") \
+            else contextlib.nullcontext()
+        with torch.no_grad(), ctx:
+            ref, _ = token_logps(ref_model, batch)
         per_row, kl = grpo_token_loss(logps, ref, batch["advantages"], mask.float(), self.beta)
         for key, value in (("kl", float(kl.mean())), *batch.get("stats", {}).items()):
             self.logged.setdefault(key, []).append(float(value))
