@@ -168,7 +168,6 @@ def run(cfg: ImproveConfig, out: str | Path, model: Optional[str] = None, pointe
     """One attempt under OUT; returns {"attempt", "promoted", "failed", "candidate"}. `candidate` gates an
     already-trained model instead of aligning one; `judge` uses a given reward model instead of training one."""
     from llmcycle.train import align, reward
-    from llmcycle.train.reward import RewardModel
 
     current = current_model(model, pointer)
     attempt = next_attempt(Path(out))
@@ -180,20 +179,8 @@ def run(cfg: ImproveConfig, out: str | Path, model: Optional[str] = None, pointe
             judge_cfg = cfg.judge.model_copy(update={"train_split": "val", "val_split": "test"})
             judge = str(reward.run(judge_cfg, data_dir, current, art.dir / "judge"))
         cand_dir = candidate or servable(align.run(cfg.align, data_dir, current, art.dir / "candidate"), art.dir)
-        prompts, chats = held_out(data_dir)
-        prompts, chats = prompts[:cfg.gates.max_prompts], chats[:cfg.gates.max_ppl_records]
-        cand, cur = measure(cand_dir, prompts, chats, cfg.gates), measure(current, prompts, chats, cfg.gates)
-        win = win_rate(RewardModel(judge), prompts, cand["replies"], cur["replies"])
-        gates = decide(cand, cur, win, cfg.gates)
-        failed = [g["gate"] for g in gates if not g["passed"]]
         final_candidate = str(Path(cand_dir)).replace(str(art.dir), str(attempt))
-        atomic_write_json(art.dir / "gates.json", {"gates": gates, "promoted": not failed})
-        (art.dir / "report.md").write_text(report_md(gates, not failed, final_candidate, current))
-        atomic_write_json(art.dir / "replies.json", [{"prompt": p, "candidate": a, "current": b}
-                                                     for p, a, b in zip(prompts, cand["replies"], cur["replies"])])
-        art.metrics = {"promoted": not failed, "failed_gates": failed,
-                       **{f"{g['gate']}_candidate": g["candidate"] for g in gates},
-                       **{f"{g['gate']}_current": g["current"] for g in gates}}
+        gates, failed, win = gate_candidate(cfg.gates, current, cand_dir, data_dir, judge, art, final_candidate)
         art.extra = {"candidate": final_candidate, "judge": judge.replace(str(art.dir), str(attempt))}
     if not failed and pointer is not None:
         promote(Path(pointer), final_candidate)
@@ -210,6 +197,51 @@ def servable(model_dir: Path, work: Path) -> str:
     if not is_adapter_dir(model_dir):
         return str(model_dir)
     return str(run_merge(MergeConfig(), model_dir, work / "model"))
+
+
+def gate_candidate(gates_cfg: GateConfig, current: str, cand_dir: str, data_dir: Path, judge: str, art: Any,
+                   shown_candidate: Optional[str] = None):
+    """Measure both models on the held-out split, decide every gate, write gates.json, report.md, replies.json
+    and the manifest metrics into `art`. Returns (gates, failed gate names, win rate)."""
+    from llmcycle.train.reward import RewardModel
+
+    prompts, chats = held_out(data_dir)
+    prompts, chats = prompts[:gates_cfg.max_prompts], chats[:gates_cfg.max_ppl_records]
+    cand, cur = measure(cand_dir, prompts, chats, gates_cfg), measure(current, prompts, chats, gates_cfg)
+    win = win_rate(RewardModel(judge), prompts, cand["replies"], cur["replies"])
+    gates = decide(cand, cur, win, gates_cfg)
+    failed = [g["gate"] for g in gates if not g["passed"]]
+    atomic_write_json(art.dir / "gates.json", {"gates": gates, "promoted": not failed})
+    (art.dir / "report.md").write_text(report_md(gates, not failed, shown_candidate or cand_dir, current))
+    atomic_write_json(art.dir / "replies.json", [{"prompt": p, "candidate": a, "current": b}
+                                                 for p, a, b in zip(prompts, cand["replies"], cur["replies"])])
+    art.metrics = {"promoted": not failed, "failed_gates": failed,
+                   **{f"{g['gate']}_candidate": g["candidate"] for g in gates},
+                   **{f"{g['gate']}_current": g["current"] for g in gates}}
+    return gates, failed, win
+
+
+class GatesStageConfig(StageConfig):
+    """The run's `gates` stage: a judge trained on rated chats disjoint from the ranker's, then the gates."""
+
+    judge: RewardConfig = Field(default_factory=lambda: RewardConfig(record_offset=1, record_stride=2))
+    gates: GateConfig = Field(default_factory=GateConfig)
+
+
+def run_gates(cfg: GatesStageConfig, current: str | Path, candidate: str | Path, data_dir: str | Path,
+              out: str | Path) -> Path:
+    """The pipeline's `gates` stage: CURRENT vs CANDIDATE on DATA_DIR's test split -> OUT (report, verdict)."""
+    from llmcycle.train import reward
+
+    inputs = {"current": str(current), "candidate": str(candidate), "data": str(data_dir)}
+    with open_artifact(out, "gates", to_dict(cfg), inputs) as art:
+        judge = str(reward.run(cfg.judge, data_dir, current, art.dir / "judge"))
+        cand_dir = servable(Path(candidate), art.dir)
+        gates, failed, win = gate_candidate(cfg.gates, str(current), cand_dir, Path(data_dir), judge, art,
+                                            str(Path(cand_dir)).replace(str(art.dir), str(out)))
+    say(f"gates: {'passed' if not failed else 'failed: ' + ', '.join(failed)}; win rate {win:.2f} under the "
+        f"held-out judge")
+    return Path(out)
 
 
 def promote(pointer: Path, model_dir: str) -> None:

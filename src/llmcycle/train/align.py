@@ -23,6 +23,7 @@ from llmcycle.errors import ConfigError, DataError
 from llmcycle.progress import bar, say
 from llmcycle.train.finetune import LoraOptions, fmt, prepare_tokenizer, resolve_base
 from llmcycle.train.loop import LoopConfig, train_loop
+from llmcycle.train.onpolicy import OnPolicyConfig
 
 Method = Literal["dpo", "kto", "orpo", "grpo"]
 
@@ -60,6 +61,8 @@ class AlignConfig(StageConfig):
     lora: LoraOptions = Field(default_factory=LoraOptions)
     train: AlignLoopConfig = Field(default_factory=AlignLoopConfig)
     grpo: GRPOOptions = Field(default_factory=GRPOOptions)
+    onpolicy: OnPolicyConfig = Field(default_factory=OnPolicyConfig,
+                                     description="`llmcycle run`: how on-policy pairs are made for DPO/KTO/ORPO.")
     max_seq_len: int = Field(512, ge=16)
     seed: int = 0
     train_split: str = "train"
