@@ -268,7 +268,8 @@ def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Pat
                             objective=objective)
         after = margins(model, val_data or train_data, loop.batch_size, loop.eval_batches)
         save_outputs(_save_cfg(cfg), model, tokenizer, base_id, art.dir)
-        art.metrics = {"steps": result.steps, "train_loss": result.train_loss, "val_loss": result.val_loss,
+        art.metrics = {"steps": result.steps, "tokens": result.tokens, "train_loss": result.train_loss,
+                       "val_loss": result.val_loss,
                        "tokens_per_s": round(result.tokens_per_s, 1), "seconds": round(result.seconds, 2),
                        **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
         art.extra = {"method": cfg.method, "tuning": cfg.tuning, "base": base_id, "pairs_or_rows": len(train_data.rows),

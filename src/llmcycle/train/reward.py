@@ -122,11 +122,17 @@ def load_reward_head(base: str, tokenizer: Any, train_layers: Optional[int]):
 
     from llmcycle.loading import check_exists
 
+    from transformers.utils import logging as hf_logging
+
     check_exists(base)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point here, not news
     try:
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype="float32")
     except Exception as exc:
         raise ModelLoadError(f"{base}: no sequence-classification head for this model ({first_line(exc)})") from None
+    finally:
+        hf_logging.set_verbosity(level)
     model.config.pad_token_id = tokenizer.pad_token_id
     if train_layers is not None:
         for p in model.parameters():
