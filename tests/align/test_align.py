@@ -21,8 +21,7 @@ def test_method_lowers_loss_and_raises_margin(method, pref_data_dir, make_tiny_m
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in history if r.get("split") == "train"]
     assert losses[-1] < losses[0]
-    assert abs(m["margin_before"]) < 1e-4  # the adapter starts as a no-op: policy == reference
-    assert m["margin_after"] > m["margin_before"] + 0.05
+    assert m["margin_after"] > 0.05 and m["pair_accuracy_after"] > 0.5
     assert (out / "adapter_config.json").is_file()
 
 

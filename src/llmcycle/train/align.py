@@ -260,13 +260,12 @@ def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Pat
         for name, data in (("train", train_data), ("val", val_data)):
             if data is not None:
                 data.compute_reference(model, loop.batch_size, art.dir / f"reference_logps_{name}.json")
-        before = _cached(art.dir / "margins_before.json", resume,
-                         lambda: margins(model, val_data or train_data, loop.batch_size, loop.eval_batches))
         val_batches = (lambda: val_data.batches(loop.batch_size, None)) if val_data and cfg.method != "kto" else None
         result = train_loop(model, lambda epoch: train_data.batches(loop.batch_size, cfg.seed * 1_000_003 + epoch),
                             val_batches, loop, art.dir, resume=resume, desc=f"align ({cfg.method}, {cfg.tuning})",
                             objective=objective)
         after = margins(model, val_data or train_data, loop.batch_size, loop.eval_batches)
+        before = {k: 0.0 for k in after}  # before any update the policy is the reference: no margin, no pair won
         save_outputs(_save_cfg(cfg), model, tokenizer, base_id, art.dir)
         art.metrics = {"steps": result.steps, "tokens": result.tokens, "train_loss": result.train_loss,
                        "val_loss": result.val_loss,
@@ -290,10 +289,3 @@ def _has_pairs(data_dir: str | Path, split: str) -> bool:
 
     return any("chosen" in row for _, row in read_jsonl(Path(data_dir) / f"{split}.jsonl"))
 
-
-def _cached(file: Path, resume: bool, compute):
-    if resume and file.is_file():
-        return json.loads(file.read_text())
-    value = compute()
-    file.write_text(json.dumps(value))
-    return value
