@@ -94,7 +94,7 @@ def encode_conversation(tokenizer: Any, messages: list[dict], max_len: int, wher
     """Token ids of a rendered conversation, its end kept when too long (the score sits on the last token)."""
     from llmcycle.tokenizer import render_chat
 
-    ids = tokenizer(render_chat(tokenizer, messages, where), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(render_chat(tokenizer, messages, where), add_special_tokens=False, verbose=False)["input_ids"]
     return ids[-max_len:]
 
 
