@@ -27,11 +27,15 @@ from llmcycle.progress import say
 from llmcycle.tokenizer import TokenizerConfig
 from llmcycle.train.finetune import FinetuneConfig
 from llmcycle.train.pretrain import PretrainConfig
+from llmcycle.feedback.improve import GatesStageConfig
+from llmcycle.train.align import AlignConfig
+from llmcycle.train.reward import RewardConfig
 
-STAGES = ("data", "tokenizer", "pretrain", "finetune", "merge", "eval")
+STAGES = ("data", "tokenizer", "pretrain", "finetune", "merge", "eval", "reward", "align", "gates")
+CORE_STAGES = STAGES[:6]  # what a run config without `stages:` runs; the closed loop (reward, align, gates) is opt-in
 RUN_MARKER = "run.json"
 DEFAULT_DIRS = {"data": "data", "tokenizer": "tokenizer", "pretrain": "base", "finetune": "sft", "merge": "merged",
-                "eval": "eval"}
+                "eval": "eval", "reward": "reward", "align": "aligned", "gates": "gates"}
 
 
 class RunConfig(StageConfig):
@@ -39,7 +43,7 @@ class RunConfig(StageConfig):
 
     name: str = "run"
     base: str | None = None
-    stages: list[str] = Field(default_factory=lambda: list(STAGES))
+    stages: list[str] = Field(default_factory=lambda: list(CORE_STAGES))
     dirs: dict[str, str] = Field(default_factory=dict, description="Artifact dir name per stage, e.g. sft: out-x.")
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -47,6 +51,10 @@ class RunConfig(StageConfig):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    reward: RewardConfig = Field(default_factory=lambda: RewardConfig(record_offset=0, record_stride=2),
+                                 description="Reward model on the data's rated chats (every other one).")
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    gates: GatesStageConfig = Field(default_factory=GatesStageConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig, description="What `llmcycle chat -c CONFIG` uses.")
 
     def model_post_init(self, _: Any) -> None:
@@ -98,7 +106,36 @@ def stage_plan(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, dict[str, 
                      lambda resume: merge.run(cfg.merge, d["finetune"], d["merge"])))
     plan.append(("eval", cfg.eval, {"model": str(final_model), "data": str(d["data"]), "compare": base},
                  lambda resume: evaluate_stage.run(cfg.eval, final_model, d["data"], d["eval"], compare=[base])))
+    plan += loop_plan(cfg, d, final_model)
     return [p for p in plan if p[0] in cfg.stages]
+
+
+def loop_plan(cfg: RunConfig, d: dict[str, Path], model: Path) -> list[tuple[str, Any, dict[str, str], Callable]]:
+    """The closed loop: reward (rated chats) -> align (DPO on on-policy pairs the reward model ranks, or GRPO with
+    it) -> gates (the aligned model against `model` under a judge trained on the other rated chats)."""
+    from llmcycle.feedback.improve import run_gates
+    from llmcycle.train import align, onpolicy, reward
+
+    align_cfg = cfg.align
+    if align_cfg.method == "grpo":  # GRPO's rewards include the run's reward model
+        rewards = list(dict.fromkeys([*align_cfg.grpo.rewards, "model"]))
+        align_cfg = align_cfg.model_copy(update={"grpo": align_cfg.grpo.model_copy(
+            update={"reward_model": str(d["reward"]), "rewards": rewards})})
+
+    def run_align(resume: bool) -> Path:
+        if align_cfg.method == "grpo":
+            return align.run(align_cfg, d["data"], model, d["align"], resume=resume)
+        pairs = onpolicy.run(align_cfg.onpolicy, model, d["reward"], d["data"], d["align"].with_name("onpolicy"))
+        return align.run(align_cfg, pairs, model, d["align"], resume=resume)
+
+    return [
+        ("reward", cfg.reward, {"data": str(d["data"]), "base": str(model)},
+         lambda resume: reward.run(cfg.reward, d["data"], model, d["reward"])),
+        ("align", align_cfg, {"data": str(d["data"]), "base": str(model), "reward": str(d["reward"])},
+         run_align),
+        ("gates", cfg.gates, {"current": str(model), "candidate": str(d["align"]), "data": str(d["data"])},
+         lambda resume: run_gates(cfg.gates, model, d["align"], d["data"], d["gates"])),
+    ]
 
 
 def identities(inputs: dict[str, str]) -> list[str]:

@@ -97,6 +97,9 @@ def write_report(run_dir: Path, outs: list[Path], statuses: dict[str, str]) -> P
                  and read_manifest(o).get("stage") == "eval"]
     for eval_dir in eval_dirs:
         lines += eval_section(eval_dir) + samples_section(eval_dir)
+    for gates_dir in [o for o in outs if (o / "gates.json").is_file()]:  # the closed loop's before/after
+        lines += ["## Alignment gates (SFT model before, aligned model after)", ""]
+        lines += (gates_dir / "report.md").read_text(encoding="utf-8").splitlines()[2:] + [""]
     chat_model = _chat_model(outs)
     if chat_model is not None:
         lines += ["## Talk to it", "", "```", f"llmcycle chat --model {chat_model}", "```", ""]

@@ -34,8 +34,8 @@ def map_contents(examples: list[Example], fn, report: StepReport) -> list[Exampl
     """Apply `fn` to every message content / text in place, counting changed records."""
     for example in examples:
         changed = False
-        if example.is_chat:
-            for message in example.record["messages"]:
+        if "text" not in example.record:
+            for message in (m for messages in example.message_lists() for m in messages):
                 new = fn(message["content"])
                 if new != message["content"]:
                     message["content"], changed = new, True

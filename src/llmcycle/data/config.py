@@ -8,13 +8,13 @@ from pydantic import Field, field_validator, model_validator
 
 from llmcycle.config import StageConfig
 
-SOURCES = ("cornell", "chitchat", "jsonl", "text")
+SOURCES = ("cornell", "chitchat", "jsonl", "text", "preference", "feedback")
 
 
 class DataConfig(StageConfig):
     """Where the corpus comes from, which cleaning steps run (each on by default) and how it is split."""
 
-    source: Literal["cornell", "chitchat", "jsonl", "text"] = "chitchat"
+    source: Literal["cornell", "chitchat", "jsonl", "text", "preference", "feedback"] = "chitchat"
     path: Optional[str] = Field(None, description="Corpus file or folder; None = the chitchat-dataset package.")
     seed: int = 0
     val_frac: float = Field(0.05, ge=0.0, lt=1.0)

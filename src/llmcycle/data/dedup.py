@@ -23,6 +23,10 @@ MINHASH_SEED = 1  # fixed: which records count as duplicates must not depend on 
 def exact_key(example: Example) -> str:
     if example.is_chat:
         parts = [f"{m['role']}\x1f{' '.join(m['content'].lower().split())}" for m in example.record["messages"]]
+    elif "text" not in example.record:  # a preference record: its sides stay apart, its label counts
+        parts = [f"{m['role']}\x1f{' '.join(m['content'].lower().split())}"
+                 for messages in example.message_lists() for m in messages + [{"role": "|", "content": ""}]]
+        parts.append(str(example.record.get("label", "")))
     else:
         parts = [" ".join(example.record["text"].lower().split())]
     return hashlib.sha1("\x1e".join([example.variant, *parts]).encode("utf-8")).hexdigest()

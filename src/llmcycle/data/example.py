@@ -19,12 +19,19 @@ class Example:
     def is_chat(self) -> bool:
         return "messages" in self.record
 
-    def contents(self) -> Iterator[str]:
+    def message_lists(self) -> list[list[dict[str, Any]]]:
+        """A chat record's messages, or a preference record's prompt and replies; [] for text."""
         if self.is_chat:
-            for message in self.record["messages"]:
-                yield message["content"]
-        else:
+            return [self.record["messages"]]
+        return [self.record[k] for k in ("prompt", "chosen", "rejected", "completion") if k in self.record]
+
+    def contents(self) -> Iterator[str]:
+        if "text" in self.record:
             yield self.record["text"]
+            return
+        for messages in self.message_lists():
+            for message in messages:
+                yield message["content"]
 
     def joined_text(self) -> str:
         return "\n".join(self.contents())

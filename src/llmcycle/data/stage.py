@@ -32,6 +32,14 @@ CHAT_STEPS: list[tuple[str, Step]] = [
     ("exact_dedup", dedup.exact_dedup),
     ("near_dedup", dedup.near_dedup),
 ]
+# preferences: no turn/length edits (they would change what was judged) and no near-dedup (replies to one prompt
+# are near-duplicates by design; records of one prompt share a split group instead)
+PREFERENCE_STEPS: list[tuple[str, Step]] = [
+    ("normalize", clean.normalize),
+    ("pii", pii.scrub_pii),
+    ("toxicity", toxicity.filter_toxicity),
+    ("exact_dedup", dedup.exact_dedup),
+]
 TEXT_STEPS: list[tuple[str, Step]] = [
     ("normalize", clean.normalize),
     ("text_length", clean.text_length),
@@ -59,7 +67,7 @@ def step_enabled(cfg: DataConfig, name: str) -> bool:
 
 def apply_steps(examples: list[Example], kind: str, cfg: DataConfig, timings: dict[str, float]):
     reports = []
-    for name, step in CHAT_STEPS if kind == "chat" else TEXT_STEPS:
+    for name, step in {"chat": CHAT_STEPS, "preference": PREFERENCE_STEPS}.get(kind, TEXT_STEPS):
         if not step_enabled(cfg, name):
             reports.append(StepReport(name, False))
             continue

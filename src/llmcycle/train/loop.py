@@ -8,7 +8,10 @@ accelerate, so the same code runs on one CPU, `accelerate launch --num_processes
   must be deterministic per epoch: resume regenerates the epoch and skips the batches already consumed. With several
   processes, process r takes batches r, r+W, r+2W, ... of every group of W (the world size).
 - `val_batches()` yields such batches for validation (or is None / returns None: no validation).
-- The loss is token-weighted over the whole optimizer step (all micro-batches, all processes), so grad_accum and
+- `objective` (see `objectives.py`) says what is optimised: a summed loss over a batch and the units it sums over
+  (label tokens for cross-entropy, the default; pairs for DPO; replies for GRPO). Batches then hold whatever the
+  objective reads, and `labels` only for cross-entropy.
+- The loss is unit-weighted (token-weighted for cross-entropy) over the whole optimizer step (all micro-batches, all processes), so grad_accum and
   the number of processes change the speed of a run, not its maths.
 - Checkpoints: `work_dir/checkpoints/step-NNNNNN/{trainable.safetensors, optimizer.pt, scheduler.pt, rng.pt,
   state.json}`; `resume=True` continues from the newest (TrainingError if none) and ends with the same loss as an
@@ -32,6 +35,8 @@ from llmcycle.progress import bar
 from llmcycle.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
 from llmcycle.train.metrics import MetricsLog
 from llmcycle.train.mfu import flops_per_token, measured_peak_flops
+from llmcycle.train.objectives import CrossEntropy
+from llmcycle.train.objectives import summed_cross_entropy as _summed_loss
 from llmcycle.train.schedule import make_scheduler
 from llmcycle.train.setup import distributed_state, make_accelerator, make_optimizer, placed_by_loader
 
@@ -102,7 +107,7 @@ class LoopState:
 def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
                val_batches: Optional[Callable[[], Optional[Iterable[Batch]]]], cfg: LoopConfig, work_dir: Path,
                resume: bool = False, desc: str = "train",
-               on_step: Optional[Callable[[int, dict[str, Any]], None]] = None) -> LoopResult:
+               on_step: Optional[Callable[[int, dict[str, Any]], None]] = None, objective: Any = None) -> LoopResult:
     """Train `model` in place; see the module docstring. `on_step(step, record)` runs after each optimizer step."""
     from accelerate.utils import set_seed
 
@@ -122,7 +127,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     log = MetricsLog(work_dir, main, state.history)
     peak = measured_peak_flops(accelerator.device, _peak_dtype(accelerator))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    loss_fn = _compiled_loss() if cfg.compile else _summed_loss
+    objective = objective or CrossEntropy(_compiled_loss() if cfg.compile else _summed_loss)
     stream = _batch_stream(train_batches, state, accelerator.num_processes, accelerator.process_index)
     progress = bar(total=cfg.max_steps, initial=state.step, desc=desc, unit="step") if main else _Silent()
     window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
@@ -133,7 +138,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         while state.step < cfg.max_steps and not stopped_early:
             tick = time.perf_counter()
             micro = [next(stream) for _ in range(cfg.grad_accum)]
-            loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator, loss_fn)
+            loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator, objective)
             _check_finite(loss, grad_norm, accelerator, state.step + 1, ckpt_root, last_saved)
             scheduler.step()
             state.step += 1
@@ -149,11 +154,12 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
             record: dict[str, Any] = {"step": state.step, "loss": loss}
             if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
                 record = _train_record(state, window, optimizer, grad_norm, fpt, peak, accelerator.num_processes)
+                record.update(objective.drain_metrics() if hasattr(objective, "drain_metrics") else {})
                 log.log(record)
                 progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window = dict.fromkeys(window, 0)
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
-                stopped_early = _evaluate_and_track(model, val_batches, cfg, state, log, accelerator)
+                stopped_early = _evaluate_and_track(model, val_batches, cfg, state, log, accelerator, objective)
             state.seconds = time.perf_counter() - started
             if state.step % cfg.save_every == 0 or state.step == cfg.max_steps or stopped_early:
                 _save(accelerator, model, optimizer, scheduler, state, log, ckpt_root, cfg.keep_checkpoints)
@@ -205,14 +211,14 @@ def _batch_stream(train_batches, state: LoopState, world: int, rank: int) -> Ite
         state.batch_index = 0
 
 
-def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopConfig, accelerator, loss_fn):
-    """Forward/backward over the micro-batches, clip, step. Returns (mean loss over all label tokens of all
+def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopConfig, accelerator, objective):
+    """Forward/backward over the micro-batches, clip, step. Returns (mean loss over all the objective's units of all
     processes, input tokens processed here and elsewhere, grad norm)."""
     import torch
 
     device = accelerator.device
     micro = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in b.items()} for b in micro]
-    counts = torch.tensor([float((b["labels"][..., 1:] != -100).sum()) for b in micro] + [0.0], device=device)
+    counts = torch.tensor([objective.weight(b) for b in micro] + [0.0], device=device)
     counts[-1] = float(sum(_input_tokens(b) for b in micro))
     if accelerator.num_processes > 1:
         counts = accelerator.reduce(counts, "sum")
@@ -224,7 +230,7 @@ def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopCo
         sync = i == len(micro) - 1
         ctx = accelerator.no_sync(model) if not sync else _null()
         with ctx:
-            summed = loss_fn(model, batch)
+            summed = objective.loss(model, batch)
             accelerator.backward(summed * scale)
         loss_sum += summed.detach()
     grad_norm = None
@@ -238,18 +244,6 @@ def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopCo
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss, int(counts[-1]), grad_norm
-
-
-def _summed_loss(model, batch: Batch):
-    """Sum of next-token cross-entropy over label tokens (token weighting is done by the caller)."""
-    import torch.nn.functional as F
-
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits
-    # shift the labels, not the logits: slicing the logits would copy the largest tensor of the step
-    labels = F.pad(batch["labels"][..., 1:], (0, 1), value=-100)
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                           ignore_index=-100, reduction="sum")
 
 
 _COMPILED = None
@@ -300,8 +294,8 @@ def _train_record(state: LoopState, window, optimizer, grad_norm, fpt, peak, wor
     }
 
 
-def evaluate(model, val_batches, cfg: LoopConfig, accelerator) -> Optional[float]:
-    """Token-weighted mean val loss over at most `cfg.eval_batches` batches (per process), or None."""
+def evaluate(model, val_batches, cfg: LoopConfig, accelerator, objective: Any = None) -> Optional[float]:
+    """Unit-weighted mean val loss over at most `cfg.eval_batches` batches (per process), or None."""
     import itertools
 
     import torch
@@ -311,6 +305,7 @@ def evaluate(model, val_batches, cfg: LoopConfig, accelerator) -> Optional[float
         return None
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     totals = torch.zeros(2, device=device)
+    objective = objective or CrossEntropy()
     model.eval()
     it = iter(source)
     with torch.no_grad():
@@ -319,17 +314,18 @@ def evaluate(model, val_batches, cfg: LoopConfig, accelerator) -> Optional[float
             if len(group) < world or (cfg.eval_batches is not None and n >= cfg.eval_batches):
                 break
             batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in group[rank].items()}
-            totals[0] += _summed_loss(model, batch)
-            totals[1] += (batch["labels"][..., 1:] != -100).sum()
+            totals[0] += objective.loss(model, batch)
+            totals[1] += objective.weight(batch)
     model.train()
     if world > 1:
         totals = accelerator.reduce(totals, "sum")
     return float(totals[0] / totals[1]) if float(totals[1]) > 0 else None
 
 
-def _evaluate_and_track(model, val_batches, cfg: LoopConfig, state: LoopState, log: MetricsLog, accelerator) -> bool:
+def _evaluate_and_track(model, val_batches, cfg: LoopConfig, state: LoopState, log: MetricsLog, accelerator,
+                        objective: Any = None) -> bool:
     """Evaluate, log, update best/patience; True when early stopping says stop."""
-    val = evaluate(model, val_batches, cfg, accelerator)
+    val = evaluate(model, val_batches, cfg, accelerator, objective)
     if val is None:
         return False
     state.last_val_loss = val

@@ -44,6 +44,14 @@ def read_source(cfg: DataConfig) -> SourceData:
         from llmcycle.data.sources.jsonl import read_jsonl_source
 
         data = read_jsonl_source(path, cfg.limit)
+    elif cfg.source == "preference":
+        from llmcycle.data.sources.preference import read_preference_source
+
+        data = read_preference_source(path, cfg.limit)
+    elif cfg.source == "feedback":
+        from llmcycle.data.sources.feedback import read_feedback
+
+        data = read_feedback(path, cfg.limit)
     elif cfg.source == "text":
         from llmcycle.data.sources.text import read_text
 

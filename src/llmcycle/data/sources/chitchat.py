@@ -46,7 +46,7 @@ def to_example(conv_id: str, convo: dict, turns: list[tuple[str, str]]) -> Examp
     first = turns[0][0] if turns else ""
     messages = [{"role": "user" if s == first else "assistant", "content": text} for s, text in turns]
     meta = {"source": "chitchat", "id": conv_id}
-    for key in ("prompt", "start"):
+    for key in ("prompt", "start", "ratings"):  # ratings: witty/upbeat/interesting, 1-10 (5,988 of 7,168)
         if convo.get(key) is not None:
             meta[key] = convo[key]
     return Example({"messages": messages, "meta": meta}, group=conv_id)

@@ -1,0 +1,114 @@
+"""CLI: `llmcycle reward`, `llmcycle align`, `llmcycle distill`, `llmcycle improve` (parse, build the config, call)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from llmcycle.cli.common import ConfigOpt, SetOpt
+from llmcycle.cli.finetune import quiet_loading
+
+
+def _steps(sets, max_steps: Optional[int]) -> list[str]:
+    overrides = list(sets or [])
+    if max_steps is not None:
+        overrides.append(f"train.max_steps={max_steps}")
+    return overrides
+
+
+def reward(
+    data: Path = typer.Option(..., "--data", help="Data dir: paired preference records, or chats with meta.ratings."),
+    base: str = typer.Option(..., "--base", help="Causal LM to put the scalar head on (model dir or hub id)."),
+    out: Path = typer.Option(..., "--out", help="Output dir (an AutoModelForSequenceClassification dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its newest checkpoint."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (train.max_steps)."),
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Train a Bradley-Terry reward model; reports held-out pairwise accuracy."""
+    from llmcycle.config import load_config
+    from llmcycle.train.reward import RewardConfig, run
+
+    quiet_loading()
+    run(load_config(RewardConfig, config, _steps(sets, max_steps), section="reward"), data, base, out, resume=resume)
+
+
+def align(
+    data: Path = typer.Option(..., "--data", help="Data dir of preference records (GRPO: any prompts)."),
+    base: str = typer.Option(..., "--base", help="The chat model to align (a full model dir, e.g. merged/)."),
+    out: Path = typer.Option(..., "--out", help="Output dir (adapter dir; a model dir for --tuning full)."),
+    method: Optional[str] = typer.Option(None, "--method", help="dpo | kto | orpo | grpo (default dpo)."),
+    tuning: Optional[str] = typer.Option(None, "--tuning", help="lora | full (default lora)."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="DPO/KTO beta, ORPO lambda, GRPO KL weight."),
+    reward_model: Optional[str] = typer.Option(None, "--reward-model", help="GRPO: reward model dir ('model')."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its newest checkpoint."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (train.max_steps)."),
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Preference optimisation (DPO, KTO, ORPO) or online RL (GRPO) in the shared training loop."""
+    from llmcycle.config import load_config
+    from llmcycle.train.align import AlignConfig, run
+
+    quiet_loading()
+    overrides = _steps(sets, max_steps)
+    if reward_model:
+        overrides += [f"grpo.reward_model={reward_model}", "grpo.rewards=[length,repetition,moderation,model]"]
+    cfg = load_config(AlignConfig, config, overrides, section="align", method=method, tuning=tuning, beta=beta)
+    run(cfg, data, base, out, resume=resume)
+
+
+def distill(
+    data: Path = typer.Option(..., "--data", help="Data dir of chat records."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher model (dir or hub id)."),
+    student: str = typer.Option(..., "--student", help="Student model dir to train."),
+    out: Path = typer.Option(..., "--out", help="Output dir for the student."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="auto | logit | sequence (default auto)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its newest checkpoint."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (train.max_steps)."),
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Distil a teacher into a student: logit KL (same vocabulary) or the teacher's replies as SFT data."""
+    from llmcycle.config import load_config
+    from llmcycle.train.distill import DistillConfig, run
+
+    quiet_loading()
+    cfg = load_config(DistillConfig, config, _steps(sets, max_steps), section="distill", mode=mode)
+    run(cfg, data, teacher, student, out, resume=resume)
+
+
+def improve(
+    out: Path = typer.Option(..., "--out", help="Folder of attempts (each attempt-NNN/ is an artifact dir)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The served model (default: what --pointer names)."),
+    pointer: Optional[Path] = typer.Option(None, "--pointer", help="Serve pointer file; rewritten on promotion."),
+    feedback: Optional[Path] = typer.Option(None, "--feedback", help="The server's feedback DB (SQLite)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Preference data dir instead of --feedback."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Reward model judging the win rate (default: one "
+                                        "trained on the data's val split)."),
+    candidate: Optional[str] = typer.Option(None, "--candidate", help="Gate this model instead of aligning one."),
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Feedback -> preference data -> align the served model -> gates -> promote or reject (exit 1)."""
+    from llmcycle.config import load_config
+    from llmcycle.feedback.improve import ImproveConfig, run
+
+    quiet_loading()
+    cfg = load_config(ImproveConfig, config, sets or [], section="improve")
+    result = run(cfg, out, model=model, pointer=pointer, feedback=feedback, data=data, judge=judge,
+                 candidate=candidate)
+    print(result["attempt"])
+    if not result["promoted"]:
+        print(f"rejected: failed gate {', '.join(result['failed'])} (see {result['attempt'] / 'report.md'})")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's commands to the app."""
+    app.command("reward")(reward)
+    app.command("align")(align)
+    app.command("distill")(distill)
+    app.command("improve")(improve)

@@ -1,0 +1,67 @@
+"""`improve`: align -> gates -> promote (atomic pointer) or reject naming the failed gate; each attempt an artifact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.align.conftest import small_align
+
+
+def improve_config():
+    from llmcycle.feedback.improve import ImproveConfig
+
+    return ImproveConfig(
+        align=small_align("dpo", train={"max_steps": 12}),
+        judge={"train": {"max_steps": 30, "batch_size": 8, "lr": 3e-3, "warmup_steps": 0, "eval_every": 30,
+                         "save_every": 30}, "max_seq_len": 64},
+        gates={"max_prompts": 16, "max_ppl_records": 16, "max_safety_prompts": 4, "max_bias_pairs": 4,
+               "max_new_tokens": 8, "max_bias_increase": 1.0})
+
+
+@pytest.fixture(scope="module")
+def first_attempt(pref_data_dir, make_tiny_model, tmp_path_factory):
+    from llmcycle.feedback.improve import run
+
+    root = tmp_path_factory.mktemp("improve")
+    pointer = root / "serve.txt"
+    current = make_tiny_model("llama")
+    pointer.write_text(str(current))
+    result = run(improve_config(), root / "attempts", pointer=pointer, data=pref_data_dir)
+    return result, pointer, current, root
+
+
+def test_a_good_candidate_is_promoted(first_attempt):
+    result, pointer, current, _ = first_attempt
+    gates = json.loads((result["attempt"] / "gates.json").read_text())
+    assert result["promoted"], gates
+    assert pointer.read_text() == str((result["attempt"] / "model").resolve())
+    manifest = json.loads((result["attempt"] / "manifest.json").read_text())
+    assert manifest["stage"] == "improve" and manifest["metrics"]["win_rate_candidate"] >= 0.5
+    assert (result["attempt"] / "judge" / "manifest.json").is_file()
+
+
+def test_a_planted_bad_candidate_is_rejected_and_the_pointer_kept(first_attempt, pref_data_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmcycle.feedback.improve import run
+
+    result, pointer, _, root = first_attempt
+    served = pointer.read_text()
+    bad = tmp_path / "bad"
+    model = AutoModelForCausalLM.from_pretrained(served)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model.save_pretrained(bad)
+    AutoTokenizer.from_pretrained(served).save_pretrained(bad)
+    second = run(improve_config(), root / "attempts", pointer=pointer, data=pref_data_dir,
+                 judge=str(result["attempt"] / "judge"), candidate=str(bad))
+    assert not second["promoted"]
+    assert "perplexity" in second["failed"]
+    assert second["attempt"].name == "attempt-002"
+    assert pointer.read_text() == served
+    assert "**no**" in (second["attempt"] / "report.md").read_text()
