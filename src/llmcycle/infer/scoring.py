@@ -57,3 +57,53 @@ def score_texts(engine: Any, texts: Sequence[str], contexts: Sequence[str] | Non
         ctx_ids.append(context)
         tgt_ids.append(target)
     return [float(sum(lp)) for lp in score_token_ids(engine, ctx_ids, tgt_ids, batch_size)]
+
+
+def score_shared_context(engine: Any, context: Sequence[int], continuations: Sequence[Sequence[int]],
+                         batch_size: int = 8) -> list[list[float]]:
+    """Like `score_token_ids` with one context for every continuation, but the context runs once: its KV cache
+    is repeated for a batch of right-padded continuations (multiple-choice answers share their question)."""
+    if not context:
+        raise DataError("score: empty context (nothing to condition the first token on)")
+    longest = len(context) + max((len(c) for c in continuations), default=0)
+    if longest > engine.context_length:
+        raise DataError(f"score: text is {longest} tokens, the model's context is {engine.context_length}")
+    if any(not c for c in continuations):
+        raise DataError("score: an empty continuation")
+    device = engine.device
+    with torch.inference_mode():
+        prefix = engine.model(input_ids=torch.tensor([list(context)], device=device), use_cache=True)
+        first = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
+        if all(len(c) == 1 for c in continuations):  # one-token answers ("yes"/"no"): the context says it all
+            return [[float(first[c[0]])] for c in continuations]
+        cache = getattr(prefix, "cache", None) or prefix.past_key_values
+        out: list[list[float]] = []
+        for start in range(0, len(continuations), batch_size):
+            chunk = continuations[start:start + batch_size]
+            out.extend(_score_continuations(engine, cache, len(context), first, chunk))
+    return out
+
+
+def _score_continuations(engine: Any, cache: Any, offset: int, first: torch.Tensor,
+                         chunk: Sequence[Sequence[int]]) -> list[list[float]]:
+    import copy
+
+    width = max(len(c) for c in chunk)
+    ids = torch.full((len(chunk), width), engine.pad_token_id, dtype=torch.long)
+    for row, cont in enumerate(chunk):
+        ids[row, :len(cont)] = torch.tensor(list(cont))
+    batch_cache = copy.deepcopy(cache)
+    batch_cache.batch_repeat_interleave(len(chunk))
+    positions = torch.arange(offset, offset + width).unsqueeze(0).expand(len(chunk), -1)
+    mask = torch.ones(len(chunk), offset + width, dtype=torch.long)
+    logits = engine.model(input_ids=ids.to(engine.device), cache=batch_cache, use_cache=True,
+                          position_ids=positions.to(engine.device), attention_mask=mask.to(engine.device)).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    out = []
+    for row, cont in enumerate(chunk):
+        target = torch.tensor(list(cont), device=logprobs.device)
+        picked = [float(first[target[0]])]
+        if len(cont) > 1:
+            picked += logprobs[row, torch.arange(len(cont) - 1, device=logprobs.device), target[1:]].tolist()
+        out.append(picked)
+    return out

@@ -1,0 +1,40 @@
+"""Shared-context scoring gives the same log-probabilities as scoring each (context, continuation) pair alone."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def engine(make_tiny_model):
+    from llmcycle.infer import Engine
+
+    return Engine.load(make_tiny_model("llama"))
+
+
+def test_shared_context_equals_separate_scoring(engine):
+    from llmcycle.infer.scoring import score_shared_context
+
+    context = [5, 17, 33, 8, 91, 4]
+    continuations = [[12], [40, 41, 42], [7, 7], [100, 3, 9, 250, 11]]
+    shared = score_shared_context(engine, context, continuations, batch_size=3)
+    separate = engine.score_ids([context] * len(continuations), continuations, batch_size=1)
+    assert [len(r) for r in shared] == [len(c) for c in continuations]
+    for a, b in zip(shared, separate):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_one_token_answers_skip_the_second_forward(engine):
+    from llmcycle.infer.scoring import score_shared_context
+
+    shared = score_shared_context(engine, [5, 6, 7], [[1], [2]])
+    separate = engine.score_ids([[5, 6, 7]] * 2, [[1], [2]])
+    assert [r[0] for r in shared] == pytest.approx([r[0] for r in separate], abs=1e-5)
+
+
+def test_overlong_text_is_a_user_error(engine):
+    from llmcycle.errors import DataError
+    from llmcycle.infer.scoring import score_shared_context
+
+    with pytest.raises(DataError, match="context"):
+        score_shared_context(engine, [1] * engine.context_length, [[2, 3]])
