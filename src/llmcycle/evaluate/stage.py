@@ -47,6 +47,8 @@ class EvalConfig(StageConfig):
                              "e.g. arc_easy, gsm8k; with no data dir only these run.")
     shots: int = Field(0, ge=0, description="Few-shot examples per benchmark question (from its few-shot pool).")
     limit: int | None = Field(None, ge=1, description="Questions per benchmark (the first N, as lm-eval's --limit).")
+    bench_root: str | None = Field(None, description="A dir laid out like the benchmark packages, read instead "
+                                   "of the installed ones.")
     seed: int = 0
     device: str = "cpu"
     dtype: str = "auto"
@@ -105,7 +107,7 @@ def build_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
     """The selected probes and benchmarks, each holding the exact examples every model will see."""
     from llmcycle.evaluate.bench import build
 
-    bench = build(cfg.tasks, cfg.shots, cfg.limit, cfg.seed, cfg.batch_size) if cfg.tasks else []
+    bench = build(cfg.tasks, cfg.shots, cfg.limit, cfg.seed, cfg.batch_size, cfg.bench_root) if cfg.tasks else []
     if cfg.tasks:
         notes.append(f"benchmarks: {', '.join(cfg.tasks)}; {cfg.shots}-shot, "
                      f"{'all' if cfg.limit is None else f'the first {cfg.limit}'} questions each")
