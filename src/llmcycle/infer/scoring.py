@@ -72,7 +72,8 @@ def score_shared_context(engine: Any, context: Sequence[int], continuations: Seq
         raise DataError("score: an empty continuation")
     device = engine.device
     with torch.inference_mode():
-        prefix = engine.model(input_ids=torch.tensor([list(context)], device=device), use_cache=True)
+        prefix = engine.model(input_ids=torch.tensor([list(context)], device=device), use_cache=True,
+                              logits_to_keep=1)
         first = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
         if all(len(c) == 1 for c in continuations):  # one-token answers ("yes"/"no"): the context says it all
             return [[float(first[c[0]])] for c in continuations]
