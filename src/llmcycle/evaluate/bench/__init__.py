@@ -54,15 +54,16 @@ def check_names(names: list[str]) -> None:
 
 
 def build(names: list[str], shots: int = 0, limit: int | None = None, seed: int = 0, batch_size: int = 8,
-          root: str | Path | None = None, max_new_tokens: int | None = None) -> list[Any]:
+          root: str | Path | None = None, max_new_tokens: int | None = None, prompting: Any = None) -> list[Any]:
     """One Task per benchmark name, its data loaded now (so a missing package fails before any model loads)."""
     from llmcycle.evaluate.bench.bias import BiasTask
-    from llmcycle.evaluate.bench.common import check_shots
+    from llmcycle.evaluate.bench.common import Prompting, check_shots
     from llmcycle.evaluate.bench.generation import GenerationTask
     from llmcycle.evaluate.bench.mc import MultipleChoiceTask
 
     check_names(names)
     specs, tasks = _specs(), []
+    prompting = prompting or Prompting()
     for name in names:
         spec = specs[name]
         split = spec.loader(root=root)
@@ -71,10 +72,12 @@ def build(names: list[str], shots: int = 0, limit: int | None = None, seed: int 
         elif shots:
             raise ConfigError(f"--shots {shots}: task {name!r} is scored zero-shot (it has no few-shot pool)")
         if spec.family == "mc":
-            tasks.append(MultipleChoiceTask(name, split, shots, limit, seed, batch_size, spec.description))
+            tasks.append(MultipleChoiceTask(name, split, shots, limit, seed, batch_size, spec.description,
+                                            prompting))
         elif spec.family == "gen":
             tasks.append(GenerationTask(name, split, shots, limit, seed, batch_size,
-                                        max_new_tokens or spec.max_new_tokens, spec.stop, spec.metric))
+                                        max_new_tokens or spec.max_new_tokens, spec.stop, spec.metric,
+                                        prompting))
         else:
             tasks.append(BiasTask(name, split, limit, batch_size))
     return tasks

@@ -32,6 +32,24 @@ class Split:
     fewshot_source: str
 
 
+@dataclass(frozen=True)
+class Prompting:
+    """How a question is put to the model: an instruction line before it, and optionally the chat template
+    (with a system message) around it. The default is lm-eval's plain text prompt."""
+
+    instruction: str = ""
+    chat: bool = False
+    system: str | None = None
+
+    def render(self, text: str, tokenizer: Any = None) -> str:
+        text = f"{self.instruction}\n\n{text}" if self.instruction else text
+        if not self.chat:
+            return text
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": text}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 def holdout(items: list[Item], source: str, pool: int = FEWSHOT_HOLDOUT) -> Split:
     """One shipped split: its last `pool` rows become the few-shot pool and are never scored."""
     if len(items) <= pool:

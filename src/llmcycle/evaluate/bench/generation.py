@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from llmcycle.evaluate.bench.common import Item, Split, fewshot_examples, holdout, limit_items
+from llmcycle.evaluate.bench.common import Item, Prompting, Split, fewshot_examples, holdout, limit_items
 from llmcycle.evaluate.bench.data import package_dir, read_jsonl
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
@@ -70,20 +70,22 @@ class GenerationTask(Task):
     """Greedy continuations of each prompt, scored by `metric(replies, items) -> (metrics, per-item scores)`."""
 
     def __init__(self, name: str, split: Split, shots: int, limit: int | None, seed: int, batch_size: int,
-                 max_new_tokens: int, stop: Sequence[str], metric: Any):
+                 max_new_tokens: int, stop: Sequence[str], metric: Any, prompting: Prompting = Prompting()):
         self.name, self.split, self.shots, self.seed, self.batch_size = name, split, shots, seed, batch_size
         self.items = limit_items(split.test, limit)
         self.max_new_tokens, self.stop, self.metric = max_new_tokens, list(stop), metric
+        self.prompting = prompting
 
-    def prompt(self, index: int, item: Item) -> str:
+    def prompt(self, index: int, item: Item, tokenizer: Any = None) -> str:
         shots = fewshot_examples(self.split, self.shots, self.seed, index)
-        return "".join(f"{ex.context} {answer_text(ex)}\n\n" for ex in shots) + item.context
+        text = "".join(f"{ex.context} {answer_text(ex)}\n\n" for ex in shots) + item.context
+        return self.prompting.render(text, tokenizer)
 
     def evaluate(self, subject: Subject) -> TaskResult:
         from llmcycle.infer import GenerationSettings
 
         settings = GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=0.0, stop=self.stop)
-        prompts = [self.prompt(i, item) for i, item in enumerate(self.items)]
+        prompts = [self.prompt(i, item, subject.tokenizer) for i, item in enumerate(self.items)]
         replies: list[str] = []
         with bar(total=len(prompts), desc=f"{subject.name}: {self.name}", unit="reply") as progress:
             for start in range(0, len(prompts), self.batch_size):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from llmcycle.evaluate.bench.common import Item, Split, fewshot_examples, limit_items
+from llmcycle.evaluate.bench.common import Item, Prompting, Split, fewshot_examples, limit_items
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
 
@@ -57,24 +57,25 @@ class MultipleChoiceTask(Task):
     """A multiple-choice benchmark: `{name}_acc` and `{name}_acc_norm` in [0, 1]."""
 
     def __init__(self, name: str, split: Split, shots: int, limit: int | None, seed: int, batch_size: int,
-                 description: Any = ""):
-        self.name = name
+                 description: Any = "", prompting: Prompting = Prompting()):
+        self.name, self.prompting = name, prompting
         self.split, self.shots, self.seed, self.batch_size = split, shots, seed, batch_size
         self.items = limit_items(split.test, limit)
         self.description = description  # a string, or a function of the item (MMLU names its subject)
 
-    def prompt(self, index: int, item: Item) -> str:
+    def prompt(self, index: int, item: Item, tokenizer: Any = None) -> str:
         pool = self.split if "group" not in item.meta else Split(
             [], [e for e in self.split.fewshot if e.meta.get("group") == item.meta["group"]], "")
         description = self.description(item) if callable(self.description) else self.description
-        return fewshot_prefix(fewshot_examples(pool, self.shots, self.seed, index), description) + item.context
+        text = fewshot_prefix(fewshot_examples(pool, self.shots, self.seed, index), description) + item.context
+        return self.prompting.render(text, tokenizer)
 
     def evaluate(self, subject: Subject) -> TaskResult:
         hits = hits_norm = 0
         samples = []
         with bar(total=len(self.items), desc=f"{subject.name}: {self.name}", unit="q") as progress:
             for index, item in enumerate(self.items):
-                logliks = score_item(subject.engine, self.prompt(index, item), item.choices, self.batch_size)
+                logliks = score_item(subject.engine, self.prompt(index, item, subject.tokenizer), item.choices, self.batch_size)
                 pick, pick_norm = choose(logliks, item.choices)
                 hits += pick == item.gold
                 hits_norm += pick_norm == item.gold
