@@ -16,6 +16,10 @@ SPACE = {
 }
 
 
+FAST = ["--set", "data.limit=120", "--set", "pretrain.train.max_steps=8", "--set", "pretrain.train.eval_every=2",
+        "--set", "pretrain.final_eval_rows=8", "--set", "pretrain.sample_tokens=0"]
+
+
 def write_space(path, space):
     path.write_text(yaml.safe_dump(space))
     return path
@@ -26,17 +30,19 @@ def test_sweep_prunes_resumes_and_writes_best(cli, tmp_path):
     from llmcycle.pipeline import RunConfig
 
     space, out = write_space(tmp_path / "space.yaml", SPACE), tmp_path / "sweep"
-    code, stdout, _ = cli("sweep", "-c", "tiny", "--space", space, "--trials", "2", "-o", out)
+    code, stdout, _ = cli("sweep", "-c", "tiny", "--space", space, "--trials", "2", "-o", out, *FAST)
     assert code == 0, stdout
     first = json.loads((out / "sweep.json").read_text())
     assert first["trials"] == 2
-    code, stdout, _ = cli("sweep", "-c", "tiny", "--space", space, "--trials", "4", "-o", out)  # resume
+    code, stdout, _ = cli("sweep", "-c", "tiny", "--space", space, "--trials", "4", "-o", out, *FAST)  # resume
     assert code == 0, stdout
     summary = json.loads((out / "sweep.json").read_text())
     rows = (out / "trials.csv").read_text().splitlines()
     assert summary["trials"] == 4 and len(rows) == 5  # the first two kept, two more run
     assert summary["pruned"] >= 1 and summary["complete"] >= 1
+    assert "up to date" in stdout or (out / "upstream" / "data").is_dir()
     best = load_config(RunConfig, out / "best.yaml")
+    assert best.data.limit == 120
     assert best.pretrain.train.lr == pytest.approx(summary["best_params"]["pretrain.train.lr"])
     assert best.pretrain.train.lr != RunConfig().pretrain.train.lr
     assert (out / "history.png").stat().st_size > 0

@@ -23,6 +23,10 @@ def test_eval_tasks_side_by_side(cli, make_tiny_model, planted_root, tmp_path):
     assert "## Benchmarks" in report and "arc_easy_acc_norm" in report
     assert (out / "bench.png").stat().st_size > 0
     assert "arc_easy_acc=" in stdout
+    from llmcycle.report import eval_section
+
+    lineage = "\n".join(eval_section(out))  # what `llmcycle run`'s report shows of an eval with tasks
+    assert "arc_easy_acc_norm" in lineage and "bench.png" in lineage
 
 
 @pytest.mark.parametrize("args, message", [
