@@ -1,5 +1,5 @@
-"""`llmcycle eval`: measure a model (and any to compare with it) on a data dir's test split and the shipped
-safety and bias probes."""
+"""`llmcycle eval`: measure a model (and any to compare with it) on a data dir's test split, the shipped
+safety and bias probes, and public benchmarks."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def eval_command(
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Perplexity, bits-per-byte, generation metrics, safety and bias probes -> EVAL_DIR/report.md."""
+    """Perplexity, bits-per-byte, generation metrics, safety and bias probes, and benchmarks (--tasks) or prompt
+    variants (--variants) -> EVAL_DIR/report.md."""
     from llmcycle.config import load_config
     from llmcycle.evaluate import EvalConfig, run
     from llmcycle.errors import ConfigError

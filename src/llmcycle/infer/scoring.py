@@ -61,8 +61,9 @@ def score_texts(engine: Any, texts: Sequence[str], contexts: Sequence[str] | Non
 
 def score_shared_context(engine: Any, context: Sequence[int], continuations: Sequence[Sequence[int]],
                          batch_size: int = 8) -> list[list[float]]:
-    """Like `score_token_ids` with one context for every continuation, but the context runs once: its KV cache
-    is repeated for a batch of right-padded continuations (multiple-choice answers share their question)."""
+    """Like `score_token_ids` with one context for every continuation, but the context (and the leading tokens
+    all continuations share) runs once: its KV cache is repeated for a batch of right-padded continuation tails
+    (multiple-choice answers share their question, and often their first words)."""
     if not context:
         raise DataError("score: empty context (nothing to condition the first token on)")
     longest = len(context) + max((len(c) for c in continuations), default=0)
@@ -70,19 +71,31 @@ def score_shared_context(engine: Any, context: Sequence[int], continuations: Seq
         raise DataError(f"score: text is {longest} tokens, the model's context is {engine.context_length}")
     if any(not c for c in continuations):
         raise DataError("score: an empty continuation")
-    device = engine.device
+    shared = _common_prefix(continuations)
+    tails = [list(c)[shared:] for c in continuations]
     with torch.inference_mode():
-        prefix = engine.model(input_ids=torch.tensor([list(context)], device=device), use_cache=True,
-                              logits_to_keep=1)
-        first = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
-        if all(len(c) == 1 for c in continuations):  # one-token answers ("yes"/"no"): the context says it all
-            return [[float(first[c[0]])] for c in continuations]
+        prefix = engine.model(input_ids=torch.tensor([list(context) + list(continuations[0][:shared])],
+                                                     device=engine.device), use_cache=True, logits_to_keep=shared + 1)
+        logprobs = torch.log_softmax(prefix.logits[0].float(), dim=-1)
+        head = [float(logprobs[j, continuations[0][j]]) for j in range(shared)]
+        first = logprobs[shared]
+        if all(len(t) == 1 for t in tails):  # one-token answers ("yes"/"no"): the prefix says it all
+            return [head + [float(first[t[0]])] for t in tails]
         cache = getattr(prefix, "cache", None) or prefix.past_key_values
         out: list[list[float]] = []
-        for start in range(0, len(continuations), batch_size):
-            chunk = continuations[start:start + batch_size]
-            out.extend(_score_continuations(engine, cache, len(context), first, chunk))
+        for start in range(0, len(tails), batch_size):
+            chunk = tails[start:start + batch_size]
+            out.extend(head + row for row in _score_continuations(engine, cache, len(context) + shared, first, chunk))
     return out
+
+
+def _common_prefix(continuations: Sequence[Sequence[int]]) -> int:
+    """Leading tokens every continuation shares, leaving each at least its last token to score apart."""
+    limit = min(len(c) for c in continuations) - 1
+    n = 0
+    while n < limit and all(c[n] == continuations[0][n] for c in continuations):
+        n += 1
+    return n
 
 
 def _score_continuations(engine: Any, cache: Any, offset: int, first: torch.Tensor,

@@ -24,6 +24,19 @@ def test_shared_context_equals_separate_scoring(engine):
         assert a == pytest.approx(b, abs=1e-5)
 
 
+def test_continuations_sharing_their_first_tokens(engine):
+    from llmcycle.infer.scoring import score_shared_context
+
+    context = [9, 8, 7]
+    continuations = [[50, 51, 52, 60], [50, 51, 52, 61, 62], [50, 51, 52, 63]]  # three shared, then apart
+    shared = score_shared_context(engine, context, continuations)
+    separate = engine.score_ids([context] * 3, continuations, batch_size=1)
+    for a, b in zip(shared, separate):
+        assert a == pytest.approx(b, abs=1e-5)
+    same = score_shared_context(engine, context, [[5, 6], [5, 6]])  # identical answers score identically
+    assert same[0] == same[1] == pytest.approx(engine.score_ids([context], [[5, 6]])[0], abs=1e-5)
+
+
 def test_one_token_answers_skip_the_second_forward(engine):
     from llmcycle.infer.scoring import score_shared_context
 
