@@ -72,11 +72,20 @@ def write_tasks(out: Path) -> Path:
     return out
 
 
+CPU_S: dict[str, float] = {}  # CPU seconds (user + sys) of each timed command: fairer than wall on a busy machine
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> float:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode:
         sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_S[Path(cmd[0]).name if "lm-eval" in cmd[0] else "llmcycle"] = (
+        after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return time.perf_counter() - start
 
 
@@ -133,10 +142,14 @@ def main() -> None:
               f"{r['lm_eval_acc_norm']:.4f} | {r['max_diff_points']} |")
     print(f"wall: llmcycle {ours_s:.1f} s, lm-eval {peer_s:.1f} s, speed-up {peer_s / ours_s:.2f}x "
           f"(load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f})")
+    ours_cpu, peer_cpu = CPU_S["llmcycle"], CPU_S["lm-eval"]
+    print(f"CPU: llmcycle {ours_cpu:.1f} s, lm-eval {peer_cpu:.1f} s, ratio {peer_cpu / ours_cpu:.2f}x")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"model": args.model, "limit": args.limit, "batch_size": args.batch_size,
                                    "rows": rows, "llmcycle_s": round(ours_s, 2), "lm_eval_s": round(peer_s, 2),
-                                   "speedup": round(peer_s / ours_s, 3), "load_before": load_before,
+                                   "speedup": round(peer_s / ours_s, 3), "llmcycle_cpu_s": round(ours_cpu, 2),
+                                   "lm_eval_cpu_s": round(peer_cpu, 2), "cpu_ratio": round(peer_cpu / ours_cpu, 3),
+                                   "load_before": load_before,
                                    "load_after": os.getloadavg()}, indent=2) + "\n")
 
 

@@ -121,3 +121,91 @@ def _score_continuations(engine: Any, cache: Any, offset: int, first: torch.Tens
             picked += logprobs[row, torch.arange(len(cont) - 1, device=logprobs.device), target[1:]].tolist()
         out.append(picked)
     return out
+
+
+def score_questions(engine: Any, questions: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+                    batch_size: int = 8) -> list[list[list[float]]]:
+    """`score_shared_context` for many (context, continuations) questions, `batch_size` questions per forward.
+
+    One forward runs every question's context (plus its continuations' shared tokens), right padded; a second runs
+    every continuation tail against its own question's rows of that KV cache. Batching questions matters on CPU:
+    a forward reads every weight once, so a few dozen tokens per forward leave the cores waiting on memory."""
+    model = engine.model
+    if not (hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")) or getattr(
+            model.config, "model_type", "") not in PLAIN_HEAD_MODELS:
+        return [score_shared_context(engine, c, conts, batch_size) for c, conts in questions]
+    out: list[list[list[float]]] = []
+    with torch.inference_mode():
+        for start in range(0, len(questions), batch_size):
+            out.extend(_question_batch(engine, questions[start:start + batch_size]))
+    return out
+
+
+# causal LMs whose logits are exactly lm_head(decoder output): no soft-capping or logit scaling
+PLAIN_HEAD_MODELS = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "smollm3"}
+
+
+def _question_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list:
+    import copy
+
+    prefixes, tails, ctx_lens = [], [], []
+    for context, conts in chunk:
+        if not context or any(not c for c in conts):
+            raise DataError("score: an empty context or continuation")
+        longest = len(context) + max(len(c) for c in conts)
+        if longest > engine.context_length:
+            raise DataError(f"score: text is {longest} tokens, the model's context is {engine.context_length}")
+        shared = _common_prefix(conts)
+        prefixes.append(list(context) + list(conts[0][:shared]))
+        tails.append([list(c)[shared:] for c in conts])
+        ctx_lens.append(len(context))
+    decoder, head, device = engine.model.get_decoder(), engine.model.get_output_embeddings(), engine.device
+    width = max(len(p) for p in prefixes)
+    ids = torch.full((len(prefixes), width), engine.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prefix in enumerate(prefixes):
+        ids[row, :len(prefix)] = torch.tensor(prefix)
+        mask[row, :len(prefix)] = 1
+    result = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
+    cache = getattr(result, "cache", None) or result.past_key_values
+    # log-probs at every prefix position that predicts a shared token or a tail's first token
+    rows = [q for q, p in enumerate(prefixes) for _ in range(ctx_lens[q] - 1, len(p))]
+    cols = [j for q, p in enumerate(prefixes) for j in range(ctx_lens[q] - 1, len(p))]
+    picked = torch.log_softmax(head(result.last_hidden_state[rows, cols]).float(), dim=-1)
+    scores: list[list[list[float]]] = []
+    at = 0
+    for q, prefix in enumerate(prefixes):
+        n = len(prefix) - ctx_lens[q] + 1
+        block = picked[at:at + n]
+        at += n
+        shared_lp = [float(block[j, prefix[ctx_lens[q] + j]]) for j in range(n - 1)]
+        scores.append([shared_lp + [float(block[n - 1, t[0]])] for t in tails[q]])
+    rest = [(q, k) for q in range(len(tails)) for k, t in enumerate(tails[q]) if len(t) > 1]
+    if rest:
+        _tail_forward(engine, decoder, head, copy.deepcopy(cache), mask, prefixes, tails, rest, scores)
+    return scores
+
+
+def _tail_forward(engine, decoder, head, cache, prefix_mask, prefixes, tails, rest, scores) -> None:
+    """Every tail's tokens but its last, against its own question's cache rows; appends the tail log-probs."""
+    device = engine.device
+    feed = [tails[q][k][:-1] for q, k in rest]
+    width = max(len(f) for f in feed)
+    ids = torch.full((len(rest), width), engine.pad_token_id, dtype=torch.long)
+    for row, tokens in enumerate(feed):
+        ids[row, :len(tokens)] = torch.tensor(tokens)
+    index = torch.tensor([q for q, _ in rest], device=device)
+    cache.batch_select_indices(index)
+    offsets = torch.tensor([len(prefixes[q]) for q, _ in rest])
+    positions = offsets.unsqueeze(1) + torch.arange(width).unsqueeze(0)
+    mask = torch.cat([prefix_mask[index.cpu()], torch.ones(len(rest), width, dtype=torch.long)], dim=1)
+    hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                     cache=cache, use_cache=True).last_hidden_state
+    rows = [r for r, f in enumerate(feed) for _ in f]
+    cols = [j for f in feed for j in range(len(f))]
+    logprobs = torch.log_softmax(head(hidden[rows, cols]).float(), dim=-1)
+    at = 0
+    for (q, k), tokens in zip(rest, feed):
+        targets = tails[q][k][1:]
+        scores[q][k].extend(float(logprobs[at + j, t]) for j, t in enumerate(targets))
+        at += len(tokens)

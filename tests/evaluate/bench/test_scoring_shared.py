@@ -51,3 +51,18 @@ def test_overlong_text_is_a_user_error(engine):
 
     with pytest.raises(DataError, match="context"):
         score_shared_context(engine, [1] * engine.context_length, [[2, 3]])
+
+
+def test_batched_questions_equal_separate_scoring(engine):
+    from llmcycle.infer.scoring import score_questions
+
+    questions = [([5, 17, 33], [[12], [40, 41, 42], [40, 41, 7]]),
+                 ([9, 8, 7, 6, 5, 4, 3, 2], [[100, 3, 9], [11, 12]]),
+                 ([4], [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]]),
+                 ([20, 21], [[30], [31]])]
+    batched = score_questions(engine, questions, batch_size=3)
+    for (context, conts), got in zip(questions, batched):
+        separate = engine.score_ids([context] * len(conts), conts, batch_size=1)
+        assert [len(r) for r in got] == [len(c) for c in conts]
+        for a, b in zip(got, separate):
+            assert a == pytest.approx(b, abs=1e-5)

@@ -73,16 +73,38 @@ class MultipleChoiceTask(Task):
     def evaluate(self, subject: Subject) -> TaskResult:
         hits = hits_norm = 0
         samples = []
+        chunk = 4 * self.batch_size  # questions encoded and scored together
         with bar(total=len(self.items), desc=f"{subject.name}: {self.name}", unit="q") as progress:
-            for index, item in enumerate(self.items):
-                logliks = score_item(subject.engine, self.prompt(index, item, subject.tokenizer), item.choices, self.batch_size)
-                pick, pick_norm = choose(logliks, item.choices)
-                hits += pick == item.gold
-                hits_norm += pick_norm == item.gold
-                samples.append({"probe": self.name, "id": item.id, "prompt": item.context[-300:],
-                                "reference": item.choices[item.gold], "reply": item.choices[pick],
-                                "loglik": [round(x, 4) for x in logliks]})
-                progress.update(1)
+            for start in range(0, len(self.items), chunk):
+                items = self.items[start:start + chunk]
+                prompts = [self.prompt(start + i, item, subject.tokenizer) for i, item in enumerate(items)]
+                for item, logliks in zip(items, score_items(subject.engine, prompts, items, self.batch_size)):
+                    pick, pick_norm = choose(logliks, item.choices)
+                    hits += pick == item.gold
+                    hits_norm += pick_norm == item.gold
+                    samples.append({"probe": self.name, "id": item.id, "prompt": item.context[-300:],
+                                    "reference": item.choices[item.gold], "reply": item.choices[pick],
+                                    "loglik": [round(x, 4) for x in logliks]})
+                progress.update(len(items))
         n = max(1, len(self.items))
         return TaskResult({f"{self.name}_acc": hits / n, f"{self.name}_acc_norm": hits_norm / n,
                            f"{self.name}_n": float(len(self.items))}, samples)
+
+
+def score_items(engine: Any, prompts: Sequence[str], items: Sequence[Item], batch_size: int) -> list[list[float]]:
+    """Summed log-likelihood of each item's choices, questions batched through `score_questions`."""
+    from llmcycle.infer.scoring import score_questions
+
+    results: list[list[float] | None] = [None] * len(items)
+    batched, where = [], []
+    for i, (prompt, item) in enumerate(zip(prompts, items)):
+        pairs = [encode_pair(engine.tokenizer, prompt, TARGET_DELIMITER + c) for c in item.choices]
+        if all(ctx == pairs[0][0] for ctx, _ in pairs):
+            batched.append((pairs[0][0], [cont for _, cont in pairs]))
+            where.append(i)
+        else:  # the tokenizer merges across the boundary differently per choice: score each pair on its own
+            rows = engine.score_ids([ctx for ctx, _ in pairs], [cont for _, cont in pairs], batch_size)
+            results[i] = [float(sum(r)) for r in rows]
+    for i, rows in zip(where, score_questions(engine, batched, batch_size)):
+        results[i] = [float(sum(r)) for r in rows]
+    return results  # type: ignore[return-value]
