@@ -134,11 +134,14 @@ def score_questions(engine: Any, questions: Sequence[tuple[Sequence[int], Sequen
     if not (hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")) or getattr(
             model.config, "model_type", "") not in PLAIN_HEAD_MODELS:
         return [score_shared_context(engine, c, conts, batch_size) for c, conts in questions]
-    out: list[list[list[float]]] = []
+    order = sorted(range(len(questions)), key=lambda i: len(questions[i][0]))  # similar lengths pad little
+    out: list[list[list[float]] | None] = [None] * len(questions)
     with torch.inference_mode():
-        for start in range(0, len(questions), batch_size):
-            out.extend(_question_batch(engine, questions[start:start + batch_size]))
-    return out
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for i, scores in zip(chunk, _question_batch(engine, [questions[i] for i in chunk])):
+                out[i] = scores
+    return out  # type: ignore[return-value]
 
 
 # causal LMs whose logits are exactly lm_head(decoder output): no soft-capping or logit scaling

@@ -73,7 +73,7 @@ class MultipleChoiceTask(Task):
     def evaluate(self, subject: Subject) -> TaskResult:
         hits = hits_norm = 0
         samples = []
-        chunk = 4 * self.batch_size  # questions encoded and scored together
+        chunk = 32 * self.batch_size  # questions encoded, sorted by length and scored together
         with bar(total=len(self.items), desc=f"{subject.name}: {self.name}", unit="q") as progress:
             for start in range(0, len(self.items), chunk):
                 items = self.items[start:start + chunk]
