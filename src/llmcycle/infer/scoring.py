@@ -149,8 +149,6 @@ PLAIN_HEAD_MODELS = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "smo
 
 
 def _question_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list:
-    import copy
-
     prefixes, tails, ctx_lens = [], [], []
     for context, conts in chunk:
         if not context or any(not c for c in conts):
@@ -185,7 +183,7 @@ def _question_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[S
         scores.append([shared_lp + [float(block[n - 1, t[0]])] for t in tails[q]])
     rest = [(q, k) for q in range(len(tails)) for k, t in enumerate(tails[q]) if len(t) > 1]
     if rest:
-        _tail_forward(engine, decoder, head, copy.deepcopy(cache), mask, prefixes, tails, rest, scores)
+        _tail_forward(engine, decoder, head, cache, mask, prefixes, tails, rest, scores)  # selects rows in place
     return scores
 
 
