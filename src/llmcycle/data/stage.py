@@ -97,6 +97,14 @@ def prepare(cfg: DataConfig) -> Prepared:
     start = time.perf_counter()
     splits = split_examples(examples, cfg)
     timings["split"] = round(time.perf_counter() - start, 3)
+    if cfg.counterfactual != "off":
+        from llmcycle.data.augment import counterfactual
+
+        start = time.perf_counter()
+        splits["train"], report = counterfactual(splits["train"], cfg.counterfactual, cfg.seed)
+        timings["counterfactual"] = round(time.perf_counter() - start, 3)
+        reports.append(report)
+        say(f"data: counterfactual {cfg.counterfactual}: {report.details['swapped_records']} train records swapped")
     fractions = {"val": cfg.val_frac, "test": cfg.test_frac}
     for name in [n for n, frac in fractions.items() if frac > 0 and not splits[n]]:
         say(f"data: warning: the {name} split is empty ({len(examples)} records in too few groups to share out)")

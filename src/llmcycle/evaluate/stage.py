@@ -43,6 +43,12 @@ class EvalConfig(StageConfig):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0)
     batch_size: int = Field(16, ge=1)
+    tasks: list[str] = Field(default_factory=list, description="Benchmarks to run (llmcycle.evaluate.bench), "
+                             "e.g. arc_easy, gsm8k; with no data dir only these run.")
+    shots: int = Field(0, ge=0, description="Few-shot examples per benchmark question (from its few-shot pool).")
+    limit: int | None = Field(None, ge=1, description="Questions per benchmark (the first N, as lm-eval's --limit).")
+    bench_root: str | None = Field(None, description="A dir laid out like the benchmark packages, read instead "
+                                   "of the installed ones.")
     seed: int = 0
     device: str = "cpu"
     dtype: str = "auto"
@@ -97,8 +103,19 @@ def read_test_split(data_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def build_tasks(cfg: EvalConfig, data_dir: str | Path, notes: list[str]) -> list[Any]:
-    """The selected probes, each holding the exact examples every model will see."""
+def build_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) -> list[Any]:
+    """The selected probes and benchmarks, each holding the exact examples every model will see."""
+    from llmcycle.evaluate.bench import build
+
+    bench = build(cfg.tasks, cfg.shots, cfg.limit, cfg.seed, cfg.batch_size, cfg.bench_root) if cfg.tasks else []
+    if cfg.tasks:
+        notes.append(f"benchmarks: {', '.join(cfg.tasks)}; {cfg.shots}-shot, "
+                     f"{'all' if cfg.limit is None else f'the first {cfg.limit}'} questions each")
+    return bench if data_dir is None else probe_tasks(cfg, data_dir, notes) + bench
+
+
+def probe_tasks(cfg: EvalConfig, data_dir: str | Path, notes: list[str]) -> list[Any]:
+    """The selected probes on DATA_DIR's test split and the shipped prompts."""
     from llmcycle.evaluate.bias import BiasTask, load_pairs
     from llmcycle.evaluate.generation import GenerationTask, prompts_from
     from llmcycle.evaluate.perplexity import PerplexityTask
@@ -185,7 +202,7 @@ def finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
 
 
-def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path, out: str | Path,
+def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: str | Path,
         compare: Sequence[str | Path] = ()) -> Path:
     """The `eval` stage: MODEL (and every COMPARE model) on DATA_DIR's test split and the shipped probes -> OUT."""
     from llmcycle.evaluate.report import write_all
@@ -200,7 +217,9 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path, out: str | Pat
     if any(t.name == "safety" for t in tasks):
         notes.append(FLAGGER_NOTE)
     names = model_names(paths)
-    inputs = {"model": paths[0], "data": str(data_dir)}
+    inputs = {"model": paths[0]}
+    if data_dir is not None:
+        inputs["data"] = str(data_dir)
     inputs.update({f"compare_{i + 1}": p for i, p in enumerate(paths[1:])})
     with open_artifact(out, "eval", to_dict(cfg), inputs) as art:
         metrics, samples, timings = {}, {}, {}
@@ -209,6 +228,10 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path, out: str | Pat
             values, rows = evaluate_model(name, path, tasks, cfg, timings[name])
             metrics[name], samples[name] = finite(values), rows
         charts = write_all(art.dir, metrics, dict(zip(names, paths)), samples, notes)
+        if cfg.tasks:
+            from llmcycle.evaluate.bench.report import write_bench_section
+
+            charts += write_bench_section(art.dir, metrics, [t.name for t in tasks])
         art.metrics = metrics
         art.extra = {"models": dict(zip(names, paths)), "main_model": names[0], "charts": charts,
                      "timings": timings}

@@ -57,3 +57,156 @@ def score_texts(engine: Any, texts: Sequence[str], contexts: Sequence[str] | Non
         ctx_ids.append(context)
         tgt_ids.append(target)
     return [float(sum(lp)) for lp in score_token_ids(engine, ctx_ids, tgt_ids, batch_size)]
+
+
+def score_shared_context(engine: Any, context: Sequence[int], continuations: Sequence[Sequence[int]],
+                         batch_size: int = 8) -> list[list[float]]:
+    """Like `score_token_ids` with one context for every continuation, but the context (and the leading tokens
+    all continuations share) runs once: its KV cache is repeated for a batch of right-padded continuation tails
+    (multiple-choice answers share their question, and often their first words)."""
+    if not context:
+        raise DataError("score: empty context (nothing to condition the first token on)")
+    longest = len(context) + max((len(c) for c in continuations), default=0)
+    if longest > engine.context_length:
+        raise DataError(f"score: text is {longest} tokens, the model's context is {engine.context_length}")
+    if any(not c for c in continuations):
+        raise DataError("score: an empty continuation")
+    shared = _common_prefix(continuations)
+    tails = [list(c)[shared:] for c in continuations]
+    with torch.inference_mode():
+        prefix = engine.model(input_ids=torch.tensor([list(context) + list(continuations[0][:shared])],
+                                                     device=engine.device), use_cache=True, logits_to_keep=shared + 1)
+        logprobs = torch.log_softmax(prefix.logits[0].float(), dim=-1)
+        head = [float(logprobs[j, continuations[0][j]]) for j in range(shared)]
+        first = logprobs[shared]
+        if all(len(t) == 1 for t in tails):  # one-token answers ("yes"/"no"): the prefix says it all
+            return [head + [float(first[t[0]])] for t in tails]
+        cache = getattr(prefix, "cache", None) or prefix.past_key_values
+        out: list[list[float]] = []
+        for start in range(0, len(tails), batch_size):
+            chunk = tails[start:start + batch_size]
+            out.extend(head + row for row in _score_continuations(engine, cache, len(context) + shared, first, chunk))
+    return out
+
+
+def _common_prefix(continuations: Sequence[Sequence[int]]) -> int:
+    """Leading tokens every continuation shares, leaving each at least its last token to score apart."""
+    limit = min(len(c) for c in continuations) - 1
+    n = 0
+    while n < limit and all(c[n] == continuations[0][n] for c in continuations):
+        n += 1
+    return n
+
+
+def _score_continuations(engine: Any, cache: Any, offset: int, first: torch.Tensor,
+                         chunk: Sequence[Sequence[int]]) -> list[list[float]]:
+    import copy
+
+    width = max(len(c) for c in chunk)
+    ids = torch.full((len(chunk), width), engine.pad_token_id, dtype=torch.long)
+    for row, cont in enumerate(chunk):
+        ids[row, :len(cont)] = torch.tensor(list(cont))
+    batch_cache = copy.deepcopy(cache)
+    batch_cache.batch_repeat_interleave(len(chunk))
+    positions = torch.arange(offset, offset + width).unsqueeze(0).expand(len(chunk), -1)
+    mask = torch.ones(len(chunk), offset + width, dtype=torch.long)
+    logits = engine.model(input_ids=ids.to(engine.device), cache=batch_cache, use_cache=True,
+                          position_ids=positions.to(engine.device), attention_mask=mask.to(engine.device)).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    out = []
+    for row, cont in enumerate(chunk):
+        target = torch.tensor(list(cont), device=logprobs.device)
+        picked = [float(first[target[0]])]
+        if len(cont) > 1:
+            picked += logprobs[row, torch.arange(len(cont) - 1, device=logprobs.device), target[1:]].tolist()
+        out.append(picked)
+    return out
+
+
+def score_questions(engine: Any, questions: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+                    batch_size: int = 8) -> list[list[list[float]]]:
+    """`score_shared_context` for many (context, continuations) questions, `batch_size` questions per forward.
+
+    One forward runs every question's context (plus its continuations' shared tokens), right padded; a second runs
+    every continuation tail against its own question's rows of that KV cache. Batching questions matters on CPU:
+    a forward reads every weight once, so a few dozen tokens per forward leave the cores waiting on memory."""
+    model = engine.model
+    if not (hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")) or getattr(
+            model.config, "model_type", "") not in PLAIN_HEAD_MODELS:
+        return [score_shared_context(engine, c, conts, batch_size) for c, conts in questions]
+    order = sorted(range(len(questions)), key=lambda i: len(questions[i][0]))  # similar lengths pad little
+    out: list[list[list[float]] | None] = [None] * len(questions)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for i, scores in zip(chunk, _question_batch(engine, [questions[i] for i in chunk])):
+                out[i] = scores
+    return out  # type: ignore[return-value]
+
+
+# causal LMs whose logits are exactly lm_head(decoder output): no soft-capping or logit scaling
+PLAIN_HEAD_MODELS = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "smollm3"}
+
+
+def _question_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list:
+    prefixes, tails, ctx_lens = [], [], []
+    for context, conts in chunk:
+        if not context or any(not c for c in conts):
+            raise DataError("score: an empty context or continuation")
+        longest = len(context) + max(len(c) for c in conts)
+        if longest > engine.context_length:
+            raise DataError(f"score: text is {longest} tokens, the model's context is {engine.context_length}")
+        shared = _common_prefix(conts)
+        prefixes.append(list(context) + list(conts[0][:shared]))
+        tails.append([list(c)[shared:] for c in conts])
+        ctx_lens.append(len(context))
+    decoder, head, device = engine.model.get_decoder(), engine.model.get_output_embeddings(), engine.device
+    width = max(len(p) for p in prefixes)
+    ids = torch.full((len(prefixes), width), engine.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prefix in enumerate(prefixes):
+        ids[row, :len(prefix)] = torch.tensor(prefix)
+        mask[row, :len(prefix)] = 1
+    result = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
+    cache = getattr(result, "cache", None) or result.past_key_values
+    # log-probs at every prefix position that predicts a shared token or a tail's first token
+    rows = [q for q, p in enumerate(prefixes) for _ in range(ctx_lens[q] - 1, len(p))]
+    cols = [j for q, p in enumerate(prefixes) for j in range(ctx_lens[q] - 1, len(p))]
+    picked = torch.log_softmax(head(result.last_hidden_state[rows, cols]).float(), dim=-1)
+    scores: list[list[list[float]]] = []
+    at = 0
+    for q, prefix in enumerate(prefixes):
+        n = len(prefix) - ctx_lens[q] + 1
+        block = picked[at:at + n]
+        at += n
+        shared_lp = [float(block[j, prefix[ctx_lens[q] + j]]) for j in range(n - 1)]
+        scores.append([shared_lp + [float(block[n - 1, t[0]])] for t in tails[q]])
+    rest = [(q, k) for q in range(len(tails)) for k, t in enumerate(tails[q]) if len(t) > 1]
+    if rest:
+        _tail_forward(engine, decoder, head, cache, mask, prefixes, tails, rest, scores)  # selects rows in place
+    return scores
+
+
+def _tail_forward(engine, decoder, head, cache, prefix_mask, prefixes, tails, rest, scores) -> None:
+    """Every tail's tokens but its last, against its own question's cache rows; appends the tail log-probs."""
+    device = engine.device
+    feed = [tails[q][k][:-1] for q, k in rest]
+    width = max(len(f) for f in feed)
+    ids = torch.full((len(rest), width), engine.pad_token_id, dtype=torch.long)
+    for row, tokens in enumerate(feed):
+        ids[row, :len(tokens)] = torch.tensor(tokens)
+    index = torch.tensor([q for q, _ in rest], device=device)
+    cache.batch_select_indices(index)
+    offsets = torch.tensor([len(prefixes[q]) for q, _ in rest])
+    positions = offsets.unsqueeze(1) + torch.arange(width).unsqueeze(0)
+    mask = torch.cat([prefix_mask[index.cpu()], torch.ones(len(rest), width, dtype=torch.long)], dim=1)
+    hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                     cache=cache, use_cache=True).last_hidden_state
+    rows = [r for r, f in enumerate(feed) for _ in f]
+    cols = [j for f in feed for j in range(len(f))]
+    logprobs = torch.log_softmax(head(hidden[rows, cols]).float(), dim=-1)
+    at = 0
+    for (q, k), tokens in zip(rest, feed):
+        targets = tails[q][k][1:]
+        scores[q][k].extend(float(logprobs[at + j, t]) for j, t in enumerate(targets))
+        at += len(tokens)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Optional
@@ -40,9 +41,22 @@ from llmcycle.train.objectives import summed_cross_entropy as _summed_loss
 from llmcycle.train.schedule import make_scheduler
 from llmcycle.train.setup import distributed_state, make_accelerator, make_optimizer, placed_by_loader
 
-__all__ = ["LoopConfig", "LoopResult", "train_loop", "evaluate", "distributed_state"]
+__all__ = ["LoopConfig", "LoopResult", "train_loop", "evaluate", "distributed_state", "step_hook"]
 
 Batch = dict[str, Any]
+_STEP_HOOKS: list[Callable[[int, dict[str, Any]], None]] = []
+
+
+@contextmanager
+def step_hook(fn: Callable[[int, dict[str, Any]], None]):
+    """Within the block, every training stage calls `fn(step, record)` after each optimizer step; `record` holds
+    `val_loss` after an evaluation. For callers that drive whole stages, e.g. a hyperparameter search pruning a
+    trial (the hook may raise to stop the run)."""
+    _STEP_HOOKS.append(fn)
+    try:
+        yield fn
+    finally:
+        _STEP_HOOKS.remove(fn)
 
 
 class LoopConfig(StageConfig):
@@ -160,12 +174,14 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
                 window = dict.fromkeys(window, 0)
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 stopped_early = _evaluate_and_track(model, val_batches, cfg, state, log, accelerator, objective)
+                if state.last_val_loss is not None:
+                    record = {**record, "val_loss": state.last_val_loss}
             state.seconds = time.perf_counter() - started
             if state.step % cfg.save_every == 0 or state.step == cfg.max_steps or stopped_early:
                 _save(accelerator, model, optimizer, scheduler, state, log, ckpt_root, cfg.keep_checkpoints)
                 last_saved = state.step
-            if on_step is not None:
-                on_step(state.step, record)
+            for hook in ([on_step] if on_step is not None else []) + list(_STEP_HOOKS):
+                hook(state.step, record)
     finally:
         progress.close()
         log.close()
