@@ -92,7 +92,7 @@ def make_rollout(engine: Any, tokenizer: Any, prompts: list[list[dict]], opts: G
     def rollout(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
         indices = batch["prompt_index"].tolist()
         convs = [prompts[i] for i in indices for _ in range(opts.group_size)]
-        settings = GenerationSettings(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
+        settings = GenerationSettings(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, do_sample=True,
                                       seed=seed * 7919 + sum(indices) * 31 + indices[0])
         was_training = model.training
         with torch.no_grad():

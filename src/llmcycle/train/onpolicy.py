@@ -29,6 +29,7 @@ def ranked_pairs(engine, judge, prompts: list[list[dict]], cfg: OnPolicyConfig, 
     from llmcycle.infer.settings import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  do_sample=True,
                                   seed=seed)
     convs = [p for p in prompts for _ in range(2)]
     replies = [c.text.strip() for c in engine.chat(convs, settings, batch_size=cfg.batch_size)]
