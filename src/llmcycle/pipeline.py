@@ -21,6 +21,7 @@ from llmcycle.config import StageConfig, to_dict
 from llmcycle.data import DataConfig
 from llmcycle.errors import ArtifactError, ConfigError
 from llmcycle.evaluate import EvalConfig
+from llmcycle.gguf.config import ExportConfig
 from llmcycle.infer.config import ChatConfig
 from llmcycle.merge import MergeConfig
 from llmcycle.progress import say
@@ -28,10 +29,11 @@ from llmcycle.tokenizer import TokenizerConfig
 from llmcycle.train.finetune import FinetuneConfig
 from llmcycle.train.pretrain import PretrainConfig
 
-STAGES = ("data", "tokenizer", "pretrain", "finetune", "merge", "eval")
+STAGES = ("data", "tokenizer", "pretrain", "finetune", "merge", "eval", "export")
+DEFAULT_STAGES = STAGES[:-1]  # export (GGUF for llama.cpp) runs when a config lists it
 RUN_MARKER = "run.json"
 DEFAULT_DIRS = {"data": "data", "tokenizer": "tokenizer", "pretrain": "base", "finetune": "sft", "merge": "merged",
-                "eval": "eval"}
+                "eval": "eval", "export": "export"}
 
 
 class RunConfig(StageConfig):
@@ -39,7 +41,7 @@ class RunConfig(StageConfig):
 
     name: str = "run"
     base: str | None = None
-    stages: list[str] = Field(default_factory=lambda: list(STAGES))
+    stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     dirs: dict[str, str] = Field(default_factory=dict, description="Artifact dir name per stage, e.g. sft: out-x.")
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -47,6 +49,7 @@ class RunConfig(StageConfig):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig, description="What `llmcycle chat -c CONFIG` uses.")
 
     def model_post_init(self, _: Any) -> None:
@@ -74,6 +77,7 @@ def stage_plan(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, dict[str, 
     """(stage, config, inputs, call) per stage in order; call(resume) runs it into its dir."""
     from llmcycle import data, merge, tokenizer
     from llmcycle import evaluate as evaluate_stage
+    from llmcycle.gguf import export as export_stage
     from llmcycle.train import finetune, pretrain
 
     d = {s: dir_of(cfg, run_dir, s) for s in STAGES}
@@ -98,6 +102,8 @@ def stage_plan(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, dict[str, 
                      lambda resume: merge.run(cfg.merge, d["finetune"], d["merge"])))
     plan.append(("eval", cfg.eval, {"model": str(final_model), "data": str(d["data"]), "compare": base},
                  lambda resume: evaluate_stage.run(cfg.eval, final_model, d["data"], d["eval"], compare=[base])))
+    plan.append(("export", cfg.export, {"model": str(final_model)},
+                 lambda resume: export_stage.export_gguf(final_model, d["export"], cfg.export.quant).parent))
     return [p for p in plan if p[0] in cfg.stages]
 
 

@@ -120,7 +120,7 @@ def _merges(model: dict[str, Any]) -> list[str]:
     return [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
 
 
-def _adds(tokenizer: Any, token_id: int | None) -> tuple[bool, bool]:
+def _adds(tokenizer: Any) -> tuple[bool, bool]:
     """Whether encoding plain text adds BOS in front / EOS at the end (what GGUF's add_bos/add_eos record)."""
     with_special = list(tokenizer("a b", add_special_tokens=True)["input_ids"])
     plain = list(tokenizer("a b", add_special_tokens=False)["input_ids"])
@@ -158,7 +158,7 @@ def gguf_vocab(tokenizer: Any, vocab_size: int, generation_config: Any, where: s
             tokens.append(reverse[i])
             types.append(int(TokenType.NORMAL))
     eot, eos = end_ids(tokenizer, generation_config)
-    add_bos, add_eos = _adds(tokenizer, tokenizer.bos_token_id)
+    add_bos, add_eos = _adds(tokenizer)
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
     return Vocab(tokens=tokens, types=types, merges=_merges(model), pre=pre, bos=tokenizer.bos_token_id, eos=eos,
                  eot=eot, pad=tokenizer.pad_token_id, unk=tokenizer.unk_token_id, add_bos=add_bos, add_eos=add_eos,
