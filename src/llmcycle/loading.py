@@ -31,9 +31,16 @@ def adapter_base(path: str | Path) -> str:
     return str(base)
 
 
+def resolve(name_or_path: str | Path) -> str:
+    """A `.gguf` file or a named GGUF base (e.g. smollm2-135m-instruct) -> its imported HF dir; else unchanged."""
+    from llmcycle.gguf.resolve import resolve as resolve_gguf
+
+    return resolve_gguf(name_or_path)
+
+
 def check_exists(name_or_path: str | Path, what: str = "model") -> None:
     """A path-looking argument that does not exist is a user error, not a hub lookup."""
-    text = str(name_or_path)
+    text = resolve(name_or_path)
     looks_local = text.startswith((".", "/", "~")) or Path(text).exists() or text.count("/") != 1
     if looks_local and not Path(text).expanduser().exists():
         raise ModelLoadError(f"{text}: no such {what} dir (and not a hub id of the form owner/name)")
@@ -63,6 +70,7 @@ def load_base_model(name_or_path: str | Path, dtype: str | Any = "auto", device:
 
     from llmcycle.progress import quiet
 
+    name_or_path = resolve(name_or_path)
     check_exists(name_or_path)
     if quiet():
         hf_logging.disable_progress_bar()
@@ -101,6 +109,7 @@ def load_tokenizer_for(name_or_path: str | Path):
     """The tokenizer saved with a model or adapter dir, else the adapter's base's tokenizer."""
     from llmcycle.tokenizer import load_tokenizer
 
+    name_or_path = resolve(name_or_path)
     path = Path(str(name_or_path))
     if path.is_dir() and not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         if is_adapter_dir(path):

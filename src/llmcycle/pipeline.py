@@ -21,6 +21,7 @@ from llmcycle.config import StageConfig, to_dict
 from llmcycle.data import DataConfig
 from llmcycle.errors import ArtifactError, ConfigError
 from llmcycle.evaluate import EvalConfig
+from llmcycle.gguf.config import ExportConfig
 from llmcycle.infer.config import ChatConfig
 from llmcycle.merge import MergeConfig
 from llmcycle.progress import say
@@ -31,11 +32,11 @@ from llmcycle.feedback.improve import GatesStageConfig
 from llmcycle.train.align import AlignConfig
 from llmcycle.train.reward import RewardConfig
 
-STAGES = ("data", "tokenizer", "pretrain", "finetune", "merge", "eval", "reward", "align", "gates")
-CORE_STAGES = STAGES[:6]  # what a run config without `stages:` runs; the closed loop (reward, align, gates) is opt-in
+STAGES = ("data", "tokenizer", "pretrain", "finetune", "merge", "eval", "export", "reward", "align", "gates")
+CORE_STAGES = STAGES[:6]  # what a run config without `stages:` runs; export and the closed loop are opt-in
 RUN_MARKER = "run.json"
 DEFAULT_DIRS = {"data": "data", "tokenizer": "tokenizer", "pretrain": "base", "finetune": "sft", "merge": "merged",
-                "eval": "eval", "reward": "reward", "align": "aligned", "gates": "gates"}
+                "eval": "eval", "export": "export", "reward": "reward", "align": "aligned", "gates": "gates"}
 
 
 class RunConfig(StageConfig):
@@ -55,6 +56,7 @@ class RunConfig(StageConfig):
                                  description="Reward model on the data's rated chats (every other one).")
     align: AlignConfig = Field(default_factory=AlignConfig)
     gates: GatesStageConfig = Field(default_factory=GatesStageConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig, description="What `llmcycle chat -c CONFIG` uses.")
 
     def model_post_init(self, _: Any) -> None:
@@ -82,6 +84,7 @@ def stage_plan(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, dict[str, 
     """(stage, config, inputs, call) per stage in order; call(resume) runs it into its dir."""
     from llmcycle import data, merge, tokenizer
     from llmcycle import evaluate as evaluate_stage
+    from llmcycle.gguf import export as export_stage
     from llmcycle.train import finetune, pretrain
 
     d = {s: dir_of(cfg, run_dir, s) for s in STAGES}
@@ -106,6 +109,8 @@ def stage_plan(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, dict[str, 
                      lambda resume: merge.run(cfg.merge, d["finetune"], d["merge"])))
     plan.append(("eval", cfg.eval, {"model": str(final_model), "data": str(d["data"]), "compare": base},
                  lambda resume: evaluate_stage.run(cfg.eval, final_model, d["data"], d["eval"], compare=[base])))
+    plan.append(("export", cfg.export, {"model": str(final_model)},
+                 lambda resume: export_stage.export_gguf(final_model, d["export"], cfg.export.quant).parent))
     plan += loop_plan(cfg, d, final_model)
     return [p for p in plan if p[0] in cfg.stages]
 

@@ -127,3 +127,16 @@ def test_not_a_run_folder_and_missing_input(tmp_path):
     assert proc.returncode == 2 and "run the merge stage first" in proc.stderr
     with pytest.raises(ConfigError):
         load_config(RunConfig, TINY, ["dirs.bogus=x"])
+
+
+def test_export_stage_writes_a_gguf_that_llamacpp_runs(tiny_run):
+    pytest.importorskip("xllamacpp")
+    from llmcycle.gguf.llamacpp import LlamaCpp
+
+    run_dir, _ = tiny_run
+    stages = "stages=[data,tokenizer,pretrain,finetune,merge,eval,export]"
+    again = statuses(run(tiny(stages, "export.quant=q8_0"), run_dir))
+    assert again.pop("export") == "ran" and set(again.values()) <= {"skipped", "ran"}
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    assert manifest["stage"] == "export" and manifest["metrics"]["quant"] == "q8_0"
+    assert len(LlamaCpp(run_dir / "export" / "model.gguf").greedy("hello", 4)) == 4

@@ -66,8 +66,10 @@ class FinetuneConfig(StageConfig):
 
 def resolve_base(base: str | Path) -> str:
     """A local dir as an absolute path (what an adapter must record to find its base again), else the hub id."""
-    path = Path(str(base)).expanduser()
-    return str(path.resolve()) if path.exists() else str(base)
+    from llmcycle.loading import resolve
+
+    path = Path(resolve(base)).expanduser()  # a .gguf file or named GGUF base: its imported dir
+    return str(path.resolve()) if path.exists() else str(path)
 
 
 def prepare_tokenizer(base: str, system: str = "fold") -> tuple[Any, str]:
