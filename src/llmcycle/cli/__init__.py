@@ -41,9 +41,9 @@ def _root(
 
 
 def _register_all() -> None:
-    from llmcycle.cli import data, evaluate, finetune, infer, pipeline, train
+    from llmcycle.cli import data, evaluate, finetune, infer, pipeline, serve, train
 
-    for module in (data, train, finetune, infer, evaluate, pipeline):
+    for module in (data, train, finetune, infer, evaluate, pipeline, serve):
         module.register(app)
 
 

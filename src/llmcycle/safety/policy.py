@@ -40,6 +40,7 @@ class Decision:
     hits: list[Hit] = field(default_factory=list)
     text: str = ""  # the text to use: redacted when the action is redact
     blocked_by: str | None = None  # the category that blocked
+    actions_taken: list[tuple[str, str]] = field(default_factory=list)  # (category, action) per category hit
 
     @property
     def blocked(self) -> bool:
@@ -49,9 +50,6 @@ class Decision:
     def refusal(self) -> str:
         return REFUSALS.get(self.blocked_by or "", REFUSAL)
 
-    def actions(self, policy: dict[str, str]) -> list[tuple[str, str]]:
-        """(category, action) per distinct category hit, for metrics."""
-        return sorted({(h.category, policy.get(h.category, "flag")) for h in self.hits})
 
 
 def parse_policy(spec: str | None) -> dict[str, str]:
@@ -81,7 +79,9 @@ class Moderator:
         self.listeners = list(listeners)
         self.enabled = any(a != "allow" for a in self.policy.values())
 
-    def check(self, text: str, side: str) -> Decision:
+    def check(self, text: str, side: str, notify: bool = True) -> Decision:
+        """The decision for `text`; `notify=False` for a look at a reply still streaming (counted once, at its
+        end or when it is blocked)."""
         hits = [h for h in classify(text) if self.policy.get(h.category, "flag") != "allow"] if self.enabled else []
         if not hits:
             return Decision(side, "allow", [], text)
@@ -89,10 +89,14 @@ class Moderator:
         action = max(actions.values(), key=ACTIONS.index)
         blocked_by = next((c for c, a in actions.items() if a == "block"), None)
         out = redact(text) if action == "redact" else text
-        decision = Decision(side, action, hits, out, blocked_by)
+        decision = Decision(side, action, hits, out, blocked_by, sorted(actions.items()))
+        if notify:
+            self.notify(decision)
+        return decision
+
+    def notify(self, decision: Decision) -> None:
         for listener in self.listeners:
             listener(decision)
-        return decision
 
     def check_messages(self, messages: list[dict]) -> tuple[Decision, list[dict]]:
         """Moderate the user turns of a conversation: the strongest decision, and the messages to send on."""
@@ -108,4 +112,5 @@ class Moderator:
                 worst = decision
             elif decision.hits:
                 worst.hits += decision.hits
+                worst.actions_taken += decision.actions_taken
         return worst, out

@@ -1,0 +1,403 @@
+"""Continuous batching: concurrent requests join and leave one running batch at every decode step.
+
+One scheduler thread owns the engine's forward. Each step it (1) drops rows whose client went away, (2) prefills
+waiting requests one at a time and moves each one's KV into a free row of the batch cache, (3) decodes one token
+for every running row, (4) frees rows that finished. The batch cache is [rows, kv heads, columns, head dim] per
+layer and every row writes the same column each step; a joining request's prompt KV is copied right-aligned so
+it ends at the current column, and a per-row mask hides the columns before it (each row keeps its own rotary
+positions). When the column reaches the end the cache is compacted left (or grown, up to `max_context`).
+
+Sampling, stop ids, stop strings and text decoding are the engine's own (`DecodeRun`, one per request), so a
+request decodes to the same tokens alone or in a batch (greedy; sampling draws from the request's own seed).
+Models our fast forward does not cover are served in static batches through the engine instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from llmcycle.errors import DataError, UserError
+from llmcycle.infer.engine import Completion, Engine
+from llmcycle.infer.settings import GenerationSettings
+
+DEFAULT_MAX_CONTEXT = 2048
+log = logging.getLogger("llmcycle.serve")
+
+
+class QueueFull(UserError):
+    """Every batch row is busy and the waiting queue is full: the client should retry later (HTTP 429)."""
+
+
+@dataclass
+class Piece:
+    """Text decoded since the previous piece, and the tokens behind it (with log-probs when asked for)."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Failed:
+    message: str
+
+
+class Handle:
+    """One request's events, in order: Pieces, then its Completion (or Failed). Iterate it in a thread, or
+    `async for` it on the event loop it was made for; `cancel()` frees its batch row at the next step."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
+        self.loop = loop
+        self.cancelled = False
+        self._sync: queue.SimpleQueue = queue.SimpleQueue()
+        self._async: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
+
+    def put(self, event: Any) -> None:
+        if self._async is None:
+            self._sync.put(event)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._async.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            event = self._sync.get()
+            yield event
+            if isinstance(event, (Completion, Failed)):
+                return
+
+    async def __aiter__(self):
+        while True:
+            event = await self._async.get()
+            yield event
+            if isinstance(event, (Completion, Failed)):
+                return
+
+
+class Sequence_:
+    """A request's decoding state: its engine DecodeRun (sampling, stops, text) plus where it sits in the batch."""
+
+    def __init__(self, engine: Engine, prompt_ids: list[int], settings: GenerationSettings, logprobs: int | None,
+                 handle: Handle):
+        self.run = engine._run([prompt_ids], settings)
+        self.row = self.run.rows[0]
+        self.settings, self.logprobs, self.handle = settings, logprobs, handle
+        self.tokenizer = engine.tokenizer
+        self.step = 0
+        self.emitted = 0
+        self.pending_ids: list[int] = []
+        self.pending_logprobs: list[dict] = []
+        self.history = None
+        if self.run.pipeline.needs_history:
+            self.history = torch.tensor([prompt_ids + [0] * settings.max_new_tokens], dtype=torch.long)
+        self.position = len(prompt_ids)  # the rotary position of the next token fed
+        self.last = 0  # the last chosen token, fed at the next step
+        self.final_sent = False
+
+    def choose(self, logits: torch.Tensor) -> None:
+        """Pick, record and emit the next token from this row's logits [1, vocab]."""
+        length = len(self.row.prompt_ids) + self.step
+        seen = self.history[:, :length] if self.history is not None else None
+        token = int(self.run.pipeline.choose(logits, seen, self.step)[0])
+        if self.logprobs is not None:
+            self.pending_logprobs.append(token_logprobs(self.tokenizer, logits[0], token, self.logprobs))
+        self.run._record([token], self.step)
+        if self.history is not None:
+            self.history[0, length] = token
+        self.pending_ids.append(token)
+        self.last, self.step = token, self.step + 1
+        self._emit()
+
+    def _emit(self) -> None:
+        text = self.run.text_of(self.row)
+        done = self.row.finish_reason is not None
+        safe = len(text) if done else Engine._safe_length(text, self.settings.stop)
+        if safe > self.emitted or (done and (self.pending_ids or self.pending_logprobs)):
+            self.handle.put(Piece(text[self.emitted:safe], self.pending_ids, self.pending_logprobs))
+            self.emitted, self.pending_ids, self.pending_logprobs = max(safe, self.emitted), [], []
+        if done and not self.final_sent:
+            self.final_sent = True
+            row = self.row
+            self.handle.put(Completion(text, list(row.new_ids), row.finish_reason, len(row.prompt_ids)))
+
+    def finish(self, reason: str) -> None:
+        """End the request early (its client went away): it gets its Completion so far."""
+        if not self.final_sent:
+            self.row.finish_reason = self.row.finish_reason or reason
+            self._emit()
+
+    @property
+    def done(self) -> bool:
+        return self.row.finish_reason is not None
+
+
+def token_logprobs(tokenizer: Any, logits: torch.Tensor, token: int, top: int) -> dict:
+    """OpenAI's per-token entry: the chosen token's log-prob under the model, and the `top` most likely."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    entry = {"token": tokenizer.decode([token]), "logprob": float(logp[token]), "id": token, "top_logprobs": []}
+    if top > 0:
+        values, ids = torch.topk(logp, top)
+        entry["top_logprobs"] = [{"token": tokenizer.decode([i]), "logprob": float(v), "id": int(i)}
+                                 for v, i in zip(values.tolist(), ids.tolist())]
+    return entry
+
+
+class BatchCache:
+    """The shared KV cache: rows [0, n) are running; all of them write column `column` next."""
+
+    def __init__(self, backend: Any, rows: int, max_context: int, start: int = 256):
+        self.backend, self.rows, self.max_context = backend, rows, max_context
+        self.length = min(start, max_context)
+        self.keys = self.values = []
+        self.valid = torch.zeros(0)
+        self._allocate(self.length)
+        self.column = 0
+        self.starts: list[int] = []  # per running row: its first column
+
+    def _allocate(self, length: int) -> None:
+        b = self.backend
+        shape = (self.rows, b.n_kv, length, b.head_dim)
+        old_k, old_v, old_valid = self.keys, self.values, self.valid
+        self.keys = [torch.zeros(shape, dtype=b.dtype, device=b.device) for _ in b.layers]
+        self.values = [torch.zeros(shape, dtype=b.dtype, device=b.device) for _ in b.layers]
+        self.valid = torch.zeros(self.rows, length, dtype=torch.bool, device=b.device)
+        if old_k:
+            keep = old_valid.shape[1]
+            for new, old in zip(self.keys + self.values, old_k + old_v):
+                new[:, :, :keep] = old
+            self.valid[:, :keep] = old_valid
+        self.length = length
+
+    def _shift(self, by: int) -> None:
+        """Move every running row's columns by `by` (> 0 right, < 0 left)."""
+        n, col = len(self.starts), self.column
+        lo, hi = (0, col) if by > 0 else (-by, col)
+        for t in self.keys + self.values:
+            t[:n, :, lo + by:hi + by] = t[:n, :, lo:hi].clone()
+        self.valid[:n, lo + by:hi + by] = self.valid[:n, lo:hi].clone()
+        if by > 0:
+            self.valid[:n, :by] = False
+        else:
+            self.valid[:n, col + by:] = False
+        self.column += by
+        self.starts = [s + by for s in self.starts]
+
+    def make_room(self, need: int) -> None:
+        """Ensure columns up to `need` (exclusive) exist: compact left first, grow when that is not enough."""
+        if need <= self.length:
+            return
+        if self.starts and min(self.starts) > 0:
+            need -= min(self.starts)
+            self._shift(-min(self.starts))
+        if need > self.length:
+            self._allocate(min(self.max_context, max(need, 2 * self.length)))
+
+    def insert(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> int:
+        """Copy one prefilled prompt's KV ([1, kv, p, hd]) into the next free row, ending at the current column."""
+        p = keys[0].shape[2]
+        if not self.starts:
+            self.column = 0
+            self.valid.zero_()
+        if self.column < p:
+            if p + 1 > self.length:
+                self._allocate(min(self.max_context, max(p + 1, 2 * self.length)))
+            self._shift(p - self.column)
+        self.make_room(self.column + 1)
+        row, col = len(self.starts), self.column
+        for dst, src in zip(self.keys + self.values, keys + values):
+            dst[row, :, col - p:col] = src[0]
+        self.valid[row] = False
+        self.valid[row, col - p:col] = True
+        self.starts.append(col - p)
+        return row
+
+    def remove(self, row: int) -> None:
+        """Free a row: the last running row moves into its place (one row's copy) so rows stay [0, n)."""
+        last = len(self.starts) - 1
+        if row != last:
+            for t in self.keys + self.values:
+                t[row] = t[last]
+            self.valid[row] = self.valid[last]
+            self.starts[row] = self.starts[last]
+        self.valid[last] = False
+        self.starts.pop()
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits [n, vocab] for one token per running row, written at the current column."""
+        self.make_room(self.column + 1)
+        n, col = len(self.starts), self.column
+        self.valid[:n, col] = True
+        mask = self.valid[:n, None, None, :col + 1]
+        logits = self.backend.step_rows([k[:n] for k in self.keys], [v[:n] for v in self.values], tokens,
+                                        positions, col, mask)
+        self.column = col + 1
+        return logits
+
+
+class Scheduler:
+    """Requests in, events out: `submit` returns a Handle at once (or raises QueueFull); one thread decodes."""
+
+    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64,
+                 max_context: int | None = None):
+        self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
+        self.max_context = min(engine.context_length, max_context or DEFAULT_MAX_CONTEXT)
+        self.continuous = type(engine.backend).__name__ == "FastLlama"
+        self.waiting: deque[tuple[list[int], GenerationSettings, int | None, Handle]] = deque()
+        self.running: list[Sequence_] = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self.steps = 0
+        self.tokens = 0
+        self._admitting: list[Handle] = []
+        self._thread = threading.Thread(target=self._loop, name="llmcycle-scheduler", daemon=True)
+        self._thread.start()
+
+    # ---- the client side ------------------------------------------------------------------------------
+    def fit(self, prompt_ids: Sequence[int], settings: GenerationSettings) -> GenerationSettings:
+        """The request's settings with max_new_tokens shortened to what the context leaves; DataError when the
+        prompt alone does not fit."""
+        if not prompt_ids:
+            raise DataError("empty prompt: it encodes to no tokens")
+        if len(prompt_ids) >= self.max_context:
+            raise DataError(f"prompt is {len(prompt_ids)} tokens, the server's context is {self.max_context}: "
+                            "shorten it")
+        room = self.max_context - len(prompt_ids)
+        return settings if settings.max_new_tokens <= room else settings.replace(
+            max_new_tokens=room, min_new_tokens=min(settings.min_new_tokens, room))
+
+    def submit(self, prompt_ids: Sequence[int], settings: GenerationSettings, logprobs: int | None = None,
+               loop: asyncio.AbstractEventLoop | None = None) -> Handle:
+        settings = self.fit(prompt_ids, settings)
+        handle = Handle(loop)
+        with self._cv:
+            if self._closing:
+                raise QueueFull("the model is being replaced: retry")
+            busy = len(self.running) >= self.max_batch or self.waiting
+            if busy and len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"server busy: {len(self.running)} requests running, {len(self.waiting)} waiting")
+            self.waiting.append((list(prompt_ids), settings, logprobs, handle))
+            self._cv.notify()
+        return handle
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def active(self) -> int:
+        return len(self.running)
+
+    def close(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop taking requests; the thread ends once the ones already accepted have finished."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        if wait:
+            self._thread.join(timeout)
+
+    # ---- the decoding thread --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        cache = BatchCache(self.engine.backend, self.max_batch, self.max_context) if self.continuous else None
+        while True:
+            with self._cv:
+                while not self.waiting and not self.running and not self._closing:
+                    self._cv.wait()
+                if self._closing and not self.waiting and not self.running:
+                    return
+            try:
+                with torch.inference_mode():
+                    if cache is not None:
+                        self._continuous_step(cache)
+                    else:
+                        self._static_batch()
+            except Exception as exc:  # a bug must not hang every client: fail what is in flight, keep serving
+                log.exception("generation failed")
+                for handle in [seq.handle for seq in self.running] + self._admitting:
+                    handle.put(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
+                self.running, self._admitting = [], []
+                if cache is not None:
+                    cache = BatchCache(self.engine.backend, self.max_batch, self.max_context)
+
+    def _take(self, limit: int) -> list[tuple[list[int], GenerationSettings, int | None, Handle]]:
+        taken = []
+        with self._cv:
+            while self.waiting and len(taken) < limit:
+                item = self.waiting.popleft()
+                if not item[3].cancelled:
+                    taken.append(item)
+                else:
+                    item[3].put(Completion("", [], "cancelled", len(item[0])))
+        self._admitting = [t[3] for t in taken]
+        return taken
+
+    def _continuous_step(self, cache: BatchCache) -> None:
+        for i in reversed([i for i, seq in enumerate(self.running) if seq.handle.cancelled]):
+            self.running[i].finish("cancelled")
+            self._free(cache, i)
+        for prompt_ids, settings, logprobs, handle in self._take(self.max_batch - len(self.running)):
+            seq = Sequence_(self.engine, prompt_ids, settings, logprobs, handle)
+            logits, keys, values = self.engine.backend.prefill_one(torch.tensor([prompt_ids],
+                                                                                device=self.engine.device))
+            seq.choose(logits)
+            self.tokens += 1
+            if not seq.done:
+                cache.insert(keys, values)
+                self.running.append(seq)
+        if not self.running:
+            return
+        tokens = torch.tensor([seq.last for seq in self.running], device=self.engine.device)
+        positions = torch.tensor([seq.position for seq in self.running], device=self.engine.device)
+        logits = cache.step(tokens, positions)
+        self.steps += 1
+        for i, seq in enumerate(self.running):
+            seq.position += 1
+            seq.choose(logits[i:i + 1])
+        self.tokens += len(self.running)
+        for i in reversed([i for i, seq in enumerate(self.running) if seq.done]):
+            self._free(cache, i)
+
+    def _free(self, cache: BatchCache, index: int) -> None:
+        cache.remove(index)
+        last = self.running.pop()
+        if index < len(self.running):
+            self.running[index] = last
+
+    def _static_batch(self) -> None:
+        """Fallback: the waiting requests that share settings decode together through the engine's DecodeRun."""
+        taken = self._take(self.max_batch)
+        if not taken:
+            return
+        first = taken[0][1]
+        group = [t for t in taken if t[1] == first]
+        with self._cv:  # the others wait for the next batch, in their order
+            self.waiting.extendleft(reversed([t for t in taken if t[1] != first]))
+        seqs = [Sequence_(self.engine, p, s, None, h) for p, s, _, h in group]
+        self.running = seqs
+        run = self.engine._run([p for p, *_ in group], first)
+        for seq, row in zip(seqs, run.rows):
+            seq.run, seq.row = run, row
+        for _ in run.steps():
+            for seq in seqs:
+                if seq.final_sent:
+                    continue
+                if seq.handle.cancelled:
+                    seq.finish("cancelled")
+                    continue
+                seq.pending_ids += seq.row.new_ids[seq.step:]
+                seq.step = len(seq.row.new_ids)
+                seq._emit()
+            self.tokens += len(seqs)
+        self.running = []
