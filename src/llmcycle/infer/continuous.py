@@ -105,6 +105,7 @@ class Sequence_:
             self.history = torch.tensor([prompt_ids + [0] * settings.max_new_tokens], dtype=torch.long)
         self.position = len(prompt_ids)  # the rotary position of the next token fed
         self.last = 0  # the last chosen token, fed at the next step
+        self.final: Completion | None = None
         self.final_sent = False
 
     def choose(self, logits: torch.Tensor) -> None:
@@ -128,14 +129,19 @@ class Sequence_:
         if safe > self.emitted or (done and (self.pending_ids or self.pending_logprobs)):
             self.handle.put(Piece(text[self.emitted:safe], self.pending_ids, self.pending_logprobs))
             self.emitted, self.pending_ids, self.pending_logprobs = max(safe, self.emitted), [], []
-        if done and not self.final_sent:
-            self.final_sent = True
+        if done and self.final is None:
             row = self.row
-            self.handle.put(Completion(text, list(row.new_ids), row.finish_reason, len(row.prompt_ids)))
+            self.final = Completion(text, list(row.new_ids), row.finish_reason, len(row.prompt_ids))
+
+    def send_final(self) -> None:
+        """The Completion goes out after the row is freed, so a client that reacts to it finds the row free."""
+        if self.final is not None and not self.final_sent:
+            self.final_sent = True
+            self.handle.put(self.final)
 
     def finish(self, reason: str) -> None:
         """End the request early (its client went away): it gets its Completion so far."""
-        if not self.final_sent:
+        if self.final is None:
             self.row.finish_reason = self.row.finish_reason or reason
             self._emit()
 
@@ -285,7 +291,7 @@ class Scheduler:
         with self._cv:
             if self._closing:
                 raise QueueFull("the model is being replaced: retry")
-            busy = len(self.running) >= self.max_batch or self.waiting
+            busy = len(self.running) + len(self._admitting) >= self.max_batch or self.waiting
             if busy and len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"server busy: {len(self.running)} requests running, {len(self.waiting)} waiting")
             self.waiting.append((list(prompt_ids), settings, logprobs, handle))
@@ -340,13 +346,15 @@ class Scheduler:
                     taken.append(item)
                 else:
                     item[3].put(Completion("", [], "cancelled", len(item[0])))
-        self._admitting = [t[3] for t in taken]
+            self._admitting = [t[3] for t in taken]
         return taken
 
     def _continuous_step(self, cache: BatchCache) -> None:
         for i in reversed([i for i, seq in enumerate(self.running) if seq.handle.cancelled]):
-            self.running[i].finish("cancelled")
+            seq = self.running[i]
             self._free(cache, i)
+            seq.finish("cancelled")
+            seq.send_final()
         for prompt_ids, settings, logprobs, handle in self._take(self.max_batch - len(self.running)):
             seq = Sequence_(self.engine, prompt_ids, settings, logprobs, handle)
             logits, keys, values = self.engine.backend.prefill_one(torch.tensor([prompt_ids],
@@ -356,6 +364,9 @@ class Scheduler:
             if not seq.done:
                 cache.insert(keys, values)
                 self.running.append(seq)
+            with self._cv:
+                self._admitting.remove(handle)
+            seq.send_final()
         if not self.running:
             return
         tokens = torch.tensor([seq.last for seq in self.running], device=self.engine.device)
@@ -366,8 +377,11 @@ class Scheduler:
             seq.position += 1
             seq.choose(logits[i:i + 1])
         self.tokens += len(self.running)
+        finished = [seq for seq in self.running if seq.done]
         for i in reversed([i for i, seq in enumerate(self.running) if seq.done]):
             self._free(cache, i)
+        for seq in finished:
+            seq.send_final()
 
     def _free(self, cache: BatchCache, index: int) -> None:
         cache.remove(index)
@@ -385,7 +399,8 @@ class Scheduler:
         with self._cv:  # the others wait for the next batch, in their order
             self.waiting.extendleft(reversed([t for t in taken if t[1] != first]))
         seqs = [Sequence_(self.engine, p, s, None, h) for p, s, _, h in group]
-        self.running = seqs
+        with self._cv:
+            self.running, self._admitting = seqs, []
         run = self.engine._run([p for p, *_ in group], first)
         for seq, row in zip(seqs, run.rows):
             seq.run, seq.row = run, row
@@ -395,9 +410,11 @@ class Scheduler:
                     continue
                 if seq.handle.cancelled:
                     seq.finish("cancelled")
+                    seq.send_final()
                     continue
                 seq.pending_ids += seq.row.new_ids[seq.step:]
                 seq.step = len(seq.row.new_ids)
                 seq._emit()
+                seq.send_final()
             self.tokens += len(seqs)
         self.running = []
