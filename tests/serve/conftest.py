@@ -66,3 +66,18 @@ def live_server(make_tiny_model, tmp_path_factory):
     live = start_server(cfg)
     yield live
     live.stop()
+
+
+@pytest.fixture
+def start_live():
+    """Factory: start_live(ServeConfig) -> a running Live server, stopped at the end of the test."""
+    started = []
+
+    def start(cfg) -> Live:
+        live = start_server(cfg)
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.stop()
