@@ -70,6 +70,8 @@ def build_settings(request: Any, served: Served, cfg: Any, index: int = 0) -> Ge
     if request.n > cfg.max_n:
         raise APIError(400, f"n is {request.n}, this server allows at most {cfg.max_n}", "n", "n_exceeded")
     knobs = request.knobs()
+    if knobs.get("min_new_tokens", 0) > wanted:
+        raise APIError(400, f"min_tokens is {knobs['min_new_tokens']}, more than max_tokens {wanted}", "min_tokens")
     if index and knobs.get("seed") is not None:
         knobs["seed"] += index  # n choices with one seed differ from each other but repeat across calls
     try:

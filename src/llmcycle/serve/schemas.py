@@ -63,6 +63,7 @@ class Sampling(Loose):
     min_p: Optional[float] = Field(None, ge=0, lt=1)
     repetition_penalty: Optional[float] = Field(None, gt=0)
     no_repeat_ngram_size: Optional[int] = Field(None, ge=0)
+    min_tokens: Optional[int] = Field(None, ge=0)
 
     @field_validator("stop")
     @classmethod
@@ -78,7 +79,7 @@ class Sampling(Loose):
         """Our decoding knobs this request sets (the rest come from the model's generation config)."""
         values = {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed, "top_k": self.top_k,
                   "min_p": self.min_p, "repetition_penalty": self.repetition_penalty,
-                  "no_repeat_ngram_size": self.no_repeat_ngram_size}
+                  "no_repeat_ngram_size": self.no_repeat_ngram_size, "min_new_tokens": self.min_tokens}
         knobs = {k: v for k, v in values.items() if v is not None}
         if self.stop:
             knobs["stop"] = list(self.stop)
