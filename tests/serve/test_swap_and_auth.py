@@ -62,3 +62,30 @@ def test_public_host_needs_a_key(make_tiny_model, cli):
     assert code == 2 and err.startswith("error: --host 0.0.0.0") and "Traceback" not in err
     code, out, err = cli("serve", "--model", "/no/such/dir")
     assert code == 2 and "no such model dir" in err
+
+
+def test_503_while_loading(make_tiny_model, tmp_path):
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from llmcycle.infer import Engine
+    from llmcycle.serve.app import create_app
+    from llmcycle.serve.host import ModelHost
+
+    release = threading.Event()
+
+    def slow_loader(path):
+        release.wait(60)
+        return Engine.load(path)
+
+    cfg = ServeConfig(model=str(make_tiny_model("llama")), feedback_db=None)
+    with TestClient(create_app(cfg, ModelHost(cfg, loader=slow_loader))) as client:
+        assert client.get("/health").status_code == 503
+        busy = client.post("/v1/chat/completions", json={"messages": HELLO})
+        assert busy.status_code == 503 and busy.json()["error"]["code"] == "model_loading"
+        assert busy.headers["retry-after"] == "1"
+        release.set()
+        while client.get("/health").status_code != 200:
+            pass
+        assert client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}).status_code == 200

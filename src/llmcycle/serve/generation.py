@@ -103,6 +103,8 @@ def prepare(kind: str, request: Any, served: Served, cfg: Any, moderator: Modera
             job.prompt_ids = engine.encode_prompt(decision.text)
     except UserError as exc:
         raise APIError(400, str(exc), "messages" if kind == "chat" else "prompt") from None
+    except Exception as exc:  # noqa: BLE001 - a chat template that rejects this conversation (e.g. role order)
+        raise APIError(400, f"the model's chat template rejects these messages: {exc}", "messages") from None
     limit = served.scheduler.max_context
     if len(job.prompt_ids) >= limit:
         raise APIError(400, f"the prompt is {len(job.prompt_ids)} tokens; this model's context on this server is "
