@@ -175,12 +175,15 @@ async def load_run(url: str, clients: int, seconds: float, tokens: int) -> dict:
     return statuses
 
 
-async def post_feedback(url: str, ids: list[str], total: int, concurrency: int, acked: list | None = None) -> dict:
+async def post_feedback(url: str, ids: list[str], total: int, concurrency: int, acked: list | None = None,
+                        stop: asyncio.Event | None = None) -> dict:
     done = {"ok": 0, "failed": 0}
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency + 4)) as client:
         async def one(i: int) -> None:
             async with sem:
+                if stop is not None and stop.is_set():
+                    return
                 try:
                     r = await client.post(url + "/v1/feedback", json={"response_id": ids[i % len(ids)],
                                                                       "rating": 1 if i % 2 else -1,
@@ -227,10 +230,12 @@ def feedback_runs(args, model: str, work: Path) -> dict:
         acked: list[int] = []
 
         async def post_then_kill() -> None:
-            task = asyncio.create_task(post_feedback(url, ids, 100_000, 32, acked))
+            stop = asyncio.Event()
+            task = asyncio.create_task(post_feedback(url, ids, 100_000, 32, acked, stop))
             while len(acked) < 2000:
                 await asyncio.sleep(0.01)
             os.kill(proc.pid, signal.SIGKILL)
+            stop.set()
             await task
 
         asyncio.run(post_then_kill())
