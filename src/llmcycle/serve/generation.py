@@ -41,6 +41,7 @@ class Job:
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
     completion_tokens: int = 0
+    moderation: list[str] = field(default_factory=list)  # "side:category:action" per decision with a hit
     replies: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (text, finish_reason)
 
     @property
@@ -92,6 +93,7 @@ def prepare(kind: str, request: Any, served: Served, cfg: Any, moderator: Modera
         decision = moderator.check(prompt or "", "input")
         messages = [{"role": "user", "content": decision.text}]
     job = Job(kind, served, request, new_id(kind), int(time.time()), messages, [], settings)
+    job.moderation = [f"input:{c}:{a}" for c, a in decision.actions_taken]
     if decision.blocked:
         job.refusal = decision
         return job
@@ -144,6 +146,11 @@ class OutputGuard:
         self.text = ""
         self.sent = ""
         self.blocked: Decision | None = None
+        self.last: Decision | None = None
+
+    def flags(self) -> list[str]:
+        decision = self.blocked or self.last
+        return [f"output:{c}:{a}" for c, a in decision.actions_taken] if decision is not None else []
 
     def feed(self, piece: str, final: bool = False) -> str:
         self.text += piece
@@ -152,6 +159,7 @@ class OutputGuard:
         cut = len(self.text) if final else max(self.text.rfind(" "), self.text.rfind("\n")) + 1
         visible = self.text[:cut]
         decision = self.moderator.check(visible, "output", notify=final)
+        self.last = decision
         if decision.blocked:
             self.blocked = decision
             if not final:

@@ -27,6 +27,7 @@ class RequestLog:
             "messages": [{"role": m["role"], "content": redact(m["content"])} for m in job.messages],
             "replies": [{"text": redact(text), "finish_reason": reason} for _, (text, reason)
                         in sorted(job.replies.items())],
+            "moderation": job.moderation,
             "settings": job.settings.to_dict(),
         }
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"

@@ -67,6 +67,7 @@ async def collect(job: Job, moderator: Moderator, on_choice: OnChoice) -> dict:
         completion = finals[i]
         guard = OutputGuard(moderator)
         guard.feed(completion.text, final=True)
+        job.moderation += guard.flags()
         reason = finish_reason(completion, guard)
         text = guard.blocked.refusal if guard.blocked else guard.sent
         on_choice(job, i, text, reason, completion.completion_tokens)
@@ -136,6 +137,7 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
         if rest:
             yield sse(_delta_chunk(job, index, rest, None, None))
         reason = finish_reason(event, guard)
+        job.moderation += guard.flags()
         tokens += event.completion_tokens
         on_choice(job, index, guard.blocked.refusal if guard.blocked else guard.sent, reason,
                   event.completion_tokens)

@@ -43,8 +43,15 @@ def build(cfg: ServeConfig):
 
 
 def serve(cfg: ServeConfig) -> None:
+    import logging
+
     import uvicorn
 
     cfg = resolve(cfg)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("llmcycle.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # model swaps and moderation decisions, one line each
     print(f"llmcycle serve: http://{cfg.host}:{cfg.port}/  (OpenAI API under /v1, metrics at /metrics)", flush=True)
     uvicorn.run(build(cfg), host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
