@@ -27,8 +27,14 @@ def test_batched_requests_decode_as_alone(make_tiny_model, fast):
     alone = [engine.chat([c], greedy(n))[0] for c, n in zip(convos, budgets)]
     # a small context forces the cache to compact and rows to be reused while others run
     scheduler = Scheduler(engine, max_batch=3, max_queue=16, max_context=72)
+    padded_prefills = []
+    if fast:
+        start = engine.backend.start
+        engine.backend.start = lambda *a: padded_prefills.append(a[0].shape[0]) or start(*a)
     try:
-        handles = [scheduler.submit(engine.encode_chat(c), engine._for_chat(greedy(n))) for c, n in zip(convos, budgets)]
+        with scheduler._cv:  # all queued before the first admission: a burst
+            handles = [scheduler.submit(engine.encode_chat(c), engine._for_chat(greedy(n)))
+                       for c, n in zip(convos, budgets)]
         for handle, expected in zip(handles, alone):
             *pieces, done = list(handle)
             assert "".join(p.text for p in pieces) == done.text
@@ -36,6 +42,7 @@ def test_batched_requests_decode_as_alone(make_tiny_model, fast):
         assert scheduler.continuous is fast
         if fast:
             assert scheduler.steps < sum(budgets)  # rows shared decode steps
+            assert padded_prefills and padded_prefills[0] == 3  # the burst was prefilled in one forward
     finally:
         scheduler.close()
 

@@ -264,10 +264,9 @@ class Scheduler:
             self._free(cache, i)
             seq.finish("cancelled")
             seq.send_final()
-        for prompt_ids, settings, logprobs, handle in self._take(self.max_batch - len(self.running)):
+        taken = self._take(self.max_batch - len(self.running))
+        for (prompt_ids, settings, logprobs, handle), (logits, keys, values) in zip(taken, self._prefill(taken)):
             seq = Sequence_(self.engine, prompt_ids, settings, logprobs, handle)
-            logits, keys, values = self.engine.backend.prefill_one(torch.tensor([prompt_ids],
-                                                                                device=self.engine.device))
             seq.choose(logits)
             self.tokens += 1
             if not seq.done:
@@ -291,6 +290,27 @@ class Scheduler:
             self._free(cache, i)
         for seq in finished:
             seq.send_final()
+
+    def _prefill(self, taken: list) -> Iterator[tuple[torch.Tensor, list, list]]:
+        """(last logits, keys, values) per joining prompt. A burst of arrivals of similar lengths is prefilled in
+        one left-padded forward (the engine's batch path), each row's KV then sliced out without its padding."""
+        backend, device = self.engine.backend, self.engine.device
+        prompts = [t[0] for t in taken]
+        lengths = [len(p) for p in prompts]
+        if len(prompts) < 2 or max(lengths) > 2 * min(lengths):
+            for prompt in prompts:
+                yield backend.prefill_one(torch.tensor([prompt], device=device))
+            return
+        from llmcycle.infer.decode import left_pad
+
+        ids, mask = left_pad(prompts, self.engine.pad_token_id, device)
+        backend.keys = backend.values = []  # never write into the batch cache's views
+        logits = backend.start(ids, mask, 1)
+        width = ids.shape[1]
+        keys, values = backend.keys, backend.values
+        for i, n in enumerate(lengths):
+            yield (logits[i:i + 1], [k[i:i + 1, :, width - n:width] for k in keys],
+                   [v[i:i + 1, :, width - n:width] for v in values])
 
     def _free(self, cache: BatchCache, index: int) -> None:
         cache.remove(index)
