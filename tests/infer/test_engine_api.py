@@ -48,7 +48,9 @@ def test_chat_stream_score_and_beam(make_tiny_model):
     [reply] = engine.chat([convo], settings)
     assert isinstance(reply, Completion) and reply.finish_reason in ("eos", "length")
     assert "".join(engine.stream_chat(convo, settings)) == reply.text
-    assert engine.last_completion.token_ids == reply.token_ids
+    *pieces, done = engine.events_chat(convo, settings)  # a generation's events end in its Completion
+    assert "".join(pieces) == reply.text and done.token_ids == reply.token_ids
+    assert not hasattr(engine, "last_completion")
     im_start = engine.tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert im_start in engine._for_chat(settings).stop_token_ids  # a new turn ends the reply
     assert im_start not in settings.stop_token_ids

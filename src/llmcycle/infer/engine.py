@@ -192,20 +192,29 @@ class Engine:
 
     # ---- streaming --------------------------------------------------------------------------------------
     def stream_chat(self, messages: Sequence[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
-        return self.stream_ids(self.encode_chat(messages), self._for_chat(settings))
+        return _texts(self.events_chat(messages, settings))
 
     def stream(self, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
-        return self.stream_ids(self.encode_prompt(prompt), settings)
+        return _texts(self.events_ids(self.encode_prompt(prompt), settings))
 
     def stream_ids(self, prompt_ids: Sequence[int], settings: GenerationSettings | None = None) -> Iterator[str]:
-        """Text pieces as they decode; joined, they equal the Completion's text. The final Completion is then
-        in `self.last_completion`."""
+        """Text pieces as they decode; joined, they equal the Completion's text."""
+        return _texts(self.events_ids(prompt_ids, settings))
+
+    def events_chat(self, messages: Sequence[dict], settings: GenerationSettings | None = None
+                    ) -> Iterator["str | Completion"]:
+        return self.events_ids(self.encode_chat(messages), self._for_chat(settings))
+
+    def events_ids(self, prompt_ids: Sequence[int], settings: GenerationSettings | None = None
+                   ) -> Iterator["str | Completion"]:
+        """One generation's events: text pieces as they decode, then its Completion (joined, the pieces equal
+        its text). Each call owns its state, so nothing of a generation is left on the engine."""
         settings = self._fit([prompt_ids], settings or self.default_settings)
         if settings.num_beams > 1:
             completion = self._generate_batch([prompt_ids], settings)[0]
-            self.last_completion = completion
             if completion.text:
                 yield completion.text
+            yield completion
             return
         run = self._run([prompt_ids], settings)
         row, emitted = run.rows[0], 0
@@ -215,9 +224,10 @@ class Engine:
             if safe > emitted:
                 yield text[emitted:safe]
                 emitted = safe
-        self.last_completion = self._completion(run, row)
-        if len(self.last_completion.text) > emitted:
-            yield self.last_completion.text[emitted:]
+        completion = self._completion(run, row)
+        if len(completion.text) > emitted:
+            yield completion.text[emitted:]
+        yield completion
 
     @staticmethod
     def _safe_length(text: str, stops: Sequence[str]) -> int:
@@ -245,3 +255,7 @@ class Engine:
         from llmcycle.infer.scoring import score_token_ids
 
         return score_token_ids(self, contexts, targets, batch_size)
+
+
+def _texts(events: Iterator["str | Completion"]) -> Iterator[str]:
+    return (event for event in events if isinstance(event, str))

@@ -380,6 +380,24 @@ class FastLlama:
         h = self._norm(last, self.final_norm)
         return _project(h, self.lm_head, self.lm_head_bias).float()
 
+    # ---- continuous batching (infer/continuous.py): rows of one shared batch cache --------------------------
+    def prefill_one(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Run one prompt [1, n] into a cache of its own: (last logits [1, vocab], keys, values per layer)."""
+        n = ids.shape[1]
+        shape = (1, self.n_kv, n, self.head_dim)
+        self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.values = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        hidden = self._forward(ids, self.freqs[:n][None], 0, None, causal=True)
+        return self._logits(hidden[:, -1]), self.keys, self.values
+
+    def step_rows(self, keys: list[torch.Tensor], values: list[torch.Tensor], tokens: torch.Tensor,
+                  positions: torch.Tensor, column: int, mask: torch.Tensor) -> torch.Tensor:
+        """One token per row [n] written at `column` of the batch cache (`keys`/`values`: [n, kv, L, hd] views),
+        each row at its own position; `mask` [n, 1, 1, column + 1] hides the columns a row does not own."""
+        self.keys, self.values = keys, values
+        hidden = self._forward(tokens[:, None], self.freqs[positions][:, None], column, mask, causal=False)
+        return self._logits(hidden[:, -1])
+
 
 def _project(x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight (+ bias) for a transposed float weight; a quantized Linear module is called instead."""

@@ -1,0 +1,349 @@
+"""Continuous batching: concurrent requests join and leave one running batch at every decode step.
+
+One scheduler thread owns the engine's forward. Each step it (1) drops rows whose client went away, (2) prefills
+waiting requests one at a time and moves each one's KV into a free row of the batch cache, (3) decodes one token
+for every running row, (4) frees rows that finished. The batch cache is [rows, kv heads, columns, head dim] per
+layer and every row writes the same column each step; a joining request's prompt KV is copied right-aligned so
+it ends at the current column, and a per-row mask hides the columns before it (each row keeps its own rotary
+positions). When the column reaches the end the cache is compacted left (or grown, up to `max_context`).
+
+Sampling, stop ids, stop strings and text decoding are the engine's own (`DecodeRun`, one per request), so a
+request decodes to the same tokens alone or in a batch (greedy; sampling draws from the request's own seed).
+Models our fast forward does not cover are served in static batches through the engine instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from llmcycle.errors import DataError, UserError
+from llmcycle.infer.batch_cache import BatchCache
+from llmcycle.infer.engine import Completion, Engine
+from llmcycle.infer.settings import GenerationSettings
+
+DEFAULT_MAX_CONTEXT = 2048
+log = logging.getLogger("llmcycle.serve")
+
+
+class QueueFull(UserError):
+    """Every batch row is busy and the waiting queue is full: the client should retry later (HTTP 429)."""
+
+
+@dataclass
+class Piece:
+    """Text decoded since the previous piece, and the tokens behind it (with log-probs when asked for)."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Failed:
+    message: str
+
+
+class Handle:
+    """One request's events, in order: Pieces, then its Completion (or Failed). Iterate it in a thread, or
+    `async for` it on the event loop it was made for; `cancel()` frees its batch row at the next step."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
+        self.loop = loop
+        self.cancelled = False
+        self._sync: queue.SimpleQueue = queue.SimpleQueue()
+        self._async: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
+
+    def put(self, event: Any) -> None:
+        if self._async is None:
+            self._sync.put(event)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._async.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self.cancelled = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            event = self._sync.get()
+            yield event
+            if isinstance(event, (Completion, Failed)):
+                return
+
+    async def __aiter__(self):
+        while True:
+            event = await self._async.get()
+            yield event
+            if isinstance(event, (Completion, Failed)):
+                return
+
+
+class Sequence_:
+    """A request's decoding state: its engine DecodeRun (sampling, stops, text) plus where it sits in the batch."""
+
+    def __init__(self, engine: Engine, prompt_ids: list[int], settings: GenerationSettings, logprobs: int | None,
+                 handle: Handle):
+        self.run = engine._run([prompt_ids], settings)
+        self.row = self.run.rows[0]
+        self.settings, self.logprobs, self.handle = settings, logprobs, handle
+        self.tokenizer = engine.tokenizer
+        self.step = 0
+        self.emitted = 0
+        self.pending_ids: list[int] = []
+        self.pending_logprobs: list[dict] = []
+        self.history = None
+        if self.run.pipeline.needs_history:
+            self.history = torch.tensor([prompt_ids + [0] * settings.max_new_tokens], dtype=torch.long)
+        self.position = len(prompt_ids)  # the rotary position of the next token fed
+        self.last = 0  # the last chosen token, fed at the next step
+        self.final: Completion | None = None
+        self.final_sent = False
+
+    def choose(self, logits: torch.Tensor) -> None:
+        """Pick, record and emit the next token from this row's logits [1, vocab]."""
+        length = len(self.row.prompt_ids) + self.step
+        seen = self.history[:, :length] if self.history is not None else None
+        token = int(self.run.pipeline.choose(logits, seen, self.step)[0])
+        if self.logprobs is not None:
+            self.pending_logprobs.append(token_logprobs(self.tokenizer, logits[0], token, self.logprobs))
+        self.run._record([token], self.step)
+        if self.history is not None:
+            self.history[0, length] = token
+        self.pending_ids.append(token)
+        self.last, self.step = token, self.step + 1
+        self._emit()
+
+    def _emit(self) -> None:
+        text = self.run.text_of(self.row)
+        done = self.row.finish_reason is not None
+        safe = len(text) if done else Engine._safe_length(text, self.settings.stop)
+        if safe > self.emitted or (done and (self.pending_ids or self.pending_logprobs)):
+            self.handle.put(Piece(text[self.emitted:safe], self.pending_ids, self.pending_logprobs))
+            self.emitted, self.pending_ids, self.pending_logprobs = max(safe, self.emitted), [], []
+        if done and self.final is None:
+            row = self.row
+            self.final = Completion(text, list(row.new_ids), row.finish_reason, len(row.prompt_ids))
+
+    def send_final(self) -> None:
+        """The Completion goes out after the row is freed, so a client that reacts to it finds the row free."""
+        if self.final is not None and not self.final_sent:
+            self.final_sent = True
+            self.handle.put(self.final)
+
+    def finish(self, reason: str) -> None:
+        """End the request early (its client went away): it gets its Completion so far."""
+        if self.final is None:
+            self.row.finish_reason = self.row.finish_reason or reason
+            self._emit()
+
+    @property
+    def done(self) -> bool:
+        return self.row.finish_reason is not None
+
+
+def token_logprobs(tokenizer: Any, logits: torch.Tensor, token: int, top: int) -> dict:
+    """OpenAI's per-token entry: the chosen token's log-prob under the model, and the `top` most likely."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    entry = {"token": tokenizer.decode([token]), "logprob": float(logp[token]), "id": token, "top_logprobs": []}
+    if top > 0:
+        values, ids = torch.topk(logp, top)
+        entry["top_logprobs"] = [{"token": tokenizer.decode([i]), "logprob": float(v), "id": int(i)}
+                                 for v, i in zip(values.tolist(), ids.tolist())]
+    return entry
+
+
+class Scheduler:
+    """Requests in, events out: `submit` returns a Handle at once (or raises QueueFull); one thread decodes."""
+
+    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64,
+                 max_context: int | None = None):
+        self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
+        self.max_context = min(engine.context_length, max_context or DEFAULT_MAX_CONTEXT)
+        self.continuous = type(engine.backend).__name__ == "FastLlama"
+        self.waiting: deque[tuple[list[int], GenerationSettings, int | None, Handle]] = deque()
+        self.running: list[Sequence_] = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self.steps = 0
+        self.tokens = 0
+        self._admitting: list[Handle] = []
+        self._thread = threading.Thread(target=self._loop, name="llmcycle-scheduler", daemon=True)
+        self._thread.start()
+
+    # ---- the client side ------------------------------------------------------------------------------
+    def fit(self, prompt_ids: Sequence[int], settings: GenerationSettings) -> GenerationSettings:
+        """The request's settings with max_new_tokens shortened to what the context leaves; DataError when the
+        prompt alone does not fit."""
+        if not prompt_ids:
+            raise DataError("empty prompt: it encodes to no tokens")
+        if len(prompt_ids) >= self.max_context:
+            raise DataError(f"prompt is {len(prompt_ids)} tokens, the server's context is {self.max_context}: "
+                            "shorten it")
+        room = self.max_context - len(prompt_ids)
+        return settings if settings.max_new_tokens <= room else settings.replace(
+            max_new_tokens=room, min_new_tokens=min(settings.min_new_tokens, room))
+
+    def submit(self, prompt_ids: Sequence[int], settings: GenerationSettings, logprobs: int | None = None,
+               loop: asyncio.AbstractEventLoop | None = None) -> Handle:
+        settings = self.fit(prompt_ids, settings)
+        handle = Handle(loop)
+        with self._cv:
+            if self._closing:
+                raise QueueFull("the model is being replaced: retry")
+            busy = len(self.running) + len(self._admitting) >= self.max_batch or self.waiting
+            if busy and len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"server busy: {len(self.running)} requests running, {len(self.waiting)} waiting")
+            self.waiting.append((list(prompt_ids), settings, logprobs, handle))
+            self._cv.notify()
+        return handle
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def active(self) -> int:
+        return len(self.running)
+
+    def close(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop taking requests; the thread ends once the ones already accepted have finished."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        if wait:
+            self._thread.join(timeout)
+
+    # ---- the decoding thread --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        cache = BatchCache(self.engine.backend, self.max_batch, self.max_context) if self.continuous else None
+        while True:
+            with self._cv:
+                while not self.waiting and not self.running and not self._closing:
+                    self._cv.wait()
+                if self._closing and not self.waiting and not self.running:
+                    return
+            try:
+                with torch.inference_mode():
+                    if cache is not None:
+                        self._continuous_step(cache)
+                    else:
+                        self._static_batch()
+            except Exception as exc:  # a bug must not hang every client: fail what is in flight, keep serving
+                log.exception("generation failed")
+                for handle in [seq.handle for seq in self.running] + self._admitting:
+                    handle.put(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
+                self.running, self._admitting = [], []
+                if cache is not None:
+                    cache = BatchCache(self.engine.backend, self.max_batch, self.max_context)
+
+    def _take(self, limit: int) -> list[tuple[list[int], GenerationSettings, int | None, Handle]]:
+        taken = []
+        with self._cv:
+            while self.waiting and len(taken) < limit:
+                item = self.waiting.popleft()
+                if not item[3].cancelled:
+                    taken.append(item)
+                else:
+                    item[3].put(Completion("", [], "cancelled", len(item[0])))
+            self._admitting = [t[3] for t in taken]
+        return taken
+
+    def _continuous_step(self, cache: BatchCache) -> None:
+        for i in reversed([i for i, seq in enumerate(self.running) if seq.handle.cancelled]):
+            seq = self.running[i]
+            self._free(cache, i)
+            seq.finish("cancelled")
+            seq.send_final()
+        taken = self._take(self.max_batch - len(self.running))
+        for (prompt_ids, settings, logprobs, handle), (logits, keys, values) in zip(taken, self._prefill(taken)):
+            seq = Sequence_(self.engine, prompt_ids, settings, logprobs, handle)
+            seq.choose(logits)
+            self.tokens += 1
+            if not seq.done:
+                cache.insert(keys, values)
+                self.running.append(seq)
+            with self._cv:
+                self._admitting.remove(handle)
+            seq.send_final()
+        if not self.running:
+            return
+        tokens = torch.tensor([seq.last for seq in self.running], device=self.engine.device)
+        positions = torch.tensor([seq.position for seq in self.running], device=self.engine.device)
+        logits = cache.step(tokens, positions)
+        self.steps += 1
+        for i, seq in enumerate(self.running):
+            seq.position += 1
+            seq.choose(logits[i:i + 1])
+        self.tokens += len(self.running)
+        finished = [seq for seq in self.running if seq.done]
+        for i in reversed([i for i, seq in enumerate(self.running) if seq.done]):
+            self._free(cache, i)
+        for seq in finished:
+            seq.send_final()
+
+    def _prefill(self, taken: list) -> Iterator[tuple[torch.Tensor, list, list]]:
+        """(last logits, keys, values) per joining prompt. A burst of arrivals of similar lengths is prefilled in
+        one left-padded forward (the engine's batch path), each row's KV then sliced out without its padding."""
+        backend, device = self.engine.backend, self.engine.device
+        prompts = [t[0] for t in taken]
+        lengths = [len(p) for p in prompts]
+        if len(prompts) < 2 or max(lengths) > 2 * min(lengths):
+            for prompt in prompts:
+                yield backend.prefill_one(torch.tensor([prompt], device=device))
+            return
+        from llmcycle.infer.decode import left_pad
+
+        ids, mask = left_pad(prompts, self.engine.pad_token_id, device)
+        backend.keys = backend.values = []  # never write into the batch cache's views
+        logits = backend.start(ids, mask, 1)
+        width = ids.shape[1]
+        keys, values = backend.keys, backend.values
+        for i, n in enumerate(lengths):
+            yield (logits[i:i + 1], [k[i:i + 1, :, width - n:width] for k in keys],
+                   [v[i:i + 1, :, width - n:width] for v in values])
+
+    def _free(self, cache: BatchCache, index: int) -> None:
+        cache.remove(index)
+        last = self.running.pop()
+        if index < len(self.running):
+            self.running[index] = last
+
+    def _static_batch(self) -> None:
+        """Fallback: the waiting requests that share settings decode together through the engine's DecodeRun."""
+        taken = self._take(self.max_batch)
+        if not taken:
+            return
+        first = taken[0][1]
+        group = [t for t in taken if t[1] == first]
+        with self._cv:  # the others wait for the next batch, in their order
+            self.waiting.extendleft(reversed([t for t in taken if t[1] != first]))
+        seqs = [Sequence_(self.engine, p, s, None, h) for p, s, _, h in group]
+        with self._cv:
+            self.running, self._admitting = seqs, []
+        run = self.engine._run([p for p, *_ in group], first)
+        for seq, row in zip(seqs, run.rows):
+            seq.run, seq.row = run, row
+        for _ in run.steps():
+            for seq in seqs:
+                if seq.final_sent:
+                    continue
+                if seq.handle.cancelled:
+                    seq.finish("cancelled")
+                    seq.send_final()
+                    continue
+                seq.pending_ids += seq.row.new_ids[seq.step:]
+                seq.step = len(seq.row.new_ids)
+                seq._emit()
+                seq.send_final()
+            self.tokens += len(seqs)
+        self.running = []

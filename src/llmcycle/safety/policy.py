@@ -1,0 +1,116 @@
+"""Moderation policy: what to do with each hazard category, on the way in (prompts) and out (replies).
+
+Actions, strongest first: `block` (the reply is a refusal, finish_reason "content_filter"), `redact` (personal
+data replaced by placeholders, the request goes on), `flag` (counted and logged, nothing changes), `allow`.
+Every decision is passed to the moderator's listeners (the server's metrics and log).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from llmcycle.errors import ConfigError
+from llmcycle.safety.categories import CATEGORIES, Hit, classify
+from llmcycle.safety.flags import CARD, SSN, luhn_ok
+from llmcycle.safety.pii import scrub
+
+ACTIONS = ("allow", "flag", "redact", "block")
+DEFAULT_POLICY: dict[str, str] = {
+    "S1": "block", "S2": "block", "S3": "block", "S4": "block", "S5": "flag", "S6": "flag", "S7": "redact",
+    "S8": "flag", "S9": "block", "S10": "block", "S11": "block", "S12": "flag", "S13": "flag", "S14": "block",
+}
+REFUSAL = "I can't help with that."
+REFUSALS = {"S11": "I can't help with that. If you are thinking about harming yourself, please talk to someone "
+                   "you trust or call your local crisis line; you don't have to face this alone."}
+
+
+def redact(text: str) -> str:
+    """Personal data replaced: emails, URLs, IPs, phones (the data stage's scrub), then SSNs and card numbers."""
+    text = SSN.sub("<SSN>", scrub(text))
+    return CARD.sub(lambda m: "<CARD>" if luhn_ok(re.sub(r"\D", "", m.group())) and
+                    13 <= len(re.sub(r"\D", "", m.group())) <= 19 else m.group(), text)
+
+
+@dataclass
+class Decision:
+    side: str  # "input" | "output"
+    action: str  # the strongest action among the hits ("allow" when none)
+    hits: list[Hit] = field(default_factory=list)
+    text: str = ""  # the text to use: redacted when the action is redact
+    blocked_by: str | None = None  # the category that blocked
+    actions_taken: list[tuple[str, str]] = field(default_factory=list)  # (category, action) per category hit
+
+    @property
+    def blocked(self) -> bool:
+        return self.action == "block"
+
+    @property
+    def refusal(self) -> str:
+        return REFUSALS.get(self.blocked_by or "", REFUSAL)
+
+
+
+def parse_policy(spec: str | None) -> dict[str, str]:
+    """`S6=block,S12=allow` on top of the default policy; `off` allows everything."""
+    policy = dict(DEFAULT_POLICY)
+    if not spec:
+        return policy
+    if spec.strip().lower() == "off":
+        return {code: "allow" for code in CATEGORIES}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        code, _, action = part.partition("=")
+        code, action = code.strip().upper(), action.strip().lower()
+        if code not in CATEGORIES:
+            raise ConfigError(f"moderation: unknown category {code!r} (categories: {', '.join(CATEGORIES)})")
+        if action not in ACTIONS:
+            raise ConfigError(f"moderation: {code}: unknown action {action!r} (actions: {', '.join(ACTIONS)})")
+        policy[code] = action
+    return policy
+
+
+class Moderator:
+    """Classify a text and apply the policy; listeners see every decision with at least one hit."""
+
+    def __init__(self, policy: dict[str, str] | None = None,
+                 listeners: Sequence[Callable[[Decision], None]] = ()):
+        self.policy = dict(DEFAULT_POLICY if policy is None else policy)
+        self.listeners = list(listeners)
+        self.enabled = any(a != "allow" for a in self.policy.values())
+
+    def check(self, text: str, side: str, notify: bool = True) -> Decision:
+        """The decision for `text`; `notify=False` for a look at a reply still streaming (counted once, at its
+        end or when it is blocked)."""
+        hits = [h for h in classify(text) if self.policy.get(h.category, "flag") != "allow"] if self.enabled else []
+        if not hits:
+            return Decision(side, "allow", [], text)
+        actions = {h.category: self.policy.get(h.category, "flag") for h in hits}
+        action = max(actions.values(), key=ACTIONS.index)
+        blocked_by = next((c for c, a in actions.items() if a == "block"), None)
+        out = redact(text) if action == "redact" else text
+        decision = Decision(side, action, hits, out, blocked_by, sorted(actions.items()))
+        if notify:
+            self.notify(decision)
+        return decision
+
+    def notify(self, decision: Decision) -> None:
+        for listener in self.listeners:
+            listener(decision)
+
+    def check_messages(self, messages: list[dict]) -> tuple[Decision, list[dict]]:
+        """Moderate the user turns of a conversation: the strongest decision, and the messages to send on."""
+        worst = Decision("input", "allow", [], "")
+        out = []
+        for message in messages:
+            if message.get("role") != "user":
+                out.append(message)
+                continue
+            decision = self.check(str(message.get("content", "")), "input")
+            out.append({**message, "content": decision.text})
+            if ACTIONS.index(decision.action) > ACTIONS.index(worst.action):
+                worst = decision
+            elif decision.hits:
+                worst.hits += decision.hits
+                worst.actions_taken += decision.actions_taken
+        return worst, out

@@ -1,0 +1,246 @@
+"""The FastAPI app: OpenAI routes, feedback, admin reload, health, metrics and the web UI.
+
+`create_app(cfg)` builds everything from a ServeConfig; `llmcycle serve` runs it under uvicorn. The model loads in
+a background thread at startup, so /health answers (503 "loading") at once and generation waits for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llmcycle.feedback.store import FeedbackStore
+from llmcycle.safety import Moderator, parse_policy
+from llmcycle.serve import generation as gen
+from llmcycle.serve.config import ServeConfig
+from llmcycle.serve.errors import APIError, error_body, from_validation
+from llmcycle.serve.guard import Guard
+from llmcycle.serve.host import ModelHost
+from llmcycle.serve.metrics import Metrics
+from llmcycle.serve.reqlog import RequestLog
+from llmcycle.serve.responses import collect, stream
+from llmcycle.serve.schemas import ChatRequest, CompletionRequest, FeedbackRequest, ReloadRequest
+
+log = logging.getLogger("llmcycle.serve")
+STATIC = resources.files("llmcycle.serve").joinpath("static")
+
+
+class State:
+    """Everything a request handler needs, built once per app."""
+
+    def __init__(self, cfg: ServeConfig, host: ModelHost | None = None):
+        self.cfg = cfg
+        self.host = host or ModelHost(cfg)
+        self.metrics = Metrics(self.gauges)
+        self.moderator = Moderator(parse_policy(cfg.moderation), listeners=[self.metrics.moderated, self._log_flag])
+        self.store = FeedbackStore(cfg.feedback_db) if cfg.feedback_db else None
+        self.reqlog = RequestLog(cfg.request_log) if cfg.request_log else None
+        self.streams = 0
+        self.load_error: str | None = None
+
+    def gauges(self) -> dict[str, float]:
+        served = self.host.current
+        if served is None:
+            return {}
+        return {"queue_depth": served.scheduler.queue_depth, "batch_occupancy": served.scheduler.active}
+
+    @staticmethod
+    def _log_flag(decision: Any) -> None:
+        log.info("moderation %s %s: %s", decision.side, decision.action,
+                 ", ".join(f"{c}={a}" for c, a in decision.actions_taken))
+
+    def served(self):
+        current = self.host.current
+        if current is None:
+            reason = f"the model failed to load: {self.load_error}" if self.load_error else "the model is loading"
+            raise APIError(503, reason, None, "model_loading")
+        return current
+
+    def on_choice(self, job: gen.Job, index: int, text: str, reason: str, tokens: int) -> None:
+        job.completion_tokens += tokens
+        job.replies[index] = (text, reason)
+        if self.store is not None:
+            self.store.record_response(job.choice_id(index), job.served.name, job.messages, text,
+                                       job.settings.to_dict(), reason, job.served.model_hash)
+
+    def finished(self, job: gen.Job, route: str, status: int) -> None:
+        latency = time.perf_counter() - job.started
+        ttft = None if job.first_token is None else job.first_token - job.started
+        self.metrics.generation(len(job.prompt_ids), job.completion_tokens, latency, ttft)
+        if self.reqlog is not None:
+            self.reqlog.write(route, status, job, latency, ttft)
+
+
+def _load_in_background(state: State) -> None:
+    def load() -> None:
+        try:
+            state.host.start()
+        except Exception as exc:  # noqa: BLE001 - reported on /health and as 503s, the server stays up
+            state.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("model load failed: %s", state.load_error)
+
+    threading.Thread(target=load, name="llmcycle-load", daemon=True).start()
+
+
+def create_app(cfg: ServeConfig, host: ModelHost | None = None) -> FastAPI:
+    state = State(cfg, host)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        _load_in_background(state)
+        yield
+        state.host.stop()
+        if state.store is not None:
+            state.store.close()
+
+    app = FastAPI(title="llmcycle", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.llm = state
+    _errors(app)
+    _routes(app, state)
+    app.add_middleware(Guard, state=state)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return from_validation(list(exc.errors())).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = "not found" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}"), status_code=500)
+
+
+async def _generate(state: State, kind: str, request: Any, route: str) -> Response:
+    served = state.served()
+    prompts = request.prompt if kind == "text" else [None]
+    if len(prompts) != 1:
+        raise APIError(400, "one prompt per request (send a list of one)", "prompt")
+    job = gen.prepare(kind, request, served, state.cfg, state.moderator, prompts[0])
+    if request.stream and state.streams >= state.cfg.max_streams:
+        raise APIError(429, f"too many open streams ({state.cfg.max_streams})", None, "too_many_streams")
+    gen.start(job, asyncio.get_running_loop(), state.cfg)
+    if not request.stream:
+        body = await collect(job, state.moderator, state.on_choice)
+        state.finished(job, route, 200)
+        return JSONResponse(body)
+
+    async def body():
+        state.streams += 1
+        try:
+            async for chunk in stream(job, state.moderator, state.on_choice):
+                yield chunk
+        finally:
+            state.streams -= 1
+            state.finished(job, route, 200)
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _routes(app: FastAPI, state: State) -> None:
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: ChatRequest):
+        return await _generate(state, "chat", request, "/v1/chat/completions")
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest):
+        return await _generate(state, "text", request, "/v1/completions")
+
+    @app.get("/v1/models")
+    async def models():
+        served = state.served()
+        return {"object": "list", "data": [{"id": served.name, "object": "model", "created": int(served.loaded_at),
+                                            "owned_by": "llmcycle", "root": served.path,
+                                            "max_model_len": served.scheduler.max_context}]}
+
+    @app.post("/v1/feedback")
+    async def feedback(request: FeedbackRequest):
+        if state.store is None:
+            raise APIError(404, "feedback is off on this server (no --feedback-db)", None, "feedback_off")
+        try:
+            if request.rating is not None:
+                row = state.store.add_rating(request.response_id, request.rating, request.comment)
+                kind = "up" if request.rating == 1 else "down"
+            else:
+                row = state.store.add_preference(request.chosen_id, request.rejected_id, request.comment)
+                kind = "pairwise"
+        except KeyError as exc:
+            raise APIError(404, f"no response with id {exc.args[0]!r}", "response_id", "response_not_found") from None
+        state.metrics.feedback.labels(kind).inc()
+        return {"object": "feedback", "id": row, "kind": kind}
+
+    @app.post("/admin/reload")
+    async def reload(request: ReloadRequest):
+        target = request.model or (gen_pointer(state) if state.cfg.watch else None) or state.cfg.model
+        if not target:
+            raise APIError(400, "give the model dir to load: {\"model\": DIR}", "model")
+        try:
+            served = await asyncio.to_thread(state.host.load, target)
+        except Exception as exc:  # noqa: BLE001 - a bad dir leaves the old model serving
+            raise APIError(400, f"cannot load {target}: {exc}", "model", "load_failed") from None
+        return {"object": "reload", "model": served.name, "path": served.path, "model_hash": served.model_hash}
+
+    @app.get("/health")
+    async def health():
+        served = state.host.current
+        if served is None:
+            status = "error" if state.load_error else "loading"
+            return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+        return {"status": "ok", "model": served.name, "model_hash": served.model_hash,
+                "queue_depth": served.scheduler.queue_depth, "running": served.scheduler.active,
+                "continuous_batching": served.scheduler.continuous}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(state.metrics.prometheus(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/stats")
+    async def stats():
+        out = state.metrics.history()
+        out["feedback"] = state.store.counts() if state.store is not None else {}
+        out.update(state.gauges())
+        served = state.host.current
+        out["model"] = served.name if served else None
+        return out
+
+    @app.get("/")
+    async def index():
+        return FileResponse(str(STATIC.joinpath("index.html")))
+
+    @app.get("/monitor")
+    async def monitor():
+        return FileResponse(str(STATIC.joinpath("monitor.html")))
+
+    @app.get("/static/{name}")
+    async def static(name: str):
+        if name not in {"app.js", "monitor.js", "style.css"}:
+            raise APIError(404, "not found")
+        return FileResponse(str(STATIC.joinpath(name)))
+
+
+def gen_pointer(state: State) -> str | None:
+    from llmcycle.serve.host import read_pointer
+
+    return read_pointer(state.cfg.watch) if os.path.exists(state.cfg.watch) else None

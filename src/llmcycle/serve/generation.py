@@ -1,0 +1,236 @@
+"""From an API request to scheduler handles and back: settings, moderation, the reply records and response bodies.
+
+Both endpoints share one path: `prepare` checks limits and builds the prompt ids and settings (a blocked prompt
+short-cuts to a refusal), `start` submits one handle per choice, and `collect`/`stream` turn the handles' events
+into OpenAI bodies or SSE chunks; output moderation looks at every piece before it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from llmcycle.errors import UserError
+from llmcycle.infer.continuous import Failed, Piece, QueueFull
+from llmcycle.infer.engine import Completion
+from llmcycle.infer.settings import GenerationSettings
+from llmcycle.safety import Decision, Moderator
+from llmcycle.serve.errors import APIError
+from llmcycle.serve.host import Served
+
+FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
+
+
+@dataclass
+class Job:
+    """One accepted request: what was asked, on which model, and its choices' handles."""
+
+    kind: str  # "chat" | "text"
+    served: Served
+    request: Any
+    rid: str
+    created: int
+    messages: list[dict]  # the conversation as the model sees it (input-redacted)
+    prompt_ids: list[int]
+    settings: GenerationSettings
+    refusal: Decision | None = None  # set when the prompt was blocked: no generation runs
+    handles: list[Any] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    completion_tokens: int = 0
+    moderation: list[str] = field(default_factory=list)  # "side:category:action" per decision with a hit
+    replies: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (text, finish_reason)
+
+    @property
+    def n(self) -> int:
+        return self.request.n
+
+    def choice_id(self, index: int) -> str:
+        """The id feedback refers to: the response id, suffixed by the choice index when n > 1."""
+        return self.rid if self.n == 1 else f"{self.rid}-{index}"
+
+
+def new_id(kind: str) -> str:
+    return f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}"
+
+
+def check_model(request: Any, served: Served) -> None:
+    if request.model and request.model not in (served.name, served.path):
+        raise APIError(404, f"the model {request.model!r} does not exist (this server serves {served.name!r})",
+                       "model", "model_not_found")
+
+
+def build_settings(request: Any, served: Served, cfg: Any, index: int = 0) -> GenerationSettings:
+    wanted = request.requested_tokens or cfg.default_max_tokens
+    if wanted > cfg.max_tokens:
+        raise APIError(400, f"max_tokens is {wanted}, this server allows at most {cfg.max_tokens}", "max_tokens",
+                       "max_tokens_exceeded")
+    if request.n > cfg.max_n:
+        raise APIError(400, f"n is {request.n}, this server allows at most {cfg.max_n}", "n", "n_exceeded")
+    knobs = request.knobs()
+    if knobs.get("min_new_tokens", 0) > wanted:
+        raise APIError(400, f"min_tokens is {knobs['min_new_tokens']}, more than max_tokens {wanted}", "min_tokens")
+    if index and knobs.get("seed") is not None:
+        knobs["seed"] += index  # n choices with one seed differ from each other but repeat across calls
+    try:
+        return GenerationSettings.from_model(served.engine.model, max_new_tokens=wanted, **knobs)
+    except UserError as exc:
+        raise APIError(400, str(exc), None, "invalid_value") from None
+
+
+def prepare(kind: str, request: Any, served: Served, cfg: Any, moderator: Moderator,
+            prompt: str | None = None) -> Job:
+    check_model(request, served)
+    engine = served.engine
+    settings = build_settings(request, served, cfg)
+    if kind == "chat":
+        messages = [m.plain() for m in request.messages]
+        decision, messages = moderator.check_messages(messages)
+    else:
+        decision = moderator.check(prompt or "", "input")
+        messages = [{"role": "user", "content": decision.text}]
+    job = Job(kind, served, request, new_id(kind), int(time.time()), messages, [], settings)
+    job.moderation = [f"input:{c}:{a}" for c, a in decision.actions_taken]
+    if decision.blocked:
+        job.refusal = decision
+        return job
+    try:
+        if kind == "chat":
+            job.prompt_ids = engine.encode_chat(messages)
+            job.settings = engine._for_chat(settings)
+        else:
+            job.prompt_ids = engine.encode_prompt(decision.text)
+    except UserError as exc:
+        raise APIError(400, str(exc), "messages" if kind == "chat" else "prompt") from None
+    except Exception as exc:  # noqa: BLE001 - a chat template that rejects this conversation (e.g. role order)
+        raise APIError(400, f"the model's chat template rejects these messages: {exc}", "messages") from None
+    limit = served.scheduler.max_context
+    if len(job.prompt_ids) >= limit:
+        raise APIError(400, f"the prompt is {len(job.prompt_ids)} tokens; this model's context on this server is "
+                       f"{limit} tokens", "messages" if kind == "chat" else "prompt", "context_length_exceeded")
+    return job
+
+
+def start(job: Job, loop: Any, cfg: Any) -> None:
+    if job.refusal is not None:
+        return
+    try:
+        for index in range(job.n):
+            settings = job.settings if index == 0 else build_settings(job.request, job.served, cfg, index)
+            if index and job.kind == "chat":
+                settings = job.served.engine._for_chat(settings)
+            job.handles.append(job.served.scheduler.submit(job.prompt_ids, settings, job.request.logprob_count,
+                                                           loop))
+    except QueueFull as exc:
+        cancel(job)
+        raise APIError(429, str(exc), None, "queue_full") from None
+    except UserError as exc:
+        cancel(job)
+        raise APIError(400, str(exc)) from None
+
+
+def cancel(job: Job) -> None:
+    for handle in job.handles:
+        handle.cancel()
+
+
+class OutputGuard:
+    """Moderates one choice's reply while it streams: text is released up to the last word boundary, after the
+    policy has seen it (redacted, or stopped when a blocked category shows up)."""
+
+    def __init__(self, moderator: Moderator):
+        self.moderator = moderator
+        self.text = ""
+        self.sent = ""
+        self.blocked: Decision | None = None
+        self.last: Decision | None = None
+
+    def flags(self) -> list[str]:
+        decision = self.blocked or self.last
+        return [f"output:{c}:{a}" for c, a in decision.actions_taken] if decision is not None else []
+
+    def feed(self, piece: str, final: bool = False) -> str:
+        self.text += piece
+        if self.blocked is not None:
+            return ""
+        cut = len(self.text) if final else max(self.text.rfind(" "), self.text.rfind("\n")) + 1
+        visible = self.text[:cut]
+        decision = self.moderator.check(visible, "output", notify=final)
+        self.last = decision
+        if decision.blocked:
+            self.blocked = decision
+            if not final:
+                self.moderator.notify(decision)
+            return ""
+        shown = decision.text
+        delta = shown[len(self.sent):] if shown.startswith(self.sent) else ""
+        if delta:
+            self.sent = shown
+        return delta
+
+
+def finish_reason(completion: Completion, guard: OutputGuard) -> str:
+    return "content_filter" if guard.blocked is not None else FINISH.get(completion.finish_reason, "stop")
+
+
+def chat_logprobs(entries: list[dict]) -> dict:
+    def one(e: dict) -> dict:
+        return {"token": e["token"], "logprob": e["logprob"], "bytes": list(e["token"].encode("utf-8"))}
+
+    return {"content": [{**one(e), "top_logprobs": [one(t) for t in e["top_logprobs"]]} for e in entries]}
+
+
+def text_logprobs(entries: list[dict]) -> dict:
+    offsets, at = [], 0
+    for e in entries:
+        offsets.append(at)
+        at += len(e["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+            "text_offset": offsets}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def sse(payload: Any) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode("utf-8")
+
+
+async def events(job: Job) -> AsyncIterator[tuple[int, Any]]:
+    """(choice index, event) from every handle, as they arrive."""
+    import asyncio
+
+    if len(job.handles) == 1:
+        async for event in job.handles[0]:
+            yield 0, event
+        return
+    merged: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int, handle: Any) -> None:
+        async for event in handle:
+            await merged.put((index, event))
+
+    tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(job.handles)]
+    try:
+        done = 0
+        while done < len(tasks):
+            index, event = await merged.get()
+            done += isinstance(event, (Completion, Failed))
+            yield index, event
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def failed(event: Failed) -> APIError:
+    return APIError(500, event.message, None, "generation_failed")
+
+
+def is_piece(event: Any) -> bool:
+    return isinstance(event, Piece)

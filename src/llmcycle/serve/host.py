@@ -1,0 +1,124 @@
+"""The served model and how it is swapped without downtime.
+
+A `Served` is one loaded engine with its scheduler. `ModelHost.current` is what new requests use; a reload loads
+the new model beside the old one, switches `current`, then closes the old scheduler once its in-flight requests
+have finished. A watched pointer file (a text file holding a model dir path, written atomically by `improve`)
+triggers the same reload when its mtime changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from llmcycle.errors import ConfigError, UserError
+from llmcycle.infer.continuous import Scheduler
+from llmcycle.serve.config import ServeConfig
+
+log = logging.getLogger("llmcycle.serve")
+
+
+@dataclass
+class Served:
+    name: str
+    path: str
+    model_hash: str
+    engine: Any
+    scheduler: Scheduler
+    loaded_at: float
+
+
+def model_hash(path: str) -> str:
+    """The artifact's identity: its manifest's output hashes (or its files' listing), hashed."""
+    from llmcycle.artifacts import input_identity, sha256_json
+
+    try:
+        return sha256_json(input_identity(Path(path)))[:16]
+    except Exception:  # a hub id or an odd dir: the hash is only a label
+        return ""
+
+
+def read_pointer(pointer: str | Path) -> str:
+    try:
+        target = Path(pointer).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"--watch {pointer}: cannot read the pointer file ({exc.strerror})") from None
+    if not target:
+        raise ConfigError(f"--watch {pointer}: the pointer file is empty (it should hold a model dir path)")
+    return target
+
+
+class ModelHost:
+    def __init__(self, cfg: ServeConfig, loader: Callable[[str], Any] | None = None):
+        self.cfg = cfg
+        self.loader = loader or self._load_engine
+        self.current: Served | None = None
+        self.loading = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._pointer_mtime: float | None = None
+
+    def _load_engine(self, path: str) -> Any:
+        from llmcycle.infer import Engine
+
+        return Engine.load(path, device=self.cfg.device, dtype=self.cfg.dtype, quantize=self.cfg.quantize,
+                           fast=self.cfg.fast, threads=self.cfg.threads)
+
+    def start(self) -> None:
+        """Load the first model: --model, else what the watched pointer names."""
+        path = self.cfg.model
+        if self.cfg.watch:
+            self._pointer_mtime = Path(self.cfg.watch).stat().st_mtime if Path(self.cfg.watch).exists() else None
+            path = path or read_pointer(self.cfg.watch)
+            self._watcher = threading.Thread(target=self._watch, name="llmcycle-watch", daemon=True)
+        if not path:
+            raise ConfigError("no model: pass --model DIR or --watch POINTER")
+        self.load(path)
+        if self._watcher is not None:
+            self._watcher.start()
+
+    def load(self, path: str) -> Served:
+        """Load `path` and make it current; the previous model drains in the background."""
+        with self._lock:
+            self.loading = True
+            try:
+                engine = self.loader(path)
+            finally:
+                self.loading = False
+            name = self.cfg.model_name or Path(path).name or str(path)
+            scheduler = Scheduler(engine, self.cfg.max_batch, self.cfg.max_queue, self.cfg.max_context)
+            old, self.current = self.current, Served(name, str(path), model_hash(str(path)), engine, scheduler,
+                                                     time.time())
+        if old is not None:
+            threading.Thread(target=old.scheduler.close, name="llmcycle-drain", daemon=True).start()
+            log.info("serving %s (was %s)", path, old.path)
+        return self.current
+
+    def _watch(self) -> None:
+        pointer = Path(self.cfg.watch)
+        while not self._stop.wait(self.cfg.watch_interval):
+            try:
+                mtime = pointer.stat().st_mtime
+            except OSError:
+                continue
+            if mtime == self._pointer_mtime:
+                continue
+            self._pointer_mtime = mtime
+            try:
+                target = read_pointer(pointer)
+                if self.current is None or target != self.current.path:
+                    self.load(target)
+            except (UserError, OSError) as exc:  # a bad promotion keeps the old model serving
+                log.error("model swap from %s failed: %s", pointer, exc)
+            except Exception as exc:  # noqa: BLE001 - the watcher must survive a broken model dir
+                log.error("model swap from %s failed: %s: %s", pointer, type(exc).__name__, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.current is not None:
+            self.current.scheduler.close(wait=False)

@@ -1,0 +1,147 @@
+"""OpenAI response bodies: a whole reply (`collect`) or server-sent event chunks (`stream`), for chat and text.
+
+Each finished choice is handed to `on_choice(job, index, text, finish_reason, completion_tokens)` (which records
+it in the feedback store) before the client sees its end, so feedback can refer to it at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator, Callable
+
+from llmcycle.infer.continuous import Failed, Piece
+from llmcycle.infer.engine import Completion
+from llmcycle.safety import Moderator
+from llmcycle.serve.generation import (Job, OutputGuard, cancel, chat_logprobs, events, failed, finish_reason,
+                                       sse, text_logprobs, usage)
+
+OnChoice = Callable[[Job, int, str, str, int], None]
+
+
+def _choice(job: Job, index: int, text: str, reason: str, logprobs: list[dict] | None) -> dict:
+    if job.kind == "chat":
+        body = {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": chat_logprobs(logprobs) if logprobs is not None else None, "finish_reason": reason}
+    else:
+        body = {"index": index, "text": text, "logprobs": text_logprobs(logprobs) if logprobs is not None else None,
+                "finish_reason": reason}
+    if job.n > 1:
+        body["response_id"] = job.choice_id(index)
+    return body
+
+
+def _envelope(job: Job, chunk: bool = False) -> dict:
+    kind = ("chat.completion.chunk" if chunk else "chat.completion") if job.kind == "chat" else "text_completion"
+    return {"id": job.rid, "object": kind, "created": job.created, "model": job.served.name,
+            "system_fingerprint": job.served.model_hash or None}
+
+
+def refusal_body(job: Job, on_choice: OnChoice) -> dict:
+    text = job.refusal.refusal
+    for i in range(job.n):
+        on_choice(job, i, text, "content_filter", 0)
+    return {**_envelope(job), "choices": [_choice(job, i, text, "content_filter", None) for i in range(job.n)],
+            "usage": usage(0, 0)}
+
+
+async def collect(job: Job, moderator: Moderator, on_choice: OnChoice) -> dict:
+    if job.refusal is not None:
+        return refusal_body(job, on_choice)
+    finals: dict[int, Completion] = {}
+    logprobs: dict[int, list[dict]] = {i: [] for i in range(job.n)}
+    want_logprobs = job.request.logprob_count is not None
+    try:
+        async for index, event in events(job):
+            if isinstance(event, Piece):
+                if job.first_token is None:
+                    job.first_token = time.perf_counter()
+                logprobs[index] += event.logprobs
+            elif isinstance(event, Failed):
+                raise failed(event)
+            else:
+                finals[index] = event
+    finally:
+        cancel(job)
+    choices, tokens = [], 0
+    for i in range(job.n):
+        completion = finals[i]
+        guard = OutputGuard(moderator)
+        guard.feed(completion.text, final=True)
+        job.moderation += guard.flags()
+        reason = finish_reason(completion, guard)
+        text = guard.blocked.refusal if guard.blocked else guard.sent
+        on_choice(job, i, text, reason, completion.completion_tokens)
+        choices.append(_choice(job, i, text, reason, logprobs[i] if want_logprobs else None))
+        tokens += completion.completion_tokens
+    return {**_envelope(job), "choices": choices, "usage": usage(len(job.prompt_ids), tokens)}
+
+
+def _delta_chunk(job: Job, index: int, text: str | None, reason: str | None, logprobs: list[dict] | None,
+                 first: bool = False) -> dict:
+    if job.kind == "chat":
+        delta: dict[str, Any] = {"role": "assistant", "content": text or ""} if first else {}
+        if text and not first:
+            delta["content"] = text
+        choice = {"index": index, "delta": delta,
+                  "logprobs": chat_logprobs(logprobs) if logprobs else None, "finish_reason": reason}
+    else:
+        choice = {"index": index, "text": text or "", "logprobs": text_logprobs(logprobs) if logprobs else None,
+                  "finish_reason": reason}
+    if job.n > 1:
+        choice["response_id"] = job.choice_id(index)
+    return {**_envelope(job, chunk=True), "choices": [choice]}
+
+
+async def stream(job: Job, moderator: Moderator, on_choice: OnChoice) -> AsyncIterator[bytes]:
+    """SSE bytes: a first chunk per choice (chat: the role), content deltas, a chunk with each finish_reason,
+    a usage chunk with `choices: []` when asked for, then `data: [DONE]`. A client that goes away cancels its
+    choices at once (this generator is closed), which frees their batch rows."""
+    try:
+        async for chunk in _stream_chunks(job, moderator, on_choice):
+            yield chunk
+    finally:
+        cancel(job)
+
+
+async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) -> AsyncIterator[bytes]:
+    want_logprobs = job.request.logprob_count is not None
+    if job.kind == "chat":
+        for i in range(job.n):
+            yield sse(_delta_chunk(job, i, "", None, None, first=True))
+    if job.refusal is not None:
+        for i in range(job.n):
+            on_choice(job, i, job.refusal.refusal, "content_filter", 0)
+            yield sse(_delta_chunk(job, i, job.refusal.refusal, None, None))
+            yield sse(_delta_chunk(job, i, None, "content_filter", None))
+        if job.request.include_usage:
+            yield sse({**_envelope(job, chunk=True), "choices": [], "usage": usage(0, 0)})
+        yield b"data: [DONE]\n\n"
+        return
+    guards = [OutputGuard(moderator) for _ in range(job.n)]
+    tokens = 0
+    async for index, event in events(job):
+        guard = guards[index]
+        if isinstance(event, Failed):
+            yield sse({"error": failed(event).body()["error"]})
+            break
+        if isinstance(event, Piece):
+            if job.first_token is None:
+                job.first_token = time.perf_counter()
+            text = guard.feed(event.text)
+            if text or (want_logprobs and event.logprobs and not guard.blocked):
+                yield sse(_delta_chunk(job, index, text, None, event.logprobs if want_logprobs else None))
+            if guard.blocked is not None:
+                job.handles[index].cancel()  # stop generating what will not be shown
+            continue
+        rest = guard.feed("", final=True) if guard.blocked is None else ""
+        if rest:
+            yield sse(_delta_chunk(job, index, rest, None, None))
+        reason = finish_reason(event, guard)
+        job.moderation += guard.flags()
+        tokens += event.completion_tokens
+        on_choice(job, index, guard.blocked.refusal if guard.blocked else guard.sent, reason,
+                  event.completion_tokens)
+        yield sse(_delta_chunk(job, index, None, reason, None))
+    if job.request.include_usage:
+        yield sse({**_envelope(job, chunk=True), "choices": [], "usage": usage(len(job.prompt_ids), tokens)})
+    yield b"data: [DONE]\n\n"

@@ -1,0 +1,67 @@
+"""Continuous batching: a request decodes to the same tokens alone or joining a running batch; rows free at once
+when a client leaves; a full queue refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcycle.infer import Engine, GenerationSettings
+from llmcycle.infer.continuous import Piece, QueueFull, Scheduler
+
+WORDS = "hello there how are you doing today i went hiking with my friends and we saw a deer".split()
+
+
+def conversations(n: int) -> list[list[dict]]:
+    return [[{"role": "user", "content": " ".join(WORDS[i % 5:(i % 5) + 1 + (i * 7) % 14])}] for i in range(n)]
+
+
+def greedy(n: int) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=n, min_new_tokens=n, temperature=0)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_batched_requests_decode_as_alone(make_tiny_model, fast):
+    engine = Engine.load(make_tiny_model("llama"), fast=fast)
+    convos = conversations(7 if fast else 3)
+    budgets = [5 + (i * 13) % 40 for i in range(len(convos))]
+    alone = [engine.chat([c], greedy(n))[0] for c, n in zip(convos, budgets)]
+    # a small context forces the cache to compact and rows to be reused while others run
+    scheduler = Scheduler(engine, max_batch=3, max_queue=16, max_context=72)
+    padded_prefills = []
+    if fast:
+        start = engine.backend.start
+        engine.backend.start = lambda *a: padded_prefills.append(a[0].shape[0]) or start(*a)
+    try:
+        with scheduler._cv:  # all queued before the first admission: a burst
+            handles = [scheduler.submit(engine.encode_chat(c), engine._for_chat(greedy(n)))
+                       for c, n in zip(convos, budgets)]
+        for handle, expected in zip(handles, alone):
+            *pieces, done = list(handle)
+            assert "".join(p.text for p in pieces) == done.text
+            assert done.token_ids == expected.token_ids[:len(done.token_ids)] and done.token_ids
+        assert scheduler.continuous is fast
+        if fast:
+            assert scheduler.steps < sum(budgets)  # rows shared decode steps
+            assert padded_prefills and padded_prefills[0] == 3  # the burst was prefilled in one forward
+    finally:
+        scheduler.close()
+
+
+def test_cancel_frees_the_row_and_full_queue_refuses(make_tiny_model):
+    engine = Engine.load(make_tiny_model("llama"))
+    scheduler = Scheduler(engine, max_batch=1, max_queue=0, max_context=200)
+    prompt = engine.encode_chat(conversations(1)[0])
+    try:
+        handle = scheduler.submit(prompt, greedy(150))
+        events = iter(handle)
+        assert isinstance(next(events), Piece)  # it is running
+        with pytest.raises(QueueFull):
+            scheduler.submit(prompt, greedy(5))
+        handle.cancel()
+        done = list(events)[-1]
+        assert done.finish_reason == "cancelled" and len(done.token_ids) < 150
+        after = scheduler.submit(prompt, greedy(3))  # the row is free again
+        assert list(after)[-1].finish_reason == "length"
+        assert scheduler.active == 0
+    finally:
+        scheduler.close()
