@@ -169,7 +169,9 @@ class Scheduler:
                  max_context: int | None = None):
         self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
         self.max_context = min(engine.context_length, max_context or DEFAULT_MAX_CONTEXT)
-        self.continuous = type(engine.backend).__name__ == "FastLlama"
+        # longrope switches its rotary table with the sequence length, which rows of one batch do not share
+        self.continuous = (type(engine.backend).__name__ == "FastLlama"
+                           and getattr(engine.backend, "short_freqs", None) is None)
         self.waiting: deque[tuple[list[int], GenerationSettings, int | None, Handle]] = deque()
         self.running: list[Sequence_] = []
         self._cv = threading.Condition()

@@ -387,6 +387,7 @@ class FastLlama:
         shape = (1, self.n_kv, n, self.head_dim)
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.values = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.cached_ids, self._fed = [], []  # this cache is handed away: nothing for `start` to reuse
         hidden = self._forward(ids, self.freqs[:n][None], 0, None, causal=True)
         return self._logits(hidden[:, -1]), self.keys, self.values
 
@@ -395,6 +396,7 @@ class FastLlama:
         """One token per row [n] written at `column` of the batch cache (`keys`/`values`: [n, kv, L, hd] views),
         each row at its own position; `mask` [n, 1, 1, column + 1] hides the columns a row does not own."""
         self.keys, self.values = keys, values
+        self.cached_ids, self._fed = [], []  # views of the batch cache: nothing for `start` to reuse
         hidden = self._forward(tokens[:, None], self.freqs[positions][:, None], column, mask, causal=False)
         return self._logits(hidden[:, -1])
 
