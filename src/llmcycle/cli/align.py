@@ -7,23 +7,16 @@ from typing import Optional
 
 import typer
 
-from llmcycle.cli.common import ConfigOpt, SetOpt
+from llmcycle.cli.common import ConfigOpt, MaxStepsOpt, ResumeOpt, SetOpt, train_overrides
 from llmcycle.cli.finetune import quiet_loading
-
-
-def _steps(sets, max_steps: Optional[int]) -> list[str]:
-    overrides = list(sets or [])
-    if max_steps is not None:
-        overrides.append(f"train.max_steps={max_steps}")
-    return overrides
 
 
 def reward(
     data: Path = typer.Option(..., "--data", help="Data dir: paired preference records, or chats with meta.ratings."),
     base: str = typer.Option(..., "--base", help="Causal LM to put the scalar head on (model dir or hub id)."),
     out: Path = typer.Option(..., "--out", help="Output dir (an AutoModelForSequenceClassification dir)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its newest checkpoint."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (train.max_steps)."),
+    resume: ResumeOpt = False,
+    max_steps: MaxStepsOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -32,7 +25,7 @@ def reward(
     from llmcycle.train.reward import RewardConfig, run
 
     quiet_loading()
-    run(load_config(RewardConfig, config, _steps(sets, max_steps), section="reward"), data, base, out, resume=resume)
+    run(load_config(RewardConfig, config, train_overrides(sets, max_steps), section="reward"), data, base, out, resume=resume)
 
 
 def align(
@@ -43,8 +36,8 @@ def align(
     tuning: Optional[str] = typer.Option(None, "--tuning", help="lora | full (default lora)."),
     beta: Optional[float] = typer.Option(None, "--beta", help="DPO/KTO beta, ORPO lambda, GRPO KL weight."),
     reward_model: Optional[str] = typer.Option(None, "--reward-model", help="GRPO: reward model dir ('model')."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its newest checkpoint."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (train.max_steps)."),
+    resume: ResumeOpt = False,
+    max_steps: MaxStepsOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -53,7 +46,7 @@ def align(
     from llmcycle.train.align import AlignConfig, run
 
     quiet_loading()
-    overrides = _steps(sets, max_steps)
+    overrides = train_overrides(sets, max_steps)
     if reward_model:
         overrides += [f"grpo.reward_model={reward_model}", "grpo.rewards=[length,repetition,moderation,model]"]
     cfg = load_config(AlignConfig, config, overrides, section="align", method=method, tuning=tuning, beta=beta)
@@ -66,8 +59,8 @@ def distill(
     student: str = typer.Option(..., "--student", help="Student model dir to train."),
     out: Path = typer.Option(..., "--out", help="Output dir for the student."),
     mode: Optional[str] = typer.Option(None, "--mode", help="auto | logit | sequence (default auto)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its newest checkpoint."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (train.max_steps)."),
+    resume: ResumeOpt = False,
+    max_steps: MaxStepsOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -76,7 +69,7 @@ def distill(
     from llmcycle.train.distill import DistillConfig, run
 
     quiet_loading()
-    cfg = load_config(DistillConfig, config, _steps(sets, max_steps), section="distill", mode=mode)
+    cfg = load_config(DistillConfig, config, train_overrides(sets, max_steps), section="distill", mode=mode)
     run(cfg, data, teacher, student, out, resume=resume)
 
 

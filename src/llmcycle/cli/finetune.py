@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from llmcycle.cli.common import ConfigOpt, SetOpt
+from llmcycle.cli.common import ConfigOpt, MaxStepsOpt, ResumeOpt, SetOpt, train_overrides
 
 
 def quiet_loading() -> None:
@@ -22,8 +22,8 @@ def finetune(
     base: str = typer.Option(..., "--base", help="Base model: a hub id or a local model dir (e.g. pretrain's)."),
     out: Path = typer.Option(..., "--out", help="Output dir (adapter dir; a full model dir for --method full)."),
     method: Optional[str] = typer.Option(None, "--method", help="lora | dora | qlora | full (default lora)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its newest checkpoint."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (train.max_steps)."),
+    resume: ResumeOpt = False,
+    max_steps: MaxStepsOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -32,10 +32,7 @@ def finetune(
     from llmcycle.train.finetune import FinetuneConfig, run
 
     quiet_loading()
-    overrides = list(sets or [])
-    if max_steps is not None:
-        overrides.append(f"train.max_steps={max_steps}")
-    cfg = load_config(FinetuneConfig, config, overrides, section="finetune", method=method)
+    cfg = load_config(FinetuneConfig, config, train_overrides(sets, max_steps), section="finetune", method=method)
     run(cfg, data, base, out, resume=resume)
 
 

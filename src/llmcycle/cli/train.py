@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmcycle.cli.common import ConfigOpt, SetOpt
+from llmcycle.cli.common import ConfigOpt, MaxStepsOpt, ResumeOpt, SetOpt, train_overrides
 
 
 def tokenizer(
@@ -31,8 +31,8 @@ def pretrain(
     tokenizer_dir: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer dir.")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny, default, small, ...")] = None,
     init_from: Annotated[Optional[str], typer.Option("--init-from", help="Continue pretraining this model.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint.")] = False,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps.")] = None,
+    resume: ResumeOpt = False,
+    max_steps: MaxStepsOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -40,7 +40,7 @@ def pretrain(
     from llmcycle.config import load_config
     from llmcycle.train.pretrain import PretrainConfig, run
 
-    overrides = list(sets or []) + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
+    overrides = train_overrides(sets, max_steps)
     cfg = load_config(PretrainConfig, config, overrides, section="pretrain", preset=preset, init_from=init_from)
     result = run(cfg, data, tokenizer_dir, out, resume=resume)
     from llmcycle.train.loop import distributed_state
