@@ -92,7 +92,6 @@ def kl_to_teacher(student: Any, teacher: Any, batches, temperature: float, limit
 def train_student(cfg: DistillConfig, data_dir: str | Path, student: str, work: Path, teacher_model: Any,
                   alpha: float, resume: bool) -> dict[str, Any]:
     """One student run (alpha 0 and no teacher = the baseline); returns its metrics."""
-    from llmcycle.loading import load_base_model
     from llmcycle.train import finetune
     from llmcycle.train.loop import train_loop
     from llmcycle.train.objectives import Distillation
