@@ -86,6 +86,7 @@ def test_cli_bad_inputs_are_one_line_errors(make_tiny_model, chat_data_dir, tmp_
         (("--model", model, "--data", chat_data_dir, "--out", out, "--set", "probes=[ppl,vibes]"), "probes.1"),
         (("--model", model, "--data", chat_data_dir, "--out", out, "--set", "max_examples=0"), "max_examples"),
         (("--model", model, "--data", chat_data_dir, "--out", out, "--compare", tmp_path / "nope"), "nope"),
+        (("--model", model, "--data", chat_data_dir, "--out", out, "--quantize", "int3"), "int3"),
     ]
     for i, (args, message) in enumerate(cases):
         code, _, err = cli(*args, capsys=None if i == 1 else capsys)
@@ -121,3 +122,13 @@ def test_text_only_data_gets_perplexity_and_a_note_instead_of_generation(uniform
     vocab = json.loads((uniform_model_dir / "config.json").read_text())["vocab_size"]
     assert values["perplexity"] == pytest.approx(vocab, rel=1e-4) and values["scored_bytes"] == 24 + 9
     assert "bleu" not in values and "generation metrics skipped" in (out / "report.md").read_text()
+
+
+def test_eval_scores_the_quantized_weights_it_would_serve(make_tiny_model, chat_data_dir, tmp_path):
+    model = make_tiny_model("llama")
+    small = dict(SMALL, probes=["ppl"])
+    run(EvalConfig(**small), model, chat_data_dir, tmp_path / "fp32")
+    run(EvalConfig(**small, quantize="int8"), model, chat_data_dir, tmp_path / "int8")
+    fp32, int8 = (json.loads((tmp_path / d / "metrics.json").read_text())[model.name]["perplexity"]
+                  for d in ("fp32", "int8"))
+    assert fp32 != int8 and int8 == pytest.approx(fp32, rel=0.05)

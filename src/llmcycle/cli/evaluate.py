@@ -32,6 +32,8 @@ def eval_command(
                                             "variants with system/chat/instruction/shots) instead."),
     apply_to: Optional[Path] = typer.Option(None, "--apply-to", help="With --variants: write the best variant's "
                                             "system message into this run config's chat section."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Weight-only quantization of every model "
+                                           "evaluated: bf16, int8, int4 or int4:GROUP."),
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -49,7 +51,8 @@ def eval_command(
         print((result / "report.md").read_text(encoding="utf-8"))
         return
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    cfg = load_config(EvalConfig, config, sets or [], section="eval", tasks=names, shots=shots, limit=limit)
+    cfg = load_config(EvalConfig, config, sets or [], section="eval", tasks=names, shots=shots, limit=limit,
+                      quantize=quantize)
     if data is None and not cfg.tasks:
         raise ConfigError("--data is required unless --tasks names benchmarks to run")
     result = run(cfg, model, data, out, compare=compare or [])

@@ -32,7 +32,7 @@ def serve(
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Largest max_tokens allowed.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto, fp32, bf16, fp16.")] = None,
-    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8 (CPU).")] = None,
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="Weight-only: bf16, int8, int4 or int4:GROUP.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads.")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,

@@ -11,7 +11,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 from pydantic import Field
 
@@ -52,6 +52,8 @@ class EvalConfig(StageConfig):
     seed: int = 0
     device: str = "cpu"
     dtype: str = "auto"
+    quantize: Optional[str] = Field(None, description="Weight-only quantization of every evaluated model: bf16, "
+                                    "int8, int4 or int4:GROUP (what `chat`/`serve --quantize` run).")
 
 
 def settings_for(cfg: EvalConfig) -> Any:
@@ -180,7 +182,7 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
 
     say(f"eval: {name} ({path})")
     start = time.perf_counter()
-    engine = Engine.load(path, device=cfg.device, dtype=cfg.dtype)
+    engine = Engine.load(path, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize)
     timings["load"] = round(time.perf_counter() - start, 3)
     subject = Subject(name, str(path), engine)
     metrics: dict[str, float] = {}
