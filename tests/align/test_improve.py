@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 
@@ -24,11 +26,25 @@ def improve_config():
 def first_attempt(pref_data_dir, make_tiny_model, tmp_path_factory):
     from llmcycle.feedback.improve import run
 
+    from llmcycle.serve.config import ServeConfig
+    from tests.serve.conftest import start_server
+
     root = tmp_path_factory.mktemp("improve")
     pointer = root / "serve.txt"
     current = make_tiny_model("llama")
     pointer.write_text(str(current))
-    result = run(improve_config(), root / "attempts", pointer=pointer, data=pref_data_dir)
+    live = start_server(ServeConfig(watch=str(pointer), feedback_db=str(root / "fb.db"), watch_interval=0.05))
+    try:
+        before = live.state.host.current.path
+        result = run(improve_config(), root / "attempts", pointer=pointer, data=pref_data_dir)
+        deadline = time.monotonic() + 60
+        while result["promoted"] and live.state.host.current.path == before and time.monotonic() < deadline:
+            live.thread.join(0.02)  # the watcher polls the pointer's mtime
+        result["served_after"] = live.state.host.current.path
+        result["answers_after"] = live.client().chat.completions.create(
+            model="", messages=[{"role": "user", "content": "hi"}], max_tokens=4).choices[0].message.content
+    finally:
+        live.stop()
     return result, pointer, current, root
 
 
@@ -37,6 +53,9 @@ def test_a_good_candidate_is_promoted(first_attempt):
     gates = json.loads((result["attempt"] / "gates.json").read_text())
     assert result["promoted"], gates
     assert pointer.read_text() == str((result["attempt"] / "model").resolve())
+    # a live `llmcycle serve --watch` swapped to the promoted model and answers with it
+    assert Path(result["served_after"]).resolve() == (result["attempt"] / "model").resolve()
+    assert isinstance(result["answers_after"], str)
     manifest = json.loads((result["attempt"] / "manifest.json").read_text())
     assert manifest["stage"] == "improve" and manifest["metrics"]["win_rate_candidate"] >= 0.5
     assert (result["attempt"] / "judge" / "manifest.json").is_file()
