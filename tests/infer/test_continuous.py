@@ -65,3 +65,22 @@ def test_cancel_frees_the_row_and_full_queue_refuses(make_tiny_model):
         assert scheduler.active == 0
     finally:
         scheduler.close()
+
+
+def test_shared_prefix_cache_serves_joining_requests_exactly(make_tiny_model):
+    """A server's requests that share a system prompt prefill only their own tail, with the same tokens."""
+    from llmcycle.infer.prefix_cache import PrefixCache
+
+    engine = Engine.load(make_tiny_model("llama"))
+    system = {"role": "system", "content": " ".join(WORDS * 2)}
+    convos = [[system, *c] for c in conversations(4)]
+    alone = [engine.chat([c], greedy(12))[0] for c in convos]
+    engine.backend.prefix_cache = cache = PrefixCache(min_tokens=8)
+    scheduler = Scheduler(engine, max_batch=2, max_queue=8, max_context=160)
+    try:
+        for convo, expected in zip(convos, alone):  # one at a time: each prefill can reuse the last
+            *_, done = list(scheduler.submit(engine.encode_chat(convo), engine._for_chat(greedy(12))))
+            assert done.token_ids == expected.token_ids
+    finally:
+        scheduler.close()
+    assert cache.hits >= 3 and cache.entries

@@ -382,13 +382,23 @@ class FastLlama:
 
     # ---- continuous batching (infer/continuous.py): rows of one shared batch cache --------------------------
     def prefill_one(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """Run one prompt [1, n] into a cache of its own: (last logits [1, vocab], keys, values per layer)."""
+        """Run one prompt [1, n] into a cache of its own: (last logits [1, vocab], keys, values per layer).
+        With a shared `prefix_cache` (a server's common system prompts) only the uncached tail is run."""
         n = ids.shape[1]
         shape = (1, self.n_kv, n, self.head_dim)
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.values = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.cached_ids, self._fed = [], []  # this cache is handed away: nothing for `start` to reuse
-        hidden = self._forward(ids, self.freqs[:n][None], 0, None, causal=True)
+        tokens = ids[0].tolist() if self.prefix_cache is not None and self.short_freqs is None else None
+        reuse = 0
+        if tokens:
+            reuse, saved_keys, saved_values = self.prefix_cache.lookup(tokens)
+            reuse = min(reuse, n - 1)
+            for cache, saved in zip(self.keys + self.values, (saved_keys or []) + (saved_values or [])):
+                cache[:, :, :reuse] = saved[:, :, :reuse]
+        hidden = self._forward(ids[:, reuse:], self.freqs[reuse:n][None], reuse, None, causal=True)
+        if tokens:
+            self.prefix_cache.insert(tokens, self.keys, self.values)
         return self._logits(hidden[:, -1]), self.keys, self.values
 
     def step_rows(self, keys: list[torch.Tensor], values: list[torch.Tensor], tokens: torch.Tensor,

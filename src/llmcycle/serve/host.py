@@ -66,8 +66,13 @@ class ModelHost:
     def _load_engine(self, path: str) -> Any:
         from llmcycle.infer import Engine
 
-        return Engine.load(path, device=self.cfg.device, dtype=self.cfg.dtype, quantize=self.cfg.quantize,
-                           fast=self.cfg.fast, threads=self.cfg.threads)
+        from llmcycle.infer.prefix_cache import PrefixCache
+
+        engine = Engine.load(path, device=self.cfg.device, dtype=self.cfg.dtype, quantize=self.cfg.quantize,
+                             fast=self.cfg.fast, threads=self.cfg.threads)
+        if hasattr(engine.backend, "prefix_cache"):  # requests sharing a system prompt reuse its keys/values
+            engine.backend.prefix_cache = PrefixCache()
+        return engine
 
     def start(self) -> None:
         """Load the first model: --model, else what the watched pointer names."""
