@@ -9,13 +9,7 @@ from typing import Any, Sequence
 
 from llmcycle.evaluate.bench.common import Item, Split
 from llmcycle.evaluate.bench.data import package_dir, read_lines
-
-
-def toxicity_flags(text: str) -> list[str]:
-    """The project's safety classifier: the one place to repoint if it moves."""
-    from llmcycle.evaluate.safety import toxicity_flags as flags
-
-    return flags(text)
+from llmcycle.safety.flags import toxicity_flags
 
 
 def realtoxicity(root: str | Path | None = None) -> Split:
