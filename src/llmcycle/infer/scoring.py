@@ -27,12 +27,7 @@ def _score_chunk(engine: Any, contexts: Sequence[Sequence[int]], targets: Sequen
             raise DataError("score: empty context (nothing to condition the first token on)")
         if len(seq) > engine.context_length:
             raise DataError(f"score: text is {len(seq)} tokens, the model's context is {engine.context_length}")
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), engine.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
+    ids, mask = right_pad(sequences, engine.pad_token_id)
     with torch.inference_mode():
         logits = engine.model(input_ids=ids.to(engine.device), attention_mask=mask.to(engine.device)).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -161,12 +156,7 @@ def _question_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[S
         tails.append([list(c)[shared:] for c in conts])
         ctx_lens.append(len(context))
     decoder, head, device = engine.model.get_decoder(), engine.model.get_output_embeddings(), engine.device
-    width = max(len(p) for p in prefixes)
-    ids = torch.full((len(prefixes), width), engine.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, prefix in enumerate(prefixes):
-        ids[row, :len(prefix)] = torch.tensor(prefix)
-        mask[row, :len(prefix)] = 1
+    ids, mask = right_pad(prefixes, engine.pad_token_id)
     result = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
     cache = getattr(result, "cache", None) or result.past_key_values
     # log-probs at every prefix position that predicts a shared token or a tail's first token
@@ -210,3 +200,13 @@ def _tail_forward(engine, decoder, head, cache, prefix_mask, prefixes, tails, re
         targets = tails[q][k][1:]
         scores[q][k].extend(float(logprobs[at + j, t]) for j, t in enumerate(targets))
         at += len(tokens)
+
+
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), right padded: scoring reads each row's positions from its start."""
+    ids = torch.full((len(sequences), max(len(s) for s in sequences)), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    return ids, mask
