@@ -85,8 +85,7 @@ def tiny_config(arch: str, vocab_size: int, **kw):
 @pytest.fixture(scope="session")
 def make_tiny_model(tiny_tokenizer_dir, tmp_path_factory):
     """Factory: make_tiny_model("phi3") -> dir holding a random-initialised model plus the tiny tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoTokenizer
 
     cache: dict[str, Path] = {}
 
@@ -97,14 +96,7 @@ def make_tiny_model(tiny_tokenizer_dir, tmp_path_factory):
         tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
         cfg = tiny_config(arch, len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                           pad_token_id=tok.pad_token_id, **kw)
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(cfg)
-        out = tmp_path_factory.mktemp(f"tiny_{arch}")
-        model.save_pretrained(out)
-        GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id).save_pretrained(out)
-        tok.save_pretrained(out)
-        cache[key] = out
+        cache[key] = out = save_random_model(cfg, tok, seed, tmp_path_factory.mktemp(f"tiny_{arch}"))
         return out
 
     return make
@@ -154,8 +146,7 @@ TEMPLATE_STYLES = {
 def make_templated_model(tiny_tokenizer_dir, tmp_path_factory):
     """Factory: make_templated_model("phi3" | "chatml" | "generation") -> a tiny random model dir whose tokenizer
     has that chat template (see TEMPLATE_STYLES), with the base's generation config naming only the EOS."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoTokenizer
 
     cache: dict[str, Path] = {}
 
@@ -171,14 +162,7 @@ def make_templated_model(tiny_tokenizer_dir, tmp_path_factory):
             tok.chat_template = template
         cfg = tiny_config(arch, len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                           pad_token_id=tok.pad_token_id)
-        torch.manual_seed(1)
-        model = AutoModelForCausalLM.from_config(cfg)
-        out = tmp_path_factory.mktemp(f"templated_{style}")
-        model.save_pretrained(out)
-        GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id).save_pretrained(out)
-        tok.save_pretrained(out)
-        cache[style] = out
+        cache[style] = out = save_random_model(cfg, tok, 1, tmp_path_factory.mktemp(f"templated_{style}"))
         return out
 
     return make
@@ -197,3 +181,16 @@ def smollm2_tokenizer():
     folder = Path(list(spec.submodule_search_locations)[0])
     gguf = next(folder.glob("*.gguf"))
     return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
+
+
+def save_random_model(cfg, tok, seed: int, out: Path) -> Path:
+    """A random-initialised model of `cfg` saved as an ordinary HF dir with its tokenizer and generation config."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
+    GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
