@@ -93,6 +93,10 @@ class Engine:
         _check_quant_shapes(model, spec)
         tokenizer = load_tokenizer_for(model)
         hf_model = load_model(model, dtype="fp32" if quantize else dtype, device=device, merge=True)
+        if not quantize:
+            from llmcycle.infer.gemm import use_onednn
+
+            use_onednn(hf_model)  # the engine owns this model: its float32 products may use the faster kernel
         return cls(hf_model, tokenizer, fast=fast, threads=threads, quantize=quantize)
 
     def _context_length(self) -> int:

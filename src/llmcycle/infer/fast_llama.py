@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from llmcycle.infer import gemm
+
 SUPPORTED = {"llama", "mistral", "qwen2", "phi3"}
 POSITION_ONLY_ROPE = {"default", "linear", "llama3", "yarn"}
 LENGTH_DEPENDENT_ROPE = {"longrope"}  # one table below the original context, another above it
@@ -415,6 +417,8 @@ def _project(x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> 
     """x @ weight (+ bias) for a transposed float weight; a quantized Linear module is called instead."""
     if type(weight) is not torch.Tensor:
         return weight(x)
+    if gemm.enabled():  # it keeps BLAS where oneDNN does not pay
+        return gemm.linear(x, weight.t(), bias)
     return x @ weight if bias is None else torch.addmm(bias, x, weight)
 
 
@@ -423,5 +427,6 @@ def _project_add(residual: torch.Tensor, x: torch.Tensor, weight: Any, bias: tor
     """residual + x @ weight (+ bias), the add fused into the matmul where the weight is a float tensor."""
     if type(weight) is not torch.Tensor:
         return residual + weight(x)
-    out = torch.addmm(residual, x, weight)
+    fused = gemm.linear_add(residual, x, weight.t())
+    out = fused if fused is not None else torch.addmm(residual, x, weight)
     return out if bias is None else out + bias
