@@ -29,7 +29,7 @@ def eval_command(
     shots: Optional[int] = typer.Option(None, "--shots", help="Few-shot examples per benchmark question."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Questions per benchmark (the first N)."),
     variants: Optional[Path] = typer.Option(None, "--variants", help="Compare prompt variants (YAML: tasks, "
-                                            "variants with system/chat/instruction/shots) instead."),
+                                            "probes, variants with system/chat/instruction/shots) instead."),
     apply_to: Optional[Path] = typer.Option(None, "--apply-to", help="With --variants: write the best variant's "
                                             "system message into this run config's chat section."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Weight-only quantization of every model "
@@ -47,7 +47,7 @@ def eval_command(
     if variants is not None:
         from llmcycle.evaluate.bench.variants import run as run_variants
 
-        result = run_variants(variants, model, out, apply_to)
+        result = run_variants(variants, model, out, apply_to, data=data)
         print((result / "report.md").read_text(encoding="utf-8"))
         return
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None

@@ -83,8 +83,8 @@ class BiasTask(Task):
 
     def loglik_gaps(self, subject: Subject) -> list[float]:
         records = [
-            {"messages": [{"role": "user", "content": pair[side]},
-                          {"role": "assistant", "content": pair["continuation"]}]}
+            {"messages": subject.framed([{"role": "user", "content": pair[side]}])
+             + [{"role": "assistant", "content": pair["continuation"]}]}
             for pair in self.pairs for side in ("a", "b")
         ]
         scores = score_each(subject.model, subject.tokenizer, records, self.batch_size, where="bias pair",

@@ -116,14 +116,18 @@ def build_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
     return bench if data_dir is None else probe_tasks(cfg, data_dir, notes) + bench
 
 
-def probe_tasks(cfg: EvalConfig, data_dir: str | Path, notes: list[str]) -> list[Any]:
-    """The selected probes on DATA_DIR's test split and the shipped prompts."""
+def probe_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) -> list[Any]:
+    """The selected probes on DATA_DIR's test split and the shipped prompts (safety and bias need no data dir)."""
+    from llmcycle.errors import ConfigError
     from llmcycle.evaluate.bias import BiasTask, load_pairs
     from llmcycle.evaluate.generation import GenerationTask, prompts_from
     from llmcycle.evaluate.perplexity import PerplexityTask
     from llmcycle.evaluate.safety import SafetyTask, load_prompts
 
-    test = read_test_split(data_dir)
+    needs_data = [p for p in cfg.probes if p in ("ppl", "generation")]
+    if data_dir is None and needs_data:
+        raise ConfigError(f"probe {needs_data[0]!r} needs a data dir with a test split (--data)")
+    test = read_test_split(data_dir) if data_dir is not None else []
     tasks: list[Any] = []
     if "ppl" in cfg.probes:
         train = []

@@ -25,6 +25,10 @@ class Subject:
     name: str
     path: str
     engine: Any  # llmcycle.infer.Engine
+    frame: Any = None  # optional: conversation -> the conversation put to the model (a prompt variant's framing)
+
+    def framed(self, conversation: list[dict[str, str]]) -> list[dict[str, str]]:
+        return list(conversation) if self.frame is None else self.frame(list(conversation))
 
     @property
     def model(self) -> Any:
@@ -92,7 +96,7 @@ def generate(subject: Subject, conversations: Sequence[list[dict[str, str]]], se
              desc: str) -> list[Any]:
     """The engine's next assistant turn for each conversation (engine Completions), with a progress bar."""
     budget = context_budget(subject, settings.max_new_tokens)
-    fitted = [fit_conversation(subject.tokenizer, list(c), budget) for c in conversations]
+    fitted = [fit_conversation(subject.tokenizer, subject.framed(c), budget) for c in conversations]
     completions: list[Any] = []
     with bar(total=len(fitted), desc=f"{subject.name}: {desc}", unit="reply") as progress:
         for start in range(0, len(fitted), batch_size):

