@@ -15,7 +15,7 @@ from typing import Any
 
 from llmcycle.evaluate.bench.common import Item, Split, limit_items
 from llmcycle.evaluate.bench.data import package_dir, read_csv, read_jsonl
-from llmcycle.evaluate.bench.mc import choose, score_item
+from llmcycle.evaluate.bench.mc import choose
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
 
@@ -51,30 +51,45 @@ def bbq(root: str | Path | None = None) -> Split:
     return Split(items, [], "none")
 
 
-def sentence_logliks(engine: Any, context: str, sentences: list[str], batch_size: int) -> list[float]:
-    """Whole-sentence log-likelihoods (after bos), or continuations of a shared context."""
-    if context:
-        return score_item(engine, context, sentences, batch_size)
-    return engine.score(sentences, None, batch_size)
-
-
 class BiasTask(Task):
     def __init__(self, name: str, split: Split, limit: int | None, batch_size: int):
         self.name, self.batch_size = name, batch_size
         self.items = limit_items(split.test, limit)
 
     def evaluate(self, subject: Subject) -> TaskResult:
-        rows = []
-        with bar(total=len(self.items), desc=f"{subject.name}: {self.name}", unit="q") as progress:
-            for item in self.items:
-                rows.append(sentence_logliks(subject.engine, item.context, item.choices, self.batch_size))
-                progress.update(1)
+        rows = self.logliks(subject.engine, subject.name)
         metrics = METRICS[self.name](rows, self.items)
         metrics[f"{self.name}_n"] = float(len(self.items))
         samples = [{"probe": self.name, "id": it.id, "prompt": it.context[-300:], "reference": it.choices[it.gold],
                     "reply": it.choices[max(range(len(r)), key=r.__getitem__)], "loglik": [round(x, 4) for x in r]}
                    for it, r in zip(self.items, rows)]
         return TaskResult(metrics, samples)
+
+    def logliks(self, engine: Any, label: str) -> list[list[float]]:
+        """Every item's sentence log-likelihoods, many items per forward (thousands of short items: one forward
+        each would leave the cores idle between them)."""
+        from llmcycle.evaluate.bench.mc import score_items
+
+        rows: list[list[float] | None] = [None] * len(self.items)
+        chunk = 32 * self.batch_size
+        with bar(total=len(self.items), desc=f"{label}: {self.name}", unit="q") as progress:
+            for start in range(0, len(self.items), chunk):
+                part = list(range(start, min(start + chunk, len(self.items))))
+                bare = [i for i in part if not self.items[i].context]
+                if bare:
+                    flat = engine.score([c for i in bare for c in self.items[i].choices], None, self.batch_size)
+                    at = 0
+                    for i in bare:
+                        rows[i] = flat[at:at + len(self.items[i].choices)]
+                        at += len(self.items[i].choices)
+                framed = [i for i in part if self.items[i].context]
+                if framed:
+                    scored = score_items(engine, [self.items[i].context for i in framed],
+                                         [self.items[i] for i in framed], self.batch_size)
+                    for i, row in zip(framed, scored):
+                        rows[i] = row
+                progress.update(len(part))
+        return rows  # type: ignore[return-value]
 
 
 def by_bias_type(rows: list[list[float]], items: list[Item]) -> dict[str, list[list[float]]]:

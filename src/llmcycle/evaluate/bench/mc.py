@@ -41,18 +41,6 @@ def choose(logliks: Sequence[float], choices: Sequence[str]) -> tuple[int, int]:
     return raw, norm
 
 
-def score_item(engine: Any, context: str, choices: Sequence[str], batch_size: int) -> list[float]:
-    from llmcycle.infer.scoring import score_shared_context
-
-    pairs = [encode_pair(engine.tokenizer, context, TARGET_DELIMITER + c) for c in choices]
-    shared = pairs[0][0]
-    if all(ctx == shared for ctx, _ in pairs):
-        rows = score_shared_context(engine, shared, [cont for _, cont in pairs], batch_size)
-    else:  # a tokenizer that merges across the boundary differently per choice: score each on its own
-        rows = engine.score_ids([ctx for ctx, _ in pairs], [cont for _, cont in pairs], batch_size)
-    return [float(sum(r)) for r in rows]
-
-
 class MultipleChoiceTask(Task):
     """A multiple-choice benchmark: `{name}_acc` and `{name}_acc_norm` in [0, 1]."""
 

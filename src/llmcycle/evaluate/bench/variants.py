@@ -196,7 +196,7 @@ def write_outputs(out: Path, metrics: dict[str, dict[str, float]], spec: Variant
     from llmcycle.plots import bar_chart
 
     keys = [headline(t) for t in spec.tasks] + [k for p in spec.probes for k in PROBE_COLUMNS[p]] + ["score"]
-    lines = ["# Prompt variants", "", "| variant | chat | system | shots | " + " | ".join(keys) + " |",
+    lines = ["# Prompt variants", "", "| variant | chat template on benchmarks | system | shots | " + " | ".join(keys) + " |",
              "|---|---|---|---|" + "---|" * len(keys)]
     for name, values in metrics.items():
         v = spec.variants[name]
