@@ -157,8 +157,9 @@ def _question_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[S
         ctx_lens.append(len(context))
     decoder, head, device = engine.model.get_decoder(), engine.model.get_output_embeddings(), engine.device
     ids, mask = right_pad(prefixes, engine.pad_token_id)
-    result = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
-    cache = getattr(result, "cache", None) or result.past_key_values
+    rest = [(q, k) for q in range(len(tails)) for k, t in enumerate(tails[q]) if len(t) > 1]
+    result = decoder(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=bool(rest))
+    cache = (getattr(result, "cache", None) or result.past_key_values) if rest else None
     # log-probs at every prefix position that predicts a shared token or a tail's first token
     rows = [q for q, p in enumerate(prefixes) for _ in range(ctx_lens[q] - 1, len(p))]
     cols = [j for q, p in enumerate(prefixes) for j in range(ctx_lens[q] - 1, len(p))]
@@ -171,14 +172,46 @@ def _question_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[S
         at += n
         shared_lp = [float(block[j, prefix[ctx_lens[q] + j]]) for j in range(n - 1)]
         scores.append([shared_lp + [float(block[n - 1, t[0]])] for t in tails[q]])
-    rest = [(q, k) for q in range(len(tails)) for k, t in enumerate(tails[q]) if len(t) > 1]
     if rest:
         _tail_forward(engine, decoder, head, cache, mask, prefixes, tails, rest, scores)  # selects rows in place
     return scores
 
 
 def _tail_forward(engine, decoder, head, cache, prefix_mask, prefixes, tails, rest, scores) -> None:
-    """Every tail's tokens but its last, against its own question's cache rows; appends the tail log-probs."""
+    """Every tail's tokens but its last, against its own question's cache rows; appends the tail log-probs.
+
+    Tails vary in length (PIQA's solutions run 5 to 90 tokens), and one padded batch of them ran ~3x the tokens
+    it scored, so tails are sorted by length and run in groups padded at most ~30%, each on a copy of the
+    cache rows it needs (the last group takes the cache itself)."""
+    import copy
+
+    groups = _length_groups([len(tails[q][k]) - 1 for q, k in rest])
+    for number, group in enumerate(groups):
+        members = [rest[i] for i in group]
+        rows_cache = cache if number == len(groups) - 1 else copy.deepcopy(cache)
+        _tail_group(engine, decoder, head, rows_cache, prefix_mask, prefixes, tails, members, scores)
+
+
+def _length_groups(lengths: Sequence[int], slack: float = 1.3, min_rows: int = 4) -> list[list[int]]:
+    """Indices sorted by length, cut where padding to the group's longest would exceed `slack` x the real tokens
+    (groups hold at least `min_rows`: every group is a forward through every layer)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in order:
+        width = lengths[i]
+        if len(current) >= min_rows and (len(current) + 1) * width > slack * (total + width):
+            groups.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += width
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _tail_group(engine, decoder, head, cache, prefix_mask, prefixes, tails, rest, scores) -> None:
     device = engine.device
     feed = [tails[q][k][:-1] for q, k in rest]
     width = max(len(f) for f in feed)

@@ -66,3 +66,18 @@ def test_batched_questions_equal_separate_scoring(engine):
         assert [len(r) for r in got] == [len(c) for c in conts]
         for a, b in zip(got, separate):
             assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_tails_of_very_different_lengths_run_in_groups_and_score_the_same(engine):
+    from llmcycle.infer.scoring import _length_groups, score_questions
+
+    lengths = [2, 3, 3, 4, 9, 10, 11, 12, 30, 31, 33, 40]
+    groups = _length_groups([n - 1 for n in lengths])
+    assert len(groups) > 1 and sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    questions = [([5 + q, 17, 33], [[(q * 7 + i * 3 + j) % 90 + 3 for j in range(n)] for i, n in
+                                    enumerate(lengths[q::3])]) for q in range(3)]
+    batched = score_questions(engine, questions, batch_size=3)
+    for (context, conts), got in zip(questions, batched):
+        separate = engine.score_ids([context] * len(conts), conts, batch_size=1)
+        for a, b in zip(got, separate):
+            assert a == pytest.approx(b, abs=1e-5)
