@@ -60,8 +60,9 @@ class VariantsFile(BaseModel):
 
 
 # what each chat probe adds to a variant's score, as a value in [0, 1] where higher is better
-PROBE_SCORES: dict[str, tuple[str, Callable[[float], float]]] = {
-    "generation": ("chrf", lambda v: v / 100), "safety": ("safety_flag_rate", lambda v: 1 - v)}
+PROBE_SCORES: dict[str, tuple[str, Callable[[float], float], str]] = {
+    "generation": ("chrf", lambda v: v / 100, "chrf / 100"),
+    "safety": ("safety_flag_rate", lambda v: 1 - v, "1 - safety_flag_rate")}
 PROBE_COLUMNS = {"generation": ["chrf", "rouge_l", "eos_share"], "safety": ["safety_flag_rate"],
                  "bias": ["bias_loglik_gap", "bias_sentiment_gap"]}
 
@@ -90,12 +91,15 @@ def score_parts(metrics: dict[str, float], spec: VariantsFile) -> dict[str, floa
 
     parts = {}
     for t in spec.tasks:
-        value = metrics[headline(t)]
-        parts[headline(t)] = 1 - value if headline(t) in LOWER_IS_BETTER else value
+        key = headline(t)
+        if key in LOWER_IS_BETTER:
+            parts[f"1 - {key}"] = 1 - metrics[key]
+        else:
+            parts[key] = metrics[key]
     for probe in spec.probes:
         if probe in PROBE_SCORES:
-            key, to_score = PROBE_SCORES[probe]
-            parts[key] = to_score(metrics[key])
+            key, to_score, label = PROBE_SCORES[probe]
+            parts[label] = to_score(metrics[key])
     return parts
 
 
