@@ -417,8 +417,8 @@ def _project(x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> 
     """x @ weight (+ bias) for a transposed float weight; a quantized Linear module is called instead."""
     if type(weight) is not torch.Tensor:
         return weight(x)
-    if gemm.enabled():  # it keeps BLAS where oneDNN does not pay
-        return gemm.linear(x, weight.t(), bias)
+    if (x.shape[0] >= gemm.MIN_ROWS or weight.numel() >= gemm.HEAD_WEIGHT) and gemm.enabled():
+        return gemm.linear(x, weight.t(), bias)  # the shape test first: batch-1 decoding pays no more checks
     return x @ weight if bias is None else torch.addmm(bias, x, weight)
 
 
@@ -427,6 +427,6 @@ def _project_add(residual: torch.Tensor, x: torch.Tensor, weight: Any, bias: tor
     """residual + x @ weight (+ bias), the add fused into the matmul where the weight is a float tensor."""
     if type(weight) is not torch.Tensor:
         return residual + weight(x)
-    fused = gemm.linear_add(residual, x, weight.t())
+    fused = gemm.linear_add(residual, x, weight.t()) if x.shape[0] >= gemm.MIN_ROWS else None
     out = fused if fused is not None else torch.addmm(residual, x, weight)
     return out if bias is None else out + bias
