@@ -57,8 +57,8 @@ def run_config() -> BaseModel:
 def type_name(annotation: Any) -> str:
     """A type as a reader writes it in YAML terms: `int | null`, `"lora" | "full"`, `list[str]`."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Literal:
-        return " | ".join(json.dumps(a) for a in args)
+    if origin is typing.Literal:  # the values go to the "allowed" column
+        return " | ".join(dict.fromkeys(type(a).__name__ for a in args))
     if origin in (typing.Union, types.UnionType):
         return " | ".join("null" if a is type(None) else type_name(a) for a in args)
     if origin is not None:
@@ -77,8 +77,21 @@ def yaml_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if not isinstance(value, bool) else str(value).lower()
 
 
+def literal_values(annotation: Any) -> list[Any]:
+    """The values of a Literal at the top of an annotation, inside a union, or as the items of a list."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [v for a in typing.get_args(annotation) for v in literal_values(a)]
+
+
 def constraints(field: Any) -> str:
-    out = []
+    values = literal_values(field.annotation)
+    items = "each item " if typing.get_origin(field.annotation) is list else ""
+    alternatives = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+    if typing.get_origin(field.annotation) in (typing.Union, types.UnionType) and \
+            any(typing.get_origin(a) is not typing.Literal for a in alternatives):
+        items = "a list, or "  # Literal | list[str] (LoRA target modules)
+    out = [f"{items}one of " + ", ".join(f"`{json.dumps(v)}`" for v in values)] if values else []
     for meta in field.metadata:
         for attr, sign in BOUNDS.items():
             bound = getattr(meta, attr, None)
@@ -118,11 +131,24 @@ def escape(text: str) -> str:
     return " ".join(text.replace("|", "\\|").split())
 
 
+def code_alternatives(text: str) -> str:
+    """`a | b` as `a` \\| `b`: a pipe inside a code span would show its escaping backslash in a table. Pipes
+    inside brackets (`list["a" | "b"]`) cannot be split out; they are written as `or` there."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return " \\| ".join(f"`{part.strip().replace(' | ', ' or ')}`" for part in parts)
+
+
 def key_table(model: BaseModel | type[BaseModel], prefix: str = "") -> list[str]:
     rows = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
     for key, field, value in walk(model, prefix):
         default = "*required*" if field.is_required() and isinstance(model, type) else f"`{escape(yaml_value(value))}`"
-        rows.append(f"| `{key}` | `{escape(type_name(field.annotation))}` | {default} | {escape(constraints(field))} "
+        rows.append(f"| `{key}` | {code_alternatives(type_name(field.annotation))} | {default} | {escape(constraints(field))} "
                     f"| {escape(field.description or '')} |")
     return rows
 
