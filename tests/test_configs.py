@@ -25,3 +25,9 @@ def test_config_loads_and_plans(path, tmp_path):
         assert plan[:3] == ["data", "tokenizer", "pretrain"]
     else:
         assert "pretrain" not in plan and "finetune" in plan
+
+
+def test_every_shipped_config_is_documented():
+    """The docs' table of shipped configs names each one (a new config gets a line there)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "index.md").read_text(encoding="utf-8")
+    assert [p.name for p in CONFIGS if f"`configs/{p.name}`" not in page] == []

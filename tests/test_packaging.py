@@ -24,6 +24,8 @@ def test_wheel_ships_the_configs_and_resolves_bare_names(tmp_path):
     wheel = next(wheels.glob("llmcycle-*.whl"))
     shipped = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if n.startswith("llmcycle/configs/")}
     assert shipped == {p.name for p in (ROOT / "configs").glob("*.yaml")} and "default.yaml" in shipped
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"llmcycle/resources/sweep_space.yaml", "llmcycle/resources/prompt_variants.yaml"} <= names  # examples
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     elsewhere = tmp_path / "elsewhere"
