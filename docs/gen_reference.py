@@ -128,27 +128,20 @@ def element_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def escape(text: str) -> str:
+    """Plain text in a table cell: one line, pipes escaped."""
     return " ".join(text.replace("|", "\\|").split())
 
 
-def code_alternatives(text: str) -> str:
-    """`a | b` as `a` \\| `b`: a pipe inside a code span would show its escaping backslash in a table. Pipes
-    inside brackets (`list["a" | "b"]`) cannot be split out; they are written as `or` there."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(text):
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "|" and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return " \\| ".join(f"`{part.strip().replace(' | ', ' or ')}`" for part in parts)
+def code(text: str) -> str:
+    """A code span in a table cell (Python-Markdown's tables leave pipes inside code spans alone)."""
+    return f"`{' '.join(text.split())}`"
 
 
 def key_table(model: BaseModel | type[BaseModel], prefix: str = "") -> list[str]:
     rows = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
     for key, field, value in walk(model, prefix):
-        default = "*required*" if field.is_required() and isinstance(model, type) else f"`{escape(yaml_value(value))}`"
-        rows.append(f"| `{key}` | {code_alternatives(type_name(field.annotation))} | {default} | {escape(constraints(field))} "
+        default = "*required*" if field.is_required() and isinstance(model, type) else code(yaml_value(value))
+        rows.append(f"| `{key}` | {code(type_name(field.annotation))} | {default} | {escape(constraints(field))} "
                     f"| {escape(field.description or '')} |")
     return rows
 
@@ -209,7 +202,7 @@ def param_row(param: Any, ctx: Any) -> str:
     elif default is None or default == () or default is False and getattr(param, "is_flag", False):
         shown = ""
     else:
-        shown = f"`{escape(str(default))}`"
+        shown = code(str(default))
     repeat = " Repeatable." if getattr(param, "multiple", False) and "repeatable" not in (param.help or "") else ""
     return f"| {names} | {escape(param_type(param, ctx))} | {shown} | {escape(param.help or '')}{repeat} |"
 
