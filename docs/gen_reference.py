@@ -10,6 +10,7 @@ class's own (the run's reward model trains on every other rated chat), and the r
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import sys
@@ -25,6 +26,7 @@ if str(ROOT / "src") not in sys.path:  # document this checkout's code, not what
 from pydantic import BaseModel  # noqa: E402
 
 CONFIG_PAGE = "reference/config.md"
+LAYOUT_MARKER = "<!-- package-layout -->"
 CLI_PAGE = "reference/cli.md"
 
 # Configs read by commands outside `llmcycle run`: (title, "module:Class", how the command reads it).
@@ -236,6 +238,26 @@ def cli_reference() -> str:
 def first_sentence(text: str | None) -> str:
     text = " ".join((text or "").split())
     return text.split(". ")[0].rstrip(".") + "." if text else ""
+
+
+def package_layout() -> str:
+    """A table of every module of the package with the first line of its docstring, read from the source files
+    (nothing imported), so the layout stays true while modules move."""
+    package = ROOT / "src" / "llmcycle"
+    rows = ["| module | what it holds |", "|---|---|"]
+    for file in sorted(package.rglob("*.py")):
+        if file.name == "__main__.py":
+            continue
+        doc = ast.get_docstring(ast.parse(file.read_text(encoding="utf-8"))) or ""
+        parts = file.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if file.name == "__init__.py" else parts)
+        rows.append(f"| `{name}` | {escape(doc.split(chr(10) + chr(10))[0])} |")
+    return "\n".join(rows)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """mkdocs hook: fill the package layout table into the Python API page."""
+    return markdown.replace(LAYOUT_MARKER, package_layout()) if LAYOUT_MARKER in markdown else markdown
 
 
 def on_config(config: Any) -> Any:
