@@ -118,6 +118,29 @@ def replace_spans(text: str, found: list[Span] | Iterator[Span], upto: int | Non
     return "".join(out)
 
 
+def safe_cut(text: str, found: list[Span], limit: int) -> int:
+    """The last word boundary at or before `limit` that splits no span: cutting there leaves no partial match
+    behind (part of a phone or card number that no pattern would catch on its own)."""
+    if limit >= len(text):
+        return len(text)
+    cut = max(text.rfind(" ", 0, limit + 1), text.rfind("\n", 0, limit + 1)) + 1
+    for span in found:
+        if span.start < cut < span.end:
+            cut = span.start
+    return cut
+
+
+def scrub_head(text: str, limit: int) -> str:
+    """The scrubbed text, cut at a safe point near `limit` characters when longer (with a note of what was cut):
+    bounded work for logs that keep a long message."""
+    if len(text) <= limit:
+        return scrub(text)
+    window = text[:limit + MAX_SPACED_MATCH + 8]  # every span starting before `limit` lies inside it
+    found = list(spans(window))
+    cut = safe_cut(window, found, limit)
+    return replace_spans(window, found, cut) + f" [... {len(text) - cut} more characters]"
+
+
 def scrub(text: str, counts: Counter | None = None) -> str:
     """`text` with every piece of personal data replaced by its placeholder; `counts` gets one per kind found."""
     found = list(spans(text))

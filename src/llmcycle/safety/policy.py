@@ -7,7 +7,7 @@ Every decision is passed to the moderator's listeners (the server's metrics and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from llmcycle.errors import ConfigError
@@ -124,13 +124,12 @@ class Moderator:
         """Moderate every turn of a conversation, whatever its role (a harmful system prompt or a forged assistant
         turn is blocked like a user's): the strongest decision, and the messages to send on."""
         worst = Decision("input", "allow", [], "")
-        out = []
+        out, hits, taken = [], [], []
         for message in messages:
             decision = self.check(str(message.get("content", "")), "input", role=str(message.get("role", "user")))
             out.append({**message, "content": decision.text} if decision.action == "redact" else message)
+            hits += decision.hits
+            taken += decision.actions_taken
             if ACTIONS.index(decision.action) > ACTIONS.index(worst.action):
                 worst = decision
-            elif decision.hits:
-                worst.hits += decision.hits
-                worst.actions_taken += decision.actions_taken
-        return worst, out
+        return replace(worst, hits=hits, actions_taken=taken), out

@@ -18,7 +18,7 @@ from llmcycle.infer.continuous import Failed, Piece, QueueFull
 from llmcycle.infer.engine import Completion
 from llmcycle.infer.settings import GenerationSettings
 from llmcycle.safety import Decision, Moderator
-from llmcycle.safety.pii import MAX_SPACED_MATCH, Span, replace_spans, spans
+from llmcycle.safety.pii import MAX_SPACED_MATCH, Span, replace_spans, safe_cut, spans
 from llmcycle.serve.errors import APIError
 from llmcycle.serve.host import Served
 
@@ -195,13 +195,7 @@ class OutputGuard:
         """The end of the text no later piece can change: a word boundary HOLD characters back (or, with nothing
         to redact, the last word boundary), moved before any match it would split."""
         limit = len(self.text) - self.HOLD if self.redacting else len(self.text)
-        if limit <= 0:
-            return 0
-        cut = max(self.text.rfind(" ", 0, limit), self.text.rfind("\n", 0, limit)) + 1
-        for span in found:
-            if span.start < cut < span.end:
-                cut = span.start
-        return cut
+        return safe_cut(self.text, found, limit - 1) if limit > 0 else 0
 
     def ready_logprobs(self) -> list[dict]:
         """Log-prob entries of the released text; a token inside a redacted span shows as its placeholder."""
