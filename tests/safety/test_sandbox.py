@@ -49,6 +49,26 @@ def test_benign_program_runs_and_sees_only_its_work_dir():
 
 
 @isolated
+def test_pass_fail_scratch_files_and_timeout():
+    assert run_program("assert sum([1, 2]) == 3\n").passed
+    outcome = run_program("assert 1 == 2\n")
+    assert not outcome.passed and "AssertionError" in outcome.reason
+    assert run_program("open('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'\n").passed
+    outcome = run_program("while True:\n    pass\n", timeout_s=1.0)
+    assert not outcome.passed and outcome.reason == "timeout"
+
+
+@isolated
+def test_humaneval_canonical_solutions_pass():
+    """Benign completions score as before: the benchmark's own solutions all pass inside the sandbox."""
+    from llmcycle.evaluate.bench.generation import humaneval, humaneval_metric
+
+    items = humaneval().test[:6]
+    metrics, scores = humaneval_metric([item.gold for item in items], items)
+    assert metrics["humaneval_pass@1"] == 1.0 and scores == [1.0] * 6
+
+
+@isolated
 def test_files_outside_the_work_dir_cannot_be_read_or_written(tmp_path):
     secret = tmp_path / "planted.txt"
     secret.write_text("s3cret-" + secrets.token_hex(4))
@@ -61,6 +81,10 @@ def test_files_outside_the_work_dir_cannot_be_read_or_written(tmp_path):
         out = attempt(indent(code))
         assert "s3cret" not in out.stdout and "root:" not in out.stdout, code
     assert not target.exists() and not Path("/usr/escape").exists() and not Path("/escape").exists()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    attempt(indent(f"import os\nos.remove({str(victim)!r})"))
+    assert victim.read_text() == "keep me"
 
 
 @isolated
