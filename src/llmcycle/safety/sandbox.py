@@ -49,6 +49,7 @@ done
 mkdir -p "$R/work" "$R/proc" "$R/dev" "$R/tmp"
 mount -t tmpfs -o size=${LLMCYCLE_WORK_MB}m,mode=1777,nosuid,nodev "none" "$R/work"
 mount -t tmpfs -o size=1m,mode=1777,nosuid,nodev,noexec none "$R/tmp"
+mkdir -p "$R/dev/shm"; mount -t tmpfs -o size=4m,mode=1777,nosuid,nodev,noexec none "$R/dev/shm"
 cp "$LLMCYCLE_PROGRAM" "$R/work/program.py"; chmod 644 "$R/work/program.py"
 for n in null zero urandom random; do touch "$R/dev/$n"; mount --bind "/dev/$n" "$R/dev/$n"; done
 mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
