@@ -129,6 +129,11 @@ def _run(cmd: list[str], env: dict, cwd: str, timeout_s: float, memory_mb: int) 
                             preexec_fn=lambda: _limits(int(timeout_s) + 1, memory_mb))
     try:
         out, err, timed_out = _read_capped(proc, began + timeout_s)
+        if not timed_out:  # the pipes close a moment before the process can be reaped
+            try:
+                proc.wait(timeout=max(0.0, began + timeout_s - time.monotonic()) + 1.0)
+            except subprocess.TimeoutExpired:
+                timed_out = True
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # unshare --kill-child takes the whole PID namespace with it
