@@ -28,6 +28,8 @@ if [ "$MODE" = dev ]; then
   # The web chat's browser test drives Debian's chromium through its chromedriver (no browser download).
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+    # The generated-code sandbox builds its namespaces with util-linux's unshare and setpriv.
+    command -v setpriv >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
   fi
 elif [ "$MODE" = bench ]; then
   "${PIP[@]}" -e '.[bench,sweep]'

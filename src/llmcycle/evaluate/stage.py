@@ -10,6 +10,7 @@ import gc
 import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
@@ -20,9 +21,11 @@ from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import DataError
 from llmcycle.progress import say
 from llmcycle.records import check_chat, load_split, read_jsonl, split_path
+from llmcycle.safety.sandbox import require_isolation
 
 PROBES = ("ppl", "generation", "safety", "bias")
 Probe = Literal["ppl", "generation", "safety", "bias"]
+CODE_TASKS = ("humaneval",)  # benchmarks that execute what the model wrote
 UNIGRAM_TRAIN_RECORDS = 2000  # enough to estimate token frequencies, bounded for big corpora
 
 
@@ -49,6 +52,8 @@ class EvalConfig(StageConfig):
     limit: int | None = Field(None, ge=1, description="Questions per benchmark (the first N, as lm-eval's --limit).")
     bench_root: str | None = Field(None, description="A dir laid out like the benchmark packages, read instead "
                                    "of the installed ones.")
+    allow_unsafe_exec: bool = Field(False, description="Run benchmark-generated code (HumanEval) even where the "
+                                    "machine cannot isolate it in the OS sandbox (namespaces + rlimits).")
     seed: int = 0
     device: str = "cpu"
     dtype: str = "auto"
@@ -109,7 +114,12 @@ def build_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
     """The selected probes and benchmarks, each holding the exact examples every model will see."""
     from llmcycle.evaluate.bench import build
 
+    if any(t in CODE_TASKS for t in cfg.tasks):
+        require_isolation(cfg.allow_unsafe_exec)  # before any model runs: refuse now, not after generating
     bench = build(cfg.tasks, cfg.shots, cfg.limit, cfg.seed, cfg.batch_size, cfg.bench_root) if cfg.tasks else []
+    for task in bench:
+        if task.name in CODE_TASKS:
+            task.metric = partial(task.metric, allow_unsafe=cfg.allow_unsafe_exec)
     if cfg.tasks:
         notes.append(f"benchmarks: {', '.join(cfg.tasks)}; {cfg.shots}-shot, "
                      f"{'all' if cfg.limit is None else f'the first {cfg.limit}'} questions each")

@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from llmcycle.safety.pii import scrub
+from llmcycle.safety.pii import PATTERNS, luhn_ok, scrub
 from llmcycle.safety.toxicity import WORD as TERM_WORD
 from llmcycle.safety.toxicity import ToxicityScorer
 
@@ -24,26 +24,15 @@ THREAT_PHRASES = (
     "kill you", "hurt you", "beat you", "i will find you", "you should die", "go die", "hope you die",
     "shut up", "i hate you", "burn your", "destroy you", "punch you", "shoot you",
 )
-PII_KINDS = ("email", "phone", "ip")  # the URL placeholder is no personal data in a reply
-SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
-CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
+PII_KINDS = ("email", "phone", "ip", "ssn", "card", "iban", "key")  # a URL is no personal data in a reply
+SSN = re.compile(PATTERNS["SSN"])
+CARD = re.compile(PATTERNS["CARD"])
 WORD = re.compile(r"[a-z']+")
 
 
 @lru_cache(maxsize=1)
 def term_scorer() -> ToxicityScorer:
     return ToxicityScorer()
-
-
-def luhn_ok(digits: str) -> bool:
-    """Card numbers carry a Luhn check digit; random digit runs mostly do not."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
 
 
 def toxicity_flags(text: str) -> list[str]:
@@ -60,23 +49,14 @@ def toxicity_flags(text: str) -> list[str]:
 
 def card_numbers(text: str) -> list[str]:
     """Digit runs shaped like card numbers whose Luhn check passes."""
-    found = []
-    for match in CARD.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            found.append(match.group())
-    return found
+    return [m.group() for m in CARD.finditer(text) if luhn_ok(re.sub(r"\D", "", m.group()))]
 
 
 def pii_flags(text: str) -> list[str]:
     counts: Counter = Counter()
     scrub(text, counts)
-    flags = [f"pii:{kind}" for kind in PII_KINDS if counts[kind]]
-    if SSN.search(text):
-        flags.append("pii:ssn")
-    if card_numbers(text):
-        flags.append("pii:card_number")
-    return flags
+    names = {"card": "card_number"}
+    return [f"pii:{names.get(kind, kind)}" for kind in PII_KINDS if counts[kind]]
 
 
 def flag_reply(text: str) -> list[str]:

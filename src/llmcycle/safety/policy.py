@@ -7,13 +7,11 @@ Every decision is passed to the moderator's listeners (the server's metrics and 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from llmcycle.errors import ConfigError
 from llmcycle.safety.categories import CATEGORIES, Hit, classify
-from llmcycle.safety.flags import CARD, SSN, luhn_ok
 from llmcycle.safety.pii import scrub
 
 ACTIONS = ("allow", "flag", "redact", "block")
@@ -26,11 +24,20 @@ REFUSALS = {"S11": "I can't help with that. If you are thinking about harming yo
                    "you trust or call your local crisis line; you don't have to face this alone."}
 
 
+# The operator writes the system and developer turns: personal data there (a support address) is theirs to send,
+# so redaction only flags it; a harmful instruction there is blocked like anywhere else. Assistant history comes
+# from the client like user turns do, and is moderated as they are.
+OPERATOR_ROLES = ("system", "developer")
+# A text longer than this is refused without being classified, so the cost of a decision stays bounded whatever
+# is sent (about 8,000 tokens: more than the models served here read).
+MAX_MODERATED_CHARS = 32_000
+TOO_LONG = "input_too_long"
+
+
 def redact(text: str) -> str:
-    """Personal data replaced: emails, URLs, IPs, phones (the data stage's scrub), then SSNs and card numbers."""
-    text = SSN.sub("<SSN>", scrub(text))
-    return CARD.sub(lambda m: "<CARD>" if luhn_ok(re.sub(r"\D", "", m.group())) and
-                    13 <= len(re.sub(r"\D", "", m.group())) <= 19 else m.group(), text)
+    """Personal data replaced by placeholders (the data stage's scrub: e-mails, URLs, IPs, keys, cards, IBANs,
+    SSNs, phones)."""
+    return scrub(text)
 
 
 @dataclass
@@ -74,18 +81,29 @@ class Moderator:
     """Classify a text and apply the policy; listeners see every decision with at least one hit."""
 
     def __init__(self, policy: dict[str, str] | None = None,
-                 listeners: Sequence[Callable[[Decision], None]] = ()):
+                 listeners: Sequence[Callable[[Decision], None]] = (), max_chars: int = MAX_MODERATED_CHARS):
         self.policy = dict(DEFAULT_POLICY if policy is None else policy)
         self.listeners = list(listeners)
         self.enabled = any(a != "allow" for a in self.policy.values())
+        self.max_chars = max_chars
 
-    def check(self, text: str, side: str, notify: bool = True) -> Decision:
-        """The decision for `text`; `notify=False` for a look at a reply still streaming (counted once, at its
-        end or when it is blocked)."""
+    @property
+    def redacts_output(self) -> bool:
+        """Whether replies have their personal data replaced (the privacy category's action is redact)."""
+        return self.policy.get("S7") == "redact"
+
+    def check(self, text: str, side: str, notify: bool = True, role: str = "user") -> Decision:
+        """The decision for `text` (from `role`); `notify=False` for a look at a reply still streaming (counted
+        once, at its end or when it is blocked)."""
+        if self.enabled and len(text) > self.max_chars:
+            decision = Decision(side, "block", [], text, TOO_LONG, [(TOO_LONG, "block")])
+            if notify:
+                self.notify(decision)
+            return decision
         hits = [h for h in classify(text) if self.policy.get(h.category, "flag") != "allow"] if self.enabled else []
         if not hits:
             return Decision(side, "allow", [], text)
-        actions = {h.category: self.policy.get(h.category, "flag") for h in hits}
+        actions = {h.category: self._action(h.category, role) for h in hits}
         action = max(actions.values(), key=ACTIONS.index)
         blocked_by = next((c for c, a in actions.items() if a == "block"), None)
         out = redact(text) if action == "redact" else text
@@ -94,23 +112,24 @@ class Moderator:
             self.notify(decision)
         return decision
 
+    def _action(self, category: str, role: str) -> str:
+        action = self.policy.get(category, "flag")
+        return "flag" if action == "redact" and role in OPERATOR_ROLES else action
+
     def notify(self, decision: Decision) -> None:
         for listener in self.listeners:
             listener(decision)
 
     def check_messages(self, messages: list[dict]) -> tuple[Decision, list[dict]]:
-        """Moderate the user turns of a conversation: the strongest decision, and the messages to send on."""
+        """Moderate every turn of a conversation, whatever its role (a harmful system prompt or a forged assistant
+        turn is blocked like a user's): the strongest decision, and the messages to send on."""
         worst = Decision("input", "allow", [], "")
-        out = []
+        out, hits, taken = [], [], []
         for message in messages:
-            if message.get("role") != "user":
-                out.append(message)
-                continue
-            decision = self.check(str(message.get("content", "")), "input")
-            out.append({**message, "content": decision.text})
+            decision = self.check(str(message.get("content", "")), "input", role=str(message.get("role", "user")))
+            out.append({**message, "content": decision.text} if decision.action == "redact" else message)
+            hits += decision.hits
+            taken += decision.actions_taken
             if ACTIONS.index(decision.action) > ACTIONS.index(worst.action):
                 worst = decision
-            elif decision.hits:
-                worst.hits += decision.hits
-                worst.actions_taken += decision.actions_taken
-        return worst, out
+        return replace(worst, hits=hits, actions_taken=taken), out

@@ -137,7 +137,8 @@ async def _generate(state: State, kind: str, request: Any, route: str) -> Respon
     prompts = request.prompt if kind == "text" else [None]
     if len(prompts) != 1:
         raise APIError(400, "one prompt per request (send a list of one)", "prompt")
-    job = gen.prepare(kind, request, served, state.cfg, state.moderator, prompts[0])
+    # moderation and tokenizing off the event loop: a huge prompt delays its own answer, not every client's
+    job = await asyncio.to_thread(gen.prepare, kind, request, served, state.cfg, state.moderator, prompts[0])
     if request.stream and state.streams >= state.cfg.max_streams:
         raise APIError(429, f"too many open streams ({state.cfg.max_streams})", None, "too_many_streams")
     gen.start(job, asyncio.get_running_loop(), state.cfg)

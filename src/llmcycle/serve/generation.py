@@ -11,13 +11,14 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 from llmcycle.errors import UserError
 from llmcycle.infer.continuous import Failed, Piece, QueueFull
 from llmcycle.infer.engine import Completion
 from llmcycle.infer.settings import GenerationSettings
 from llmcycle.safety import Decision, Moderator
+from llmcycle.safety.pii import MAX_SPACED_MATCH, Span, replace_spans, safe_cut, spans
 from llmcycle.serve.errors import APIError
 from llmcycle.serve.host import Served
 
@@ -138,38 +139,77 @@ def cancel(job: Job) -> None:
 
 
 class OutputGuard:
-    """Moderates one choice's reply while it streams: text is released up to the last word boundary, after the
-    policy has seen it (redacted, or stopped when a blocked category shows up)."""
+    """Moderates one choice's reply while it streams, without leaking what redaction would hide.
+
+    Every decision is made on the original text so far; what is released is its redacted form, and only up to a
+    point later text cannot change: HOLD characters before the end (longer than any match that may contain a
+    space: phone, card, IBAN) and never inside the last word (an e-mail or key still being written). Log-probs are
+    held back with their text, and those of redacted tokens are masked, so no channel shows the hidden text."""
+
+    HOLD = MAX_SPACED_MATCH + 8  # the patterns' look-aheads read a few characters past a match
 
     def __init__(self, moderator: Moderator):
         self.moderator = moderator
         self.text = ""
-        self.sent = ""
+        self.sent = ""  # the released text, redacted
+        self.released = 0  # characters of `text` that `sent` covers
+        self.redacted: list[Span] = []  # spans of `text` replaced in `sent`
+        self.pending: list[tuple[int, int, dict]] = []  # (start, end, log-prob entry) not released yet
+        self.logprob_end = 0
         self.blocked: Decision | None = None
         self.last: Decision | None = None
+        self.redacting = moderator.enabled and moderator.redacts_output
 
     def flags(self) -> list[str]:
         decision = self.blocked or self.last
         return [f"output:{c}:{a}" for c, a in decision.actions_taken] if decision is not None else []
 
-    def feed(self, piece: str, final: bool = False) -> str:
+    def feed(self, piece: str, logprobs: Sequence[dict] = (), final: bool = False) -> str:
+        """The text that may be shown now (possibly ""); `ready_logprobs()` then has the entries that go with it."""
         self.text += piece
+        for entry in logprobs:
+            end = self.logprob_end + len(entry.get("token", ""))
+            self.pending.append((self.logprob_end, end, entry))
+            self.logprob_end = end
         if self.blocked is not None:
             return ""
-        cut = len(self.text) if final else max(self.text.rfind(" "), self.text.rfind("\n")) + 1
-        visible = self.text[:cut]
-        decision = self.moderator.check(visible, "output", notify=final)
+        decision = self.moderator.check(self.text, "output", notify=final)
         self.last = decision
         if decision.blocked:
             self.blocked = decision
+            self.pending.clear()
             if not final:
                 self.moderator.notify(decision)
             return ""
-        shown = decision.text
-        delta = shown[len(self.sent):] if shown.startswith(self.sent) else ""
-        if delta:
-            self.sent = shown
+        found = list(spans(self.text)) if self.redacting else []
+        cut = len(self.text) if final else self._safe_cut(found)
+        if cut <= self.released:
+            return ""
+        shown = replace_spans(self.text, found, cut)
+        delta = shown[len(self.sent):]
+        self.sent, self.released = shown, cut
+        self.redacted = [span for span in found if span.start < cut]
         return delta
+
+    def _safe_cut(self, found: list[Span]) -> int:
+        """The end of the text no later piece can change: a word boundary HOLD characters back (or, with nothing
+        to redact, the last word boundary), moved before any match it would split."""
+        limit = len(self.text) - self.HOLD if self.redacting else len(self.text)
+        return safe_cut(self.text, found, limit - 1) if limit > 0 else 0
+
+    def ready_logprobs(self) -> list[dict]:
+        """Log-prob entries of the released text; a token inside a redacted span shows as its placeholder."""
+        ready = [p for p in self.pending if p[1] <= self.released or self.released == len(self.text)]
+        self.pending = self.pending[len(ready):]
+        return [self._mask(start, end, entry) for start, end, entry in ready]
+
+    def _mask(self, start: int, end: int, entry: dict) -> dict:
+        slack = abs(self.logprob_end - len(self.text)) + 1  # token texts need not add up to the decoded text
+        for span in self.redacted:
+            if start < span.end + slack and span.start - slack < end:
+                token = f"<{span.kind}>" if start <= span.start else ""
+                return {**entry, "token": token, "top_logprobs": []}
+        return entry
 
 
 def finish_reason(completion: Completion, guard: OutputGuard) -> str:

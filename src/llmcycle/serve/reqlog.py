@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmcycle.safety import redact
+from llmcycle.safety.pii import scrub_head
+
+MAX_LOGGED_CHARS = 8_000  # of each message and reply: a huge prompt costs the log (and the event loop) no more
 
 
 class RequestLog:
@@ -24,8 +26,9 @@ class RequestLog:
             "model_hash": job.served.model_hash, "prompt_tokens": len(job.prompt_ids),
             "completion_tokens": job.completion_tokens, "latency_s": round(latency, 4),
             "ttft_s": None if ttft is None else round(ttft, 4),
-            "messages": [{"role": m["role"], "content": redact(m["content"])} for m in job.messages],
-            "replies": [{"text": redact(text), "finish_reason": reason} for _, (text, reason)
+            "messages": [{"role": m["role"], "content": scrub_head(m["content"], MAX_LOGGED_CHARS)}
+                         for m in job.messages],
+            "replies": [{"text": scrub_head(text, MAX_LOGGED_CHARS), "finish_reason": reason} for _, (text, reason)
                         in sorted(job.replies.items())],
             "moderation": job.moderation,
             "settings": job.settings.to_dict(),

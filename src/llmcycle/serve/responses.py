@@ -66,12 +66,12 @@ async def collect(job: Job, moderator: Moderator, on_choice: OnChoice) -> dict:
     for i in range(job.n):
         completion = finals[i]
         guard = OutputGuard(moderator)
-        guard.feed(completion.text, final=True)
+        guard.feed(completion.text, logprobs[i], final=True)
         job.moderation += guard.flags()
         reason = finish_reason(completion, guard)
         text = guard.blocked.refusal if guard.blocked else guard.sent
         on_choice(job, i, text, reason, completion.completion_tokens)
-        choices.append(_choice(job, i, text, reason, logprobs[i] if want_logprobs else None))
+        choices.append(_choice(job, i, text, reason, guard.ready_logprobs() if want_logprobs else None))
         tokens += completion.completion_tokens
     return {**_envelope(job), "choices": choices, "usage": usage(len(job.prompt_ids), tokens)}
 
@@ -127,15 +127,17 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
         if isinstance(event, Piece):
             if job.first_token is None:
                 job.first_token = time.perf_counter()
-            text = guard.feed(event.text)
-            if text or (want_logprobs and event.logprobs and not guard.blocked):
-                yield sse(_delta_chunk(job, index, text, None, event.logprobs if want_logprobs else None))
+            text = guard.feed(event.text, event.logprobs if want_logprobs else ())
+            entries = guard.ready_logprobs()
+            if text or entries:
+                yield sse(_delta_chunk(job, index, text, None, entries or None))
             if guard.blocked is not None:
                 job.handles[index].cancel()  # stop generating what will not be shown
             continue
         rest = guard.feed("", final=True) if guard.blocked is None else ""
-        if rest:
-            yield sse(_delta_chunk(job, index, rest, None, None))
+        entries = guard.ready_logprobs()
+        if rest or entries:
+            yield sse(_delta_chunk(job, index, rest, None, entries or None))
         reason = finish_reason(event, guard)
         job.moderation += guard.flags()
         tokens += event.completion_tokens

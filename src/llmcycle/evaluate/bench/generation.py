@@ -11,6 +11,7 @@ from llmcycle.evaluate.bench.common import Item, Prompting, Split, fewshot_examp
 from llmcycle.evaluate.bench.data import package_dir, read_jsonl
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
+from llmcycle.safety.sandbox import run_program
 
 NUMBER = re.compile(r"-?[\d,]*\.?\d+")
 
@@ -106,13 +107,13 @@ def gsm8k_metric(replies: Sequence[str], items: Sequence[Item]) -> tuple[dict[st
     return {"gsm8k_exact_match": sum(scores) / max(1, len(scores))}, scores
 
 
-def humaneval_metric(replies: Sequence[str], items: Sequence[Item]) -> tuple[dict[str, float], list[float]]:
-    from llmcycle.evaluate.bench.sandbox import run_program
-
+def humaneval_metric(replies: Sequence[str], items: Sequence[Item],
+                     allow_unsafe: bool = False) -> tuple[dict[str, float], list[float]]:
+    """pass@1: each completion with its tests, run in the OS sandbox (unisolated only when `allow_unsafe`)."""
     scores = []
     for reply, item in zip(replies, items):
         program = f"{item.context}{reply}\n\n{item.meta['test']}\n\ncheck({item.meta['entry_point']})\n"
-        scores.append(float(run_program(program).passed))
+        scores.append(float(run_program(program, allow_unsafe=allow_unsafe).passed))
     return {"humaneval_pass@1": sum(scores) / max(1, len(scores))}, scores
 
 
