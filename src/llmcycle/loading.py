@@ -105,10 +105,22 @@ def load_model(name_or_path: str | Path, dtype: str | Any = "auto", device: str 
     return model.merge_and_unload() if merge else model
 
 
+def load_tokenizer(path: str | Path):
+    """AutoTokenizer from a dir or hub id, with a one-line error if it does not load."""
+    from transformers import AutoTokenizer
+
+    check_exists(path, "tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # transformers raises many types here
+        raise ModelLoadError(f"{path}: tokenizer does not load ({type(exc).__name__}: {first_line(exc)})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_tokenizer_for(name_or_path: str | Path):
     """The tokenizer saved with a model or adapter dir, else the adapter's base's tokenizer."""
-    from llmcycle.tokenizer import load_tokenizer
-
     name_or_path = resolve(name_or_path)
     path = Path(str(name_or_path))
     if path.is_dir() and not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):

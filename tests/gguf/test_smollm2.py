@@ -33,7 +33,7 @@ def test_import_matches_the_gguf(smollm2, llamacpp):
     from pathlib import Path
 
     from llmcycle.gguf.resolve import named_gguf
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     tok = load_tokenizer(smollm2)
     assert llamacpp(named_gguf(NAME)).tokenize(MIXED) == tok(MIXED, add_special_tokens=False)["input_ids"]

@@ -92,7 +92,7 @@ def split_pairs(data_dir: str | Path, split: str, cfg: RewardConfig, limit: Opti
 
 def encode_conversation(tokenizer: Any, messages: list[dict], max_len: int, where: str) -> list[int]:
     """Token ids of a rendered conversation, its end kept when too long (the score sits on the last token)."""
-    from llmcycle.tokenizer import render_chat
+    from llmcycle.modeldir import render_chat
 
     ids = tokenizer(render_chat(tokenizer, messages, where), add_special_tokens=False, verbose=False)["input_ids"]
     return ids[-max_len:]
