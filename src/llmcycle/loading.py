@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from llmcycle.errors import ModelLoadError, first_line
+from llmcycle.gguf.resolve import resolve as resolve_gguf
+from llmcycle.progress import quiet
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -33,8 +35,6 @@ def adapter_base(path: str | Path) -> str:
 
 def resolve(name_or_path: str | Path) -> str:
     """A `.gguf` file or a named GGUF base (e.g. smollm2-135m-instruct) -> its imported HF dir; else unchanged."""
-    from llmcycle.gguf.resolve import resolve as resolve_gguf
-
     return resolve_gguf(name_or_path)
 
 
@@ -67,8 +67,6 @@ def load_base_model(name_or_path: str | Path, dtype: str | Any = "auto", device:
     """AutoModelForCausalLM.from_pretrained with a clear error; extra kwargs (e.g. quantization_config) pass on."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
-
-    from llmcycle.progress import quiet
 
     name_or_path = resolve(name_or_path)
     check_exists(name_or_path)

@@ -15,7 +15,7 @@ from llmcycle.data.config import DataConfig
 from llmcycle.evaluate.stage import EvalConfig, run as evaluate
 from llmcycle.gates import GatesStageConfig, run_gates as gates
 from llmcycle.gguf.config import ExportConfig
-from llmcycle.gguf.export import export_gguf
+from llmcycle.export import export_gguf
 from llmcycle.merge import MergeConfig
 from llmcycle.tokenizer import TokenizerConfig
 from llmcycle.train import align, finetune, onpolicy, pretrain, reward

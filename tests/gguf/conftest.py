@@ -36,7 +36,7 @@ def peaky_model(make_tiny_model):
 
 @pytest.fixture(scope="session")
 def exported(peaky_model, tmp_path_factory):
-    from llmcycle.gguf.export import export_gguf
+    from llmcycle.export import export_gguf
 
     cache: dict[tuple[str, str], Path] = {}
 

@@ -38,7 +38,7 @@ def test_llamacpp_greedy_equals_engine(arch, quant, peaky_model, exported, llama
 def test_q8_0_top1_agrees_teacher_forced(trained_model, val_texts, llamacpp, tmp_path):
     import torch
 
-    from llmcycle.gguf.export import export_gguf
+    from llmcycle.export import export_gguf
     from llmcycle.loading import load_model
     from llmcycle.loading import load_tokenizer
 

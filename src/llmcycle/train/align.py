@@ -131,7 +131,7 @@ def unpaired_rows(tokenizer: Any, records: list[dict], max_len: int, where: str)
 
 
 def read_records(data_dir: str | Path, split: str, kinds: tuple[str, ...], limit: Optional[int]) -> list[dict]:
-    from llmcycle.data.sources.preference import read_preference_split
+    from llmcycle.records import read_preference_split
     from llmcycle.records import split_path
 
     path = split_path(data_dir, split)

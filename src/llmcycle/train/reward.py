@@ -77,7 +77,7 @@ def split_pairs(data_dir: str | Path, split: str, cfg: RewardConfig, limit: Opti
 
     records = load_split(data_dir, split)
     if records and "chosen" in records[0]:
-        from llmcycle.data.sources.preference import read_preference_split
+        from llmcycle.records import read_preference_split
 
         pairs = [(r["prompt"] + r["chosen"], r["prompt"] + r["rejected"])
                  for r in read_preference_split(split_path(data_dir, split), ("paired",))]
