@@ -122,7 +122,8 @@ def decide(cand: dict[str, Any], cur: dict[str, Any], win: float, gates: GateCon
 
 def report_md(gates: list[dict[str, Any]], promoted: bool, candidate: str, current: str) -> str:
     lines = [f"# improve: {'promoted' if promoted else 'rejected'}", "", f"- current: `{current}`",
-             f"- candidate: `{candidate}`", "", "| gate | candidate | current | limit | passed |", "|---|---|---|---|---|"]
+             f"- candidate: `{candidate}`", "", "| gate | candidate | current | limit | passed |",
+             "|---|---|---|---|---|"]
     for g in gates:
         lines.append(f"| {g['gate']} | {g['candidate']:.4f} | {g['current']:.4f} | {g['limit']} | "
                      f"{'yes' if g['passed'] else '**no**'} |")

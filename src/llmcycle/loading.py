@@ -99,7 +99,8 @@ def load_model(name_or_path: str | Path, dtype: str | Any = "auto", device: str 
     try:
         model = PeftModel.from_pretrained(base, str(name_or_path))
     except Exception as exc:
-        raise ModelLoadError(f"{name_or_path}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None
+        raise ModelLoadError(
+            f"{name_or_path}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None
     return model.merge_and_unload() if merge else model
 
 
