@@ -34,7 +34,8 @@ def make_inputs(root: Path, n_pairs: int):
     from llmcycle.data.stage import run as data_run
     from llmcycle.models import build_model
     from llmcycle.records import load_split, write_jsonl
-    from llmcycle.tokenizer import TokenizerConfig, load_tokenizer, run as tok_run
+    from llmcycle.loading import load_tokenizer
+    from llmcycle.tokenizer import TokenizerConfig, run as tok_run
 
     data_run(DataConfig(limit=max(400, n_pairs * 2)), root / "raw")
     tok_run(TokenizerConfig(vocab_size=8192), root / "raw", root / "tok")

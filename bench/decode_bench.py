@@ -41,7 +41,7 @@ def published_gguf() -> Path | None:
 def exported_ggufs(model_dir: str, out: Path) -> dict[str, Path]:
     """GGUFs our exporter writes from the same weights (when llmcycle.gguf.export is installed)."""
     try:
-        from llmcycle.gguf.export import export_gguf
+        from llmcycle.export import export_gguf
     except ImportError:
         return {}
     files = {}

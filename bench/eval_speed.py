@@ -47,7 +47,8 @@ def chitchat_records(limit: int) -> list[dict]:
 def prepare(root: Path) -> tuple[Path, Path, Path]:
     from llmcycle.models import build_model
     from llmcycle.records import write_jsonl
-    from llmcycle.tokenizer import TokenizerConfig, load_tokenizer
+    from llmcycle.loading import load_tokenizer
+    from llmcycle.tokenizer import TokenizerConfig
     from llmcycle.tokenizer import run as train_tokenizer
 
     records = chitchat_records(4000)

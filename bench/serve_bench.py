@@ -91,7 +91,7 @@ def start_llamacpp(gguf: Path, clients: int, threads: int):
 
 def gguf_for(model: str, out: Path) -> tuple[Path, str]:
     try:
-        from llmcycle.gguf.export import export_gguf
+        from llmcycle.export import export_gguf
 
         export_gguf(model, out / "gguf", "q8_0")
         return out / "gguf" / "model.gguf", "llmcycle export q8_0 (8.5 bits/weight; ours fp32)"

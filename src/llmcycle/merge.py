@@ -2,22 +2,26 @@
 
 The merged dir holds the weights (in the base's own dtype unless asked otherwise), the adapter's tokenizer (with the
 chat template it was trained with) and a generation config whose EOS ids are `modeldir.stop_token_ids` (end-of-turn
-first), so the merged model stops where the adapter did. Merge then runs the parity check (`llmcycle.parity`) and refuses to publish a
-merged model whose logits differ from base + adapter.
+first), so the merged model stops where the adapter did. Merge then runs the parity check (`llmcycle.parity`) and
+refuses to publish a merged model whose logits differ from base + adapter.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal, Optional
 
+import torch
 from pydantic import Field
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ArtifactError, ModelLoadError, first_line
+from llmcycle.loading import adapter_base, check_exists, is_adapter_dir, load_base_model, load_tokenizer_for
+from llmcycle.modeldir import base_dtype_name, write_generation_config
+from llmcycle.parity import check_parity
 from llmcycle.progress import say
+from llmcycle.train.lora import quiet_peft
 
 
 class MergeConfig(StageConfig):
@@ -29,8 +33,6 @@ class MergeConfig(StageConfig):
 
 def check_adapter_dir(adapter_dir: str | Path) -> str:
     """The adapter's base (hub id or absolute path); one-line errors for anything that is not a usable adapter."""
-    from llmcycle.loading import adapter_base, check_exists, is_adapter_dir
-
     path = Path(adapter_dir)
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such adapter dir")
@@ -46,34 +48,9 @@ def check_adapter_dir(adapter_dir: str | Path) -> str:
     return base
 
 
-def base_dtype_name(base: str) -> str:
-    """The dtype the base stores its weights in (config.json `dtype`/`torch_dtype`), fp32 when unknown."""
-    file = Path(base) / "config.json"
-    raw = None
-    if file.is_file():
-        try:
-            config = json.loads(file.read_text(encoding="utf-8"))
-            raw = config.get("dtype") or config.get("torch_dtype")
-        except (OSError, json.JSONDecodeError):
-            raw = None
-    else:
-        try:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(base)
-            raw = str(getattr(config, "dtype", None) or "").replace("torch.", "")
-        except Exception:  # an unreachable hub id: fall back to fp32, which loses nothing
-            raw = None
-    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(raw), "fp32")
-
-
 def merged_model(adapter_dir: str | Path, base: str, dtype: str):
     """base + adapter with the adapter's deltas folded into the weights, in `dtype`."""
-    from peft import PeftModel
-
-    from llmcycle.loading import load_base_model
-
-    from llmcycle.train.lora import quiet_peft
+    from peft import PeftModel  # heavy: only merging needs it
 
     model = load_base_model(base, dtype)
     try:
@@ -88,12 +65,6 @@ def merged_model(adapter_dir: str | Path, base: str, dtype: str):
 
 def run(cfg: MergeConfig, adapter_dir: str | Path, out: str | Path) -> Path:
     """The `merge` stage: ADAPTER_DIR (+ its base) -> OUT, a full model dir; parity-checked unless disabled."""
-    import torch
-
-    from llmcycle.loading import load_tokenizer_for
-    from llmcycle.modeldir import write_generation_config
-    from llmcycle.parity import check_parity
-
     base = check_adapter_dir(adapter_dir)
     dtype = base_dtype_name(base) if cfg.dtype == "auto" else cfg.dtype
     tokenizer = load_tokenizer_for(adapter_dir)

@@ -11,7 +11,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from llmcycle.errors import ArtifactError
+from llmcycle.loading import adapter_base, is_adapter_dir, load_model, load_tokenizer_for
+from llmcycle.modeldir import base_dtype_name, prepare_template, stop_token_ids
+from llmcycle.train.lora import quiet_peft
 
 SAMPLE_CHATS = [
     [{"role": "user", "content": "Hello! How are you today?"},
@@ -32,15 +37,10 @@ class ParityError(ArtifactError):
 
 
 def stored_dtype(path: str | Path) -> str:
-    from llmcycle.loading import adapter_base, is_adapter_dir
-    from llmcycle.merge import base_dtype_name
-
     return base_dtype_name(adapter_base(path) if is_adapter_dir(path) else str(path))
 
 
 def render_samples(tokenizer: Any, chats: list[list[dict[str, str]]]) -> list[str]:
-    from llmcycle.modeldir import prepare_template
-
     prepare_template(tokenizer)
     return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=c[-1]["role"] == "user")
             for c in chats]
@@ -48,8 +48,6 @@ def render_samples(tokenizer: Any, chats: list[list[dict[str, str]]]) -> list[st
 
 def logit_diff(model_a: Any, model_b: Any, id_lists: list[list[int]]) -> tuple[float, float, float, float]:
     """(max abs diff, mean abs diff, largest |logit| of A, share of positions with the same top-1 token)."""
-    import torch
-
     worst, total, count, peak, same, positions = 0.0, 0.0, 0, 0.0, 0, 0
     with torch.no_grad():
         for ids in id_lists:
@@ -69,25 +67,17 @@ def logit_diff(model_a: Any, model_b: Any, id_lists: list[list[int]]) -> tuple[f
 def check_parity(a: str | Path, b: str | Path, tolerance: Optional[float] = None,
                  chats: Optional[list[list[dict[str, str]]]] = None) -> dict[str, Any]:
     """Compare models A and B (model or adapter dirs, hub ids); a JSON-ready report with `passed` and `summary`."""
-    import torch
-
-    from llmcycle.loading import load_model, load_tokenizer_for
-
     chats = chats or SAMPLE_CHATS
     tok_a, tok_b = load_tokenizer_for(a), load_tokenizer_for(b)
     text_a, text_b = render_samples(tok_a, chats), render_samples(tok_b, chats)
     ids_a = [tok_a(t, add_special_tokens=False)["input_ids"] for t in text_a]
     ids_b = [tok_b(t, add_special_tokens=False)["input_ids"] for t in text_b]
-    from llmcycle.train.lora import quiet_peft
-
     with quiet_peft():
         model_a, model_b = load_model(a, dtype=torch.float32).eval(), load_model(b, dtype=torch.float32).eval()
     dtype = max((stored_dtype(a), stored_dtype(b)), key=lambda d: TOLERANCES[d][1])
     worst, mean, peak, top1 = logit_diff(model_a, model_b, ids_a)
     atol, rtol = TOLERANCES[dtype]
     bound = tolerance if tolerance is not None else atol + rtol * peak
-    from llmcycle.modeldir import stop_token_ids
-
     eos_a, eos_b = stop_token_ids(tok_a, model_a), stop_token_ids(tok_b, model_b)
     report = {
         "a": str(a), "b": str(b), "stored_dtype": dtype, "samples": len(chats),

@@ -10,54 +10,33 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, NamedTuple
 
-from pydantic import Field
+from pydantic import Field, create_model
 
+from llmcycle import registry
 from llmcycle.artifacts import MANIFEST, atomic_write_json, input_identity, partial_dir, read_manifest, sha256_json
 from llmcycle.config import StageConfig, to_dict
-from llmcycle.data import DataConfig
+from llmcycle.data.sources import source_inputs
 from llmcycle.errors import ArtifactError, ConfigError
-from llmcycle.evaluate import EvalConfig
-from llmcycle.gguf.config import ExportConfig
 from llmcycle.infer.config import ChatConfig
-from llmcycle.merge import MergeConfig
 from llmcycle.progress import say
-from llmcycle.tokenizer import TokenizerConfig
-from llmcycle.train.finetune import FinetuneConfig
-from llmcycle.train.pretrain import PretrainConfig
-from llmcycle.feedback.improve import GatesStageConfig
-from llmcycle.train.align import AlignConfig
-from llmcycle.train.reward import RewardConfig
+from llmcycle.report import write_report
 
-STAGES = ("data", "tokenizer", "pretrain", "finetune", "merge", "eval", "export", "reward", "align", "gates")
-CORE_STAGES = STAGES[:6]  # what a run config without `stages:` runs; export and the closed loop are opt-in
+STAGES = registry.NAMES
+CORE_STAGES = registry.CORE  # what a run config without `stages:` runs; export and the closed loop are opt-in
 RUN_MARKER = "run.json"
-DEFAULT_DIRS = {"data": "data", "tokenizer": "tokenizer", "pretrain": "base", "finetune": "sft", "merge": "merged",
-                "eval": "eval", "export": "export", "reward": "reward", "align": "aligned", "gates": "gates"}
+DEFAULT_DIRS = registry.DEFAULT_DIRS
 
 
-class RunConfig(StageConfig):
+class RunSettings(StageConfig):
     """A whole run. `base` set to a hub id or model dir skips tokenizer+pretrain and fine-tunes that model."""
 
     name: str = "run"
     base: str | None = None
     stages: list[str] = Field(default_factory=lambda: list(CORE_STAGES))
     dirs: dict[str, str] = Field(default_factory=dict, description="Artifact dir name per stage, e.g. sft: out-x.")
-    data: DataConfig = Field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    merge: MergeConfig = Field(default_factory=MergeConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    reward: RewardConfig = Field(default_factory=lambda: RewardConfig(record_offset=0, record_stride=2),
-                                 description="Reward model on the data's rated chats (every other one).")
-    align: AlignConfig = Field(default_factory=AlignConfig)
-    gates: GatesStageConfig = Field(default_factory=GatesStageConfig)
-    export: ExportConfig = Field(default_factory=ExportConfig)
-    chat: ChatConfig = Field(default_factory=ChatConfig, description="What `llmcycle chat -c CONFIG` uses.")
 
     def model_post_init(self, _: Any) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
@@ -68,79 +47,73 @@ class RunConfig(StageConfig):
             raise ConfigError(f"dirs.{bad[0]}: unknown stage (stages are {', '.join(STAGES)})")
 
 
-@dataclass
-class StageResult:
+def _stage_fields() -> dict[str, Any]:
+    """One section per registered stage (its config class, with the run's defaults), then `chat`."""
+    fields: dict[str, Any] = {
+        s.name: (s.config_class, Field(default_factory=s.default_config, description=s.summary))
+        for s in registry.STAGES}
+    fields["chat"] = (ChatConfig, Field(default_factory=ChatConfig, description="What `llmcycle chat -c CONFIG` uses."))
+    return fields
+
+
+RunConfig = create_model("RunConfig", __base__=RunSettings, __module__=__name__, **_stage_fields())
+RunConfig.__doc__ = RunSettings.__doc__
+
+
+class StageResult(NamedTuple):
     stage: str
     out: Path
     status: str  # "ran", "skipped", "resumed"
     seconds: float
 
 
-def dir_of(cfg: RunConfig, run_dir: Path, stage: str) -> Path:
+class Step(NamedTuple):
+    """One stage to run: its name, the config it runs with, its inputs (by kind) and its output dir."""
+
+    stage: str
+    config: Any
+    inputs: dict[str, str]
+    out: Path
+
+    def run(self, resume: bool = False) -> Path:
+        return registry.stage(self.stage).run(self.config, {k: Path(v) for k, v in self.inputs.items()},
+                                              self.out, resume)
+
+
+def dir_of(cfg: Any, run_dir: Path, stage: str) -> Path:
     return run_dir / cfg.dirs.get(stage, DEFAULT_DIRS[stage])
 
 
-def stage_plan(cfg: RunConfig, run_dir: Path) -> list[tuple[str, Any, dict[str, str], Callable[..., Path]]]:
-    """(stage, config, inputs, call) per stage in order; call(resume) runs it into its dir."""
-    from llmcycle import data, merge, tokenizer
-    from llmcycle import evaluate as evaluate_stage
-    from llmcycle.gguf import export as export_stage
-    from llmcycle.train import finetune, pretrain
-
-    d = {s: dir_of(cfg, run_dir, s) for s in STAGES}
-    base = cfg.base or str(d["pretrain"])
-    adapter_like = cfg.finetune.method != "full"
-    final_model = d["merge"] if adapter_like else d["finetune"]
-    source = {k: str(v) for k, v in data.source_inputs(cfg.data).items()} if "data" in cfg.stages else {}
-    plan: list[tuple[str, Any, dict[str, str], Callable[..., Path]]] = [
-        ("data", cfg.data, source, lambda resume: data.run(cfg.data, d["data"])),
-    ]
-    if cfg.base is None:
-        plan += [
-            ("tokenizer", cfg.tokenizer, {"data": str(d["data"])},
-             lambda resume: tokenizer.run(cfg.tokenizer, d["data"], d["tokenizer"])),
-            ("pretrain", cfg.pretrain, {"data": str(d["data"]), "tokenizer": str(d["tokenizer"])},
-             lambda resume: pretrain.run(cfg.pretrain, d["data"], d["tokenizer"], d["pretrain"], resume=resume)),
-        ]
-    plan.append(("finetune", cfg.finetune, {"data": str(d["data"]), "base": base},
-                 lambda resume: finetune.run(cfg.finetune, d["data"], base, d["finetune"], resume=resume)))
-    if adapter_like:
-        plan.append(("merge", cfg.merge, {"adapter": str(d["finetune"])},
-                     lambda resume: merge.run(cfg.merge, d["finetune"], d["merge"])))
-    plan.append(("eval", cfg.eval, {"model": str(final_model), "data": str(d["data"]), "compare": base},
-                 lambda resume: evaluate_stage.run(cfg.eval, final_model, d["data"], d["eval"], compare=[base])))
-    plan.append(("export", cfg.export, {"model": str(final_model)},
-                 lambda resume: export_stage.export_gguf(final_model, d["export"], cfg.export.quant).parent))
-    plan += loop_plan(cfg, d, final_model)
-    return [p for p in plan if p[0] in cfg.stages]
+def applies(cfg: Any, stage: registry.Stage) -> bool:
+    """Whether a stage has a place in this run (tokenizer+pretrain only from scratch, merge only for adapters)."""
+    if stage.only_if == "from scratch":
+        return cfg.base is None
+    if stage.only_if == "adapter":
+        return cfg.finetune.method != "full"
+    return True
 
 
-def loop_plan(cfg: RunConfig, d: dict[str, Path], model: Path) -> list[tuple[str, Any, dict[str, str], Callable]]:
-    """The closed loop: reward (rated chats) -> align (DPO on on-policy pairs the reward model ranks, or GRPO with
-    it) -> gates (the aligned model against `model` under a judge trained on the other rated chats)."""
-    from llmcycle.feedback.improve import run_gates
-    from llmcycle.train import align, onpolicy, reward
+def wire(cfg: Any, run_dir: Path, stage: registry.Stage) -> dict[str, str]:
+    """The paths that feed a stage's inputs in this run: other stages' dirs, the base model or the final model."""
+    base = cfg.base or str(dir_of(cfg, run_dir, "pretrain"))
+    final = dir_of(cfg, run_dir, "merge" if cfg.finetune.method != "full" else "finetune")
+    roles = {registry.BASE_MODEL: base, registry.FINAL_MODEL: str(final)}
+    return {kind: roles.get(source) or str(dir_of(cfg, run_dir, source)) for kind, source in stage.inputs.items()}
 
-    align_cfg = cfg.align
-    if align_cfg.method == "grpo":  # GRPO's rewards include the run's reward model
-        rewards = list(dict.fromkeys([*align_cfg.grpo.rewards, "model"]))
-        align_cfg = align_cfg.model_copy(update={"grpo": align_cfg.grpo.model_copy(
-            update={"reward_model": str(d["reward"]), "rewards": rewards})})
 
-    def run_align(resume: bool) -> Path:
-        if align_cfg.method == "grpo":
-            return align.run(align_cfg, d["data"], model, d["align"], resume=resume)
-        pairs = onpolicy.run(align_cfg.onpolicy, model, d["reward"], d["data"], d["align"].with_name("onpolicy"))
-        return align.run(align_cfg, pairs, model, d["align"], resume=resume)
-
-    return [
-        ("reward", cfg.reward, {"data": str(d["data"]), "base": str(model)},
-         lambda resume: reward.run(cfg.reward, d["data"], model, d["reward"])),
-        ("align", align_cfg, {"data": str(d["data"]), "base": str(model), "reward": str(d["reward"])},
-         run_align),
-        ("gates", cfg.gates, {"current": str(model), "candidate": str(d["align"]), "data": str(d["data"])},
-         lambda resume: run_gates(cfg.gates, model, d["align"], d["data"], d["gates"])),
-    ]
+def stage_plan(cfg: Any, run_dir: Path) -> list[Step]:
+    """The run's steps in registry order: the selected stages that have a place in it."""
+    plan = []
+    for stage in registry.STAGES:
+        if stage.name not in cfg.stages or not applies(cfg, stage):
+            continue
+        if stage.name == "data":
+            inputs = {k: str(v) for k, v in source_inputs(cfg.data).items()}
+        else:
+            inputs = wire(cfg, run_dir, stage)
+        config = stage.effective_config(getattr(cfg, stage.name), {k: Path(v) for k, v in inputs.items()})
+        plan.append(Step(stage.name, config, inputs, dir_of(cfg, run_dir, stage.name)))
+    return plan
 
 
 def identities(inputs: dict[str, str]) -> list[str]:
@@ -172,7 +145,7 @@ def check_run_dir(run_dir: Path) -> None:
         raise ArtifactError(f"{run_dir}: not an llmcycle run folder (no {RUN_MARKER}); choose another --out")
 
 
-def check_inputs(cfg: RunConfig, run_dir: Path, stage: str, inputs: dict[str, str]) -> None:
+def check_inputs(cfg: Any, run_dir: Path, stage: str, inputs: dict[str, str]) -> None:
     """Every input that lives in the run folder must exist and be the one this run's earlier stage wrote."""
     producers = {dir_of(cfg, run_dir, s).resolve(): s for s in STAGES}
     for name, path in inputs.items():
@@ -189,35 +162,45 @@ def check_inputs(cfg: RunConfig, run_dir: Path, stage: str, inputs: dict[str, st
             raise ArtifactError(f"{path}: input {name!r} of {stage} was not produced by this run's {producer} stage")
 
 
-def run(cfg: RunConfig, run_dir: str | Path, force: bool = False) -> list[StageResult]:
-    """Run every selected stage in order, skipping up-to-date ones; then write report.md."""
+def run(cfg: Any, run_dir: str | Path, force: bool = False) -> list[StageResult]:
+    """Run every selected stage in order, skipping up-to-date ones and resuming killed ones; then write report.md."""
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / RUN_MARKER, {"name": cfg.name, "config": to_dict(cfg)})
     plan = stage_plan(cfg, run_dir)
-    results: list[StageResult] = []
-    for i, (stage, stage_cfg, inputs, call) in enumerate(plan, 1):
-        out = dir_of(cfg, run_dir, stage)
-        config = to_dict(stage_cfg)
-        head = f"[{i}/{len(plan)}] {stage:<9}"
-        if not force and is_current(run_dir, stage, out, config, inputs):
-            say(f"{head} up to date, skipped ({out})")
-            results.append(StageResult(stage, out, "skipped", 0.0))
-            continue
-        check_inputs(cfg, run_dir, stage, inputs)
-        resume = _can_resume(run_dir, stage, out, config, inputs)
-        say(f"{head} {'resuming' if resume else 'running'} -> {out}")
-        started = time.time()
-        _remember_attempt(run_dir, stage, config, inputs)
-        call(resume)
-        _remember_attempt(run_dir, stage, config, inputs, done_dir=out)
-        seconds = time.time() - started
-        say(f"{head} done in {seconds:.1f}s")
-        results.append(StageResult(stage, out, "resumed" if resume else "ran", seconds))
-    from llmcycle.report import write_report
-
+    results = [run_step(cfg, run_dir, step, f"[{i}/{len(plan)}] {step.stage:<9}", force)
+               for i, step in enumerate(plan, 1)]
     write_report(run_dir, [r.out for r in results], {r.stage: r.status for r in results})
+    return results
+
+
+def run_step(cfg: Any, run_dir: Path, step: Step, head: str, force: bool = False) -> StageResult:
+    """One step of a run: skipped when up to date, resumed when a killed attempt left checkpoints, else run."""
+    config = to_dict(step.config)
+    if not force and is_current(run_dir, step.stage, step.out, config, step.inputs):
+        say(f"{head} up to date, skipped ({step.out})")
+        return StageResult(step.stage, step.out, "skipped", 0.0)
+    check_inputs(cfg, run_dir, step.stage, step.inputs)
+    resume = _can_resume(run_dir, step.stage, step.out, config, step.inputs)
+    say(f"{head} {'resuming' if resume else 'running'} -> {step.out}")
+    started = time.time()
+    _remember_attempt(run_dir, step.stage, config, step.inputs)
+    step.run(resume)
+    _remember_attempt(run_dir, step.stage, config, step.inputs, done_dir=step.out)
+    seconds = time.time() - started
+    say(f"{head} done in {seconds:.1f}s")
+    return StageResult(step.stage, step.out, "resumed" if resume else "ran", seconds)
+
+
+def run_preset(steps: list[Step]) -> list[StageResult]:
+    """Steps of registered stages outside a run folder (e.g. `improve`'s attempt): each runs in order."""
+    results = []
+    for i, step in enumerate(steps, 1):
+        say(f"[{i}/{len(steps)}] {step.stage:<9} running -> {step.out}")
+        started = time.time()
+        step.run(False)
+        results.append(StageResult(step.stage, step.out, "ran", time.time() - started))
     return results
 
 
@@ -240,7 +223,7 @@ def _remember_attempt(run_dir: Path, stage: str, config: dict[str, Any], inputs:
 def _can_resume(run_dir: Path, stage: str, out: Path, config: dict[str, Any], inputs: dict[str, str]) -> bool:
     """Resume a killed training stage only if it was started with this very config and these inputs."""
     ckpts = partial_dir(out) / "checkpoints"
-    if stage not in ("pretrain", "finetune") or not ckpts.is_dir() or not any(ckpts.glob("step-*")):
+    if stage not in registry.RESUMABLE or not ckpts.is_dir() or not any(ckpts.glob("step-*")):
         return False
     file = _attempt_file(run_dir, stage)
     try:

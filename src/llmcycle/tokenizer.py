@@ -1,4 +1,5 @@
-"""Byte-level BPE tokenizer trained on the train split, saved as a standard `AutoTokenizer` dir with a chat template.
+"""The `tokenizer` stage: a byte-level BPE trained on the train split, saved as a standard `AutoTokenizer` dir with
+llmcycle's chat template (`llmcycle.modeldir.CHAT_TEMPLATE`).
 
 The template is ChatML-shaped and marks assistant turns with `{% generation %}` so assistant-only loss works with
 `apply_chat_template(..., return_assistant_tokens_mask=True)`. `<|im_end|>` ends a turn and is the EOS token, so a
@@ -8,33 +9,16 @@ fine-tuned model stops where its turn stops; `<|endoftext|>` starts every docume
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from pydantic import Field
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
-from llmcycle.errors import DataError, ModelLoadError, first_line
+from llmcycle.errors import DataError
+from llmcycle.modeldir import BOS, CHAT_TEMPLATE, IM_END, SPECIAL_TOKENS
 from llmcycle.progress import say
 from llmcycle.records import read_jsonl, split_path
-
-BOS = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-SPECIAL_TOKENS = [BOS, IM_START, IM_END]
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] }}{{ '<|im_end|>' }}{% endgeneration %}"
-    "{{ '\\n' }}"
-    "{% else %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 
 class TokenizerConfig(StageConfig):
@@ -63,7 +47,7 @@ def training_texts(data_dir: str | Path, max_records: int | None = None) -> Iter
 
 def train_tokenizer(texts: Iterator[str], cfg: TokenizerConfig):
     """Train a byte-level BPE and wrap it as a PreTrainedTokenizerFast with our special tokens and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # heavy: only this stage trains
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -108,41 +92,3 @@ def run(cfg: TokenizerConfig, data_dir: str | Path, out: str | Path) -> Path:
         tokenizer.save_pretrained(art.dir)
         art.metrics = {"vocab_size": len(tokenizer)}
     return Path(out)
-
-
-def load_tokenizer(path: str | Path):
-    """AutoTokenizer from a dir or hub id, with a one-line error if it does not load."""
-    from transformers import AutoTokenizer
-
-    from llmcycle.loading import check_exists
-
-    check_exists(path, "tokenizer")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:  # transformers raises many types here
-        raise ModelLoadError(f"{path}: tokenizer does not load ({type(exc).__name__}: {first_line(exc)})") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def ensure_chat_template(tokenizer: Any) -> Any:
-    """Give a tokenizer without a chat template ours (its own special tokens must then exist)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer
-    missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing})
-    tokenizer.chat_template = CHAT_TEMPLATE
-    if tokenizer.bos_token is None:
-        tokenizer.bos_token = tokenizer.eos_token or IM_END
-    return tokenizer
-
-
-
-def render_chat(tokenizer: Any, messages: list[dict[str, str]], where: str, generation_prompt: bool = False) -> str:
-    """A conversation rendered with the tokenizer's chat template; a template that refuses it is a data error."""
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    except Exception as exc:  # jinja raises TemplateError / its own exceptions for conversations it refuses
-        raise DataError(f"{where}: the chat template refuses this conversation ({first_line(exc)})") from None

@@ -12,7 +12,7 @@ from tests.align.conftest import small_align
 
 
 def improve_config():
-    from llmcycle.feedback.improve import ImproveConfig
+    from llmcycle.improve import ImproveConfig
 
     return ImproveConfig(
         align=small_align("dpo", train={"max_steps": 12}),
@@ -24,7 +24,7 @@ def improve_config():
 
 @pytest.fixture(scope="module")
 def first_attempt(pref_data_dir, make_tiny_model, tmp_path_factory):
-    from llmcycle.feedback.improve import run
+    from llmcycle.improve import run
 
     from llmcycle.serve.config import ServeConfig
     from tests.serve.conftest import start_server
@@ -65,7 +65,7 @@ def test_a_planted_bad_candidate_is_rejected_and_the_pointer_kept(first_attempt,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmcycle.feedback.improve import run
+    from llmcycle.improve import run
 
     result, pointer, _, root = first_attempt
     served = pointer.read_text()

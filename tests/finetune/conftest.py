@@ -18,7 +18,7 @@ PHI3_SPECIALS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
 @pytest.fixture
 def our_tokenizer(tiny_tokenizer_dir):
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     return load_tokenizer(tiny_tokenizer_dir)
 
@@ -26,7 +26,7 @@ def our_tokenizer(tiny_tokenizer_dir):
 @pytest.fixture
 def phi3_tokenizer(tiny_tokenizer_dir):
     """The tiny tokenizer dressed as Phi-3: its role tokens and its template, which has no {% generation %}."""
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     tok = load_tokenizer(tiny_tokenizer_dir)
     tok.add_special_tokens({"additional_special_tokens": PHI3_SPECIALS})

@@ -82,7 +82,7 @@ def test_merged_generation_stops_like_the_adapter(phi3_adapter, tmp_path):
     tok_eos = json.loads((phi3_adapter / "tokenizer_config.json").read_text())["eos_token"]
     assert tok_eos == "<|im_end|>"
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     assert load_tokenizer(merged).convert_tokens_to_ids(tok_eos) in eos
     assert torch.tensor(eos).numel() >= 1

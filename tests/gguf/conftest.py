@@ -36,7 +36,7 @@ def peaky_model(make_tiny_model):
 
 @pytest.fixture(scope="session")
 def exported(peaky_model, tmp_path_factory):
-    from llmcycle.gguf.export import export_gguf
+    from llmcycle.export import export_gguf
 
     cache: dict[tuple[str, str], Path] = {}
 
@@ -85,7 +85,7 @@ def trained_model(make_tiny_model, chat_data_dir, tmp_path_factory):
     import torch
 
     from llmcycle.loading import load_model
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     src = make_tiny_model("llama", seed=2)
     tok, model = load_tokenizer(src), load_model(src, dtype="fp32").train()

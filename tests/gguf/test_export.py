@@ -38,9 +38,9 @@ def test_llamacpp_greedy_equals_engine(arch, quant, peaky_model, exported, llama
 def test_q8_0_top1_agrees_teacher_forced(trained_model, val_texts, llamacpp, tmp_path):
     import torch
 
-    from llmcycle.gguf.export import export_gguf
+    from llmcycle.export import export_gguf
     from llmcycle.loading import load_model
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     tok = load_tokenizer(trained_model)
     model = load_model(trained_model, dtype="fp32").eval()
@@ -84,7 +84,7 @@ def test_import_of_export_gives_the_same_logits(arch, peaky_model, exported, tmp
 
 def test_tokenizer_round_trips(peaky_model, exported, llamacpp, tmp_path):
     from llmcycle.gguf.importer import import_gguf
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     ours = load_tokenizer(peaky_model("llama"))
     want = ours(MIXED, add_special_tokens=False)["input_ids"]
@@ -98,7 +98,7 @@ def test_metadata_matches_the_model(peaky_model, exported):
     from gguf import GGUFReader
     from transformers import AutoConfig
 
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     cfg = AutoConfig.from_pretrained(peaky_model("llama"))
     tok = load_tokenizer(peaky_model("llama"))

@@ -33,7 +33,7 @@ def test_import_matches_the_gguf(smollm2, llamacpp):
     from pathlib import Path
 
     from llmcycle.gguf.resolve import named_gguf
-    from llmcycle.tokenizer import load_tokenizer
+    from llmcycle.loading import load_tokenizer
 
     tok = load_tokenizer(smollm2)
     assert llamacpp(named_gguf(NAME)).tokenize(MIXED) == tok(MIXED, add_special_tokens=False)["input_ids"]
@@ -43,7 +43,7 @@ def test_import_matches_the_gguf(smollm2, llamacpp):
 
 
 def test_chat_lora_merge_export_answer_in_llamacpp(smollm2, chat_data_dir, llamacpp, tmp_path):
-    from llmcycle.gguf.export import export_gguf
+    from llmcycle.export import export_gguf
     from llmcycle.infer.engine import Engine
     from llmcycle.merge import MergeConfig, run as merge
     from llmcycle.train.finetune import FinetuneConfig, run as finetune

@@ -87,7 +87,7 @@ def improve(
 ) -> None:
     """Feedback -> preference data -> align the served model -> gates -> promote or reject (exit 1)."""
     from llmcycle.config import load_config
-    from llmcycle.feedback.improve import ImproveConfig, run
+    from llmcycle.improve import ImproveConfig, run
 
     quiet_loading()
     cfg = load_config(ImproveConfig, config, sets or [], section="improve")

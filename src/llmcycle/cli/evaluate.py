@@ -47,7 +47,7 @@ def eval_command(
     from llmcycle.evaluate.report import read_metrics, summary_lines
 
     if variants is not None:
-        from llmcycle.evaluate.bench.variants import run as run_variants
+        from llmcycle.evaluate.variants import run as run_variants
 
         result = run_variants(variants, model, out, apply_to, data=data)
         print((result / "report.md").read_text(encoding="utf-8"))

@@ -34,7 +34,7 @@ def export(
     """Write a model as a GGUF file for llama.cpp (Llama, Mistral, Qwen2; byte-level BPE tokenizers)."""
     from llmcycle.config import load_config
     from llmcycle.gguf.config import ExportConfig
-    from llmcycle.gguf.export import export_gguf
+    from llmcycle.export import export_gguf
 
     cfg = load_config(ExportConfig, config, sets or [], section="export", format=format, quant=quant)
     print(export_gguf(model, out, cfg.quant))

@@ -25,7 +25,7 @@ def sweep_command(
     """TPE search with pruning on validation loss -> OUT/best.yaml, trials.md, history.png, importance.png."""
     from llmcycle.config import load_config
     from llmcycle.pipeline import RunConfig
-    from llmcycle.train.sweep import run
+    from llmcycle.sweep import run
 
     cfg = load_config(RunConfig, config, sets or [])
     result = run(cfg, space, trials, out, name)

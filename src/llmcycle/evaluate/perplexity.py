@@ -23,7 +23,7 @@ from llmcycle.errors import DataError
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
 from llmcycle.modeldir import end_of_turn_id
-from llmcycle.tokenizer import render_chat
+from llmcycle.modeldir import render_chat
 
 TOKENS_PER_BATCH = 16_384  # caps a forward pass's logits memory on long records
 

@@ -1,5 +1,6 @@
 """GGUF in and out: `import_gguf` turns any supported GGUF file into an ordinary Hugging Face model dir, and
-`export_gguf` writes a model dir as a GGUF file that llama.cpp runs and that says what our engine says.
+`write_gguf` (which the `export` stage, `llmcycle.export`, calls) writes a model as a GGUF file that llama.cpp runs
+and that says what our engine says.
 
 The tensor and tokenizer mapping is ours (`tensors.py`, `vocab.py`); the file format is the `gguf` package's.
 """

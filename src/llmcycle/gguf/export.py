@@ -1,4 +1,5 @@
-"""`llmcycle export`: a model dir (full, merged, or an adapter dir merged on the fly) -> OUT/model.gguf.
+"""Writing a GGUF file: a loaded model and its tokenizer -> one file llama.cpp runs (the `export` stage,
+`llmcycle.export`, loads the model and calls `write_gguf`).
 
 Quantization follows llama.cpp's habits: norms and biases stay f32; for q4_0 the output head (or the tied
 embedding that serves as one) is q8_0, since 4-bit logits cost the most quality; a matrix whose rows do not split
@@ -12,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from llmcycle.artifacts import open_artifact
 from llmcycle.errors import ConfigError
-from llmcycle.gguf import QUANTS, GGUFError
-from llmcycle.progress import say
+from llmcycle.gguf import QUANTS
+from llmcycle.gguf.tensors import check_exportable, gguf_tensors, write_hparams
+from llmcycle.gguf.vocab import gguf_vocab, write_vocab
 
 GGUF_FILE = "model.gguf"
 
@@ -53,10 +54,7 @@ def encode_tensor(name: str, w: np.ndarray, quant: str, tied: bool) -> tuple[np.
 
 def write_gguf(path: Path, model: Any, tokenizer: Any, quant: str, name: str) -> dict[str, int]:
     """Write model + tokenizer as one GGUF file; returns the count of tensors per GGML type."""
-    import gguf
-
-    from llmcycle.gguf.tensors import check_exportable, gguf_tensors, write_hparams
-    from llmcycle.gguf.vocab import gguf_vocab, write_vocab
+    import gguf  # heavy: only writers and readers of GGUF files need it
 
     config = model.config
     arch = check_exportable(config, name)
@@ -79,29 +77,3 @@ def write_gguf(path: Path, model: Any, tokenizer: Any, quant: str, name: str) ->
     writer.write_tensors_to_file(progress=False)
     writer.close()
     return counts
-
-
-def export_gguf(model_dir: str | Path, out_dir: str | Path, quant: str = "f16") -> Path:
-    """The `export` stage: MODEL_DIR -> OUT_DIR/model.gguf (+ manifest). Returns the GGUF file's path."""
-    from transformers import AutoConfig
-
-    from llmcycle.gguf.tensors import check_exportable
-    from llmcycle.loading import adapter_base, check_exists, is_adapter_dir, load_model, load_tokenizer_for, resolve
-
-    check_quant(quant)
-    check_exists(model_dir)
-    source = resolve(str(model_dir))
-    config_dir = resolve(adapter_base(source)) if is_adapter_dir(source) else source
-    try:
-        config = AutoConfig.from_pretrained(config_dir)
-    except Exception as exc:
-        raise GGUFError(f"{config_dir}: no readable config.json ({type(exc).__name__})") from None
-    check_exportable(config, str(model_dir))  # refuse before loading any weights
-    with open_artifact(out_dir, "export", {"format": "gguf", "quant": quant}, {"model": model_dir}) as art:
-        say(f"export: {model_dir} -> {Path(out_dir) / GGUF_FILE} ({quant})")
-        model = load_model(source, dtype="fp32", merge=True).eval()
-        tokenizer = load_tokenizer_for(source)
-        counts = write_gguf(art.dir / GGUF_FILE, model, tokenizer, quant, Path(str(model_dir)).name)
-        art.metrics = {"quant": quant, "tensor_types": counts,
-                       "size_mb": round((art.dir / GGUF_FILE).stat().st_size / 2**20, 2)}
-    return Path(out_dir) / GGUF_FILE

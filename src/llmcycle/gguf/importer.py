@@ -8,6 +8,7 @@ add_bos, the context length as the tokenizer's limit, and the quantizer handle t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from llmcycle.artifacts import open_artifact
 from llmcycle.errors import first_line
 from llmcycle.gguf import GGUFError
 from llmcycle.gguf.reader import GGUFInfo, read_gguf
+from llmcycle.gguf.vocab import PRE_TOKENIZERS, end_ids, pre_name, set_pre_tokenizer
 from llmcycle.progress import say
 
 
@@ -39,10 +41,6 @@ def load_from_gguf(info: GGUFInfo) -> tuple[Any, Any]:
 
 def fix_tokenizer(tokenizer: Any, info: GGUFInfo) -> list[str]:
     """Make the HF tokenizer match the GGUF metadata; returns what was changed (for the manifest)."""
-    import json
-
-    from llmcycle.gguf.vocab import PRE_TOKENIZERS, set_pre_tokenizer
-
     fixes: list[str] = []
     pre = str(info.get("tokenizer.ggml.pre", "default"))
     if pre in PRE_TOKENIZERS:
@@ -60,8 +58,6 @@ def fix_tokenizer(tokenizer: Any, info: GGUFInfo) -> list[str]:
 
 
 def pre_name_or_none(tokenizer_json: dict[str, Any]) -> str | None:
-    from llmcycle.gguf.vocab import pre_name
-
     try:
         return pre_name(tokenizer_json, "")
     except GGUFError:
@@ -70,8 +66,6 @@ def pre_name_or_none(tokenizer_json: dict[str, Any]) -> str | None:
 
 def fix_generation(model: Any, tokenizer: Any, info: GGUFInfo) -> None:
     """generation_config stops at the end-of-turn token and at EOS; pad and bos from the GGUF."""
-    from llmcycle.gguf.vocab import end_ids
-
     eos_file = info.get("tokenizer.ggml.eos_token_id")
     if eos_file is not None and tokenizer.eos_token_id is None:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(int(eos_file))

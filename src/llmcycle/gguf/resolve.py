@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from llmcycle.gguf import GGUFError
+from llmcycle.gguf.importer import import_gguf
 
 # name -> (python package, file inside it, pip command that installs it)
 NAMED = {
@@ -42,7 +43,6 @@ def resolve(name: str | Path) -> str:
     """An HF dir for a GGUF reference (importing it on first use); anything else unchanged."""
     if not is_gguf_ref(name):
         return str(name)
-    from llmcycle.gguf.importer import import_gguf
 
     path = named_gguf(str(name)) if str(name) in NAMED else Path(str(name)).expanduser()
     if not path.is_file():

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from llmcycle.gguf import GGUFError
+from llmcycle.modeldir import context_length
 
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
 LAYER_NAMES = {
@@ -59,16 +60,10 @@ def check_exportable(config: Any, where: str) -> str:
     return GGUF_ARCH[model_type]
 
 
-def context_length(config: Any) -> int:
-    """Mistral's sliding window is not modelled by llama.cpp's llama architecture: cap the context at it."""
-    length = int(config.max_position_embeddings)
-    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
-    return min(length, int(window)) if window else length
-
-
 def write_hparams(writer: Any, config: Any) -> None:
     theta, rope = _rope(config)
-    writer.add_context_length(context_length(config))
+    # llama.cpp's llama architecture attends over the whole context, without a sliding window: cap it there
+    writer.add_context_length(context_length(config, within_window=True))
     writer.add_embedding_length(int(config.hidden_size))
     writer.add_block_count(int(config.num_hidden_layers))
     writer.add_feed_forward_length(int(config.intermediate_size))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmcycle.gguf import GGUFError
+from llmcycle.modeldir import end_of_turn_id
 
 _GENERATION_TAG = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
 
@@ -86,8 +87,6 @@ def _build(spec: dict[str, Any]):
 
 def end_ids(tokenizer: Any, generation_config: Any = None) -> tuple[int, int]:
     """(end-of-turn id, end-of-sequence id): the end of turn as `llmcycle.modeldir` decides it for every stage."""
-    from llmcycle.modeldir import end_of_turn_id
-
     gen = generation_config.eos_token_id if generation_config is not None else None
     gen_ids = [int(i) for i in (gen if isinstance(gen, (list, tuple)) else [gen]) if i is not None]
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else (gen_ids[0] if gen_ids else None)

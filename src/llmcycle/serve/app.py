@@ -26,7 +26,7 @@ from llmcycle.serve import generation as gen
 from llmcycle.serve.config import ServeConfig
 from llmcycle.serve.errors import APIError, error_body, from_validation
 from llmcycle.serve.guard import Guard
-from llmcycle.serve.host import ModelHost
+from llmcycle.serve.host import ModelHost, read_pointer
 from llmcycle.serve.metrics import Metrics
 from llmcycle.serve.reqlog import RequestLog
 from llmcycle.serve.responses import collect, stream
@@ -107,7 +107,9 @@ def create_app(cfg: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     app = FastAPI(title="llmcycle", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.llm = state
     _errors(app)
-    _routes(app, state)
+    _openai_routes(app, state)
+    _admin_routes(app, state)
+    _ops_routes(app, state)
     app.add_middleware(Guard, state=state)
     return app
 
@@ -160,7 +162,8 @@ async def _generate(state: State, kind: str, request: Any, route: str) -> Respon
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _routes(app: FastAPI, state: State) -> None:
+def _openai_routes(app: FastAPI, state: State) -> None:
+    """What OpenAI clients call: completions and the model list."""
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatRequest):
         return await _generate(state, "chat", request, "/v1/chat/completions")
@@ -176,6 +179,9 @@ def _routes(app: FastAPI, state: State) -> None:
                                             "owned_by": "llmcycle", "root": served.path,
                                             "max_model_len": served.scheduler.max_context}]}
 
+
+def _admin_routes(app: FastAPI, state: State) -> None:
+    """What changes the server's state: feedback rows and model reloads."""
     @app.post("/v1/feedback")
     async def feedback(request: FeedbackRequest):
         if state.store is None:
@@ -203,6 +209,9 @@ def _routes(app: FastAPI, state: State) -> None:
             raise APIError(400, f"cannot load {target}: {exc}", "model", "load_failed") from None
         return {"object": "reload", "model": served.name, "path": served.path, "model_hash": served.model_hash}
 
+
+def _ops_routes(app: FastAPI, state: State) -> None:
+    """What operators and browsers read: health, metrics, stats, the web chat and monitor."""
     @app.get("/health")
     async def health():
         served = state.host.current
@@ -242,6 +251,4 @@ def _routes(app: FastAPI, state: State) -> None:
 
 
 def gen_pointer(state: State) -> str | None:
-    from llmcycle.serve.host import read_pointer
-
     return read_pointer(state.cfg.watch) if os.path.exists(state.cfg.watch) else None

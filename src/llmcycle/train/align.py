@@ -82,7 +82,7 @@ class Encoded:
 def encode(tokenizer: Any, prompt: list[dict], reply: list[dict], where: str, max_len: int) -> Encoded:
     """Prompt + reply rendered and masked as in SFT; the prompt's own assistant turns are not targets. Too long:
     the prompt loses its oldest tokens first, then the reply its last."""
-    from llmcycle.tokenizer import render_chat
+    from llmcycle.modeldir import render_chat
     from llmcycle.train.sft_data import IGNORE, shared_prefix, tokenize_with_mask
 
     ex = tokenize_with_mask(tokenizer, prompt + reply, where)
@@ -131,7 +131,7 @@ def unpaired_rows(tokenizer: Any, records: list[dict], max_len: int, where: str)
 
 
 def read_records(data_dir: str | Path, split: str, kinds: tuple[str, ...], limit: Optional[int]) -> list[dict]:
-    from llmcycle.data.sources.preference import read_preference_split
+    from llmcycle.records import read_preference_split
     from llmcycle.records import split_path
 
     path = split_path(data_dir, split)

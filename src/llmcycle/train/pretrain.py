@@ -18,7 +18,8 @@ from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ConfigError
 from llmcycle.progress import say
 from llmcycle.records import split_path
-from llmcycle.tokenizer import BOS, ensure_chat_template, load_tokenizer
+from llmcycle.loading import load_tokenizer
+from llmcycle.modeldir import BOS, ensure_chat_template
 from llmcycle.train.checkpoint import resume_point
 from llmcycle.train.loop import LoopConfig, distributed_state, train_loop
 from llmcycle.train.packing import (PackedSplit, hold_out, load_packed, train_batches_fn, unigram_loss,

@@ -77,7 +77,7 @@ def split_pairs(data_dir: str | Path, split: str, cfg: RewardConfig, limit: Opti
 
     records = load_split(data_dir, split)
     if records and "chosen" in records[0]:
-        from llmcycle.data.sources.preference import read_preference_split
+        from llmcycle.records import read_preference_split
 
         pairs = [(r["prompt"] + r["chosen"], r["prompt"] + r["rejected"])
                  for r in read_preference_split(split_path(data_dir, split), ("paired",))]
@@ -92,7 +92,7 @@ def split_pairs(data_dir: str | Path, split: str, cfg: RewardConfig, limit: Opti
 
 def encode_conversation(tokenizer: Any, messages: list[dict], max_len: int, where: str) -> list[int]:
     """Token ids of a rendered conversation, its end kept when too long (the score sits on the last token)."""
-    from llmcycle.tokenizer import render_chat
+    from llmcycle.modeldir import render_chat
 
     ids = tokenizer(render_chat(tokenizer, messages, where), add_special_tokens=False, verbose=False)["input_ids"]
     return ids[-max_len:]

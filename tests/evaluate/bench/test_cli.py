@@ -84,7 +84,7 @@ def test_prompt_variants_table_and_best_into_chat_config(cli, make_tiny_model, p
     path.write_text(yaml.safe_dump(spec))
     run_cfg = tmp_path / "run.yaml"
     run_cfg.write_text(yaml.safe_dump({"name": "x", "chat": {"temperature": 0.5}}))
-    from llmcycle.evaluate.bench import variants
+    from llmcycle.evaluate import variants
 
     out = variants.run(path, make_tiny_model("llama"), tmp_path / "var", apply_to=run_cfg, bench_root=planted_root)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -109,7 +109,7 @@ def test_prompt_variants_on_the_chat_probes(make_tiny_model, chat_data_dir, tmp_
     """Chat probes run under each variant: the system message and the train-split demonstrations reach the model."""
     import yaml
 
-    from llmcycle.evaluate.bench import variants
+    from llmcycle.evaluate import variants
     from llmcycle.records import load_split
 
     spec = {"probes": ["generation", "safety", "bias"], "max_examples": 4, "max_new_tokens": 6, "variants": {

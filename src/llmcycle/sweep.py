@@ -27,12 +27,16 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmcycle.artifacts import atomic_write_json, atomic_write_text, partial_dir, read_manifest
 from llmcycle.config import read_yaml, to_dict, validate
 from llmcycle.errors import ConfigError, UserError
+from llmcycle.pipeline import run as run_pipeline, stage_plan
 from llmcycle.progress import say
+from llmcycle.sweep_report import trial_rows, write_plots
+from llmcycle.train.loop import step_hook
 
 UPSTREAM = {"pretrain": ["data", "tokenizer"], "finetune": ["data", "tokenizer", "pretrain"]}
 
@@ -95,19 +99,13 @@ def suggest(trial: Any, key: str, p: Param) -> Any:
 
 
 def run_stage(stage: str, cfg: Any, upstream: Path, out: Path) -> Path:
-    from llmcycle.pipeline import dir_of
-    from llmcycle.train import finetune, pretrain
-
-    if stage == "pretrain":
-        return pretrain.run(cfg.pretrain, dir_of(cfg, upstream, "data"), dir_of(cfg, upstream, "tokenizer"), out)
-    base = cfg.base or str(dir_of(cfg, upstream, "pretrain"))
-    return finetune.run(cfg.finetune, dir_of(cfg, upstream, "data"), base, out)
+    """The swept stage as the run would wire it to the upstream dirs, written into OUT (a trial's dir)."""
+    step = stage_plan(cfg.model_copy(update={"stages": [stage]}), upstream)[0]
+    return step._replace(out=out).run()
 
 
 def make_objective(run_cfg: Any, space: Space, out: Path) -> Any:
-    import optuna
-
-    from llmcycle.train.loop import step_hook
+    import optuna  # optional: the `sweep` extra
 
     def objective(trial: Any) -> float:
         values = {key: suggest(trial, key, p) for key, p in space.params.items()}
@@ -136,7 +134,7 @@ def make_objective(run_cfg: Any, space: Space, out: Path) -> Any:
 
 
 def open_study(space: Space, out: Path, name: str) -> Any:
-    import optuna
+    import optuna  # optional: the `sweep` extra
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -150,8 +148,6 @@ def open_study(space: Space, out: Path, name: str) -> Any:
 
 def run(run_cfg: Any, space_path: str | Path, trials: int, out: str | Path, name: str = "sweep") -> Path:
     """Run (or resume) the sweep until the study holds `trials` finished trials; write its outputs into OUT."""
-    from llmcycle.pipeline import run as run_pipeline
-
     out = Path(out)
     space = load_space(space_path, run_cfg)
     if importlib.util.find_spec("optuna") is None:
@@ -160,7 +156,7 @@ def run(run_cfg: Any, space_path: str | Path, trials: int, out: str | Path, name
     upstream_cfg = run_cfg.model_copy(update={"stages": [s for s in UPSTREAM[space.stage]
                                                          if not (run_cfg.base and s in ("tokenizer", "pretrain"))]})
     run_pipeline(upstream_cfg, out / "upstream")
-    import optuna
+    import optuna  # optional: the `sweep` extra
 
     study = open_study(space, out, name)
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -172,10 +168,7 @@ def run(run_cfg: Any, space_path: str | Path, trials: int, out: str | Path, name
 
 
 def write_outputs(study: Any, run_cfg: Any, space: Space, out: Path) -> None:
-    import optuna
-    import yaml
-
-    from llmcycle.train.sweep_report import trial_rows, write_plots
+    import optuna  # optional: the `sweep` extra
 
     rows = trial_rows(study)
     with open(out / ".trials.csv.tmp", "w", newline="", encoding="utf-8") as fh:

@@ -1,29 +1,36 @@
-"""`llmcycle improve`: feedback (or any preference data) -> preference dataset -> align the served model -> gates on
-held-out data -> promote (atomic pointer update, which a `llmcycle serve --watch POINTER` swaps to) or reject.
+"""The `gates` stage: does a candidate (an aligned model) beat the current one on data neither was trained on?
 
-Every attempt is an artifact dir (`attempt-NNN/`, with manifest) holding its dataset, its judge, its candidate and
-`gates.json` + `report.md`, so the lineage report shows the loop. The gates compare the candidate with the current
-model on data neither was trained on:
 - win rate: replies of both to held-out prompts, judged by a reward model trained on a split disjoint from the one
   the candidate was aligned on (ties count half);
 - assistant-turn perplexity on held-out conversations: not worse than `max_ppl_increase` (relative);
 - safety flag rate (shipped adversarial prompts) and bias gaps (counterfactual pairs): not higher, up to a tolerance.
+
+`llmcycle run` trains the judge inside the stage; `llmcycle improve` trains it as a `reward` stage of its own and
+gates into the attempt dir (`gate_candidate`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 from pydantic import Field
 
-from llmcycle.artifacts import atomic_write_json, atomic_write_text, open_artifact
+from llmcycle.artifacts import atomic_write_json, open_artifact
 from llmcycle.config import StageConfig, to_dict
-from llmcycle.errors import ArtifactError, ConfigError, DataError
+from llmcycle.errors import DataError
+from llmcycle.evaluate.bias import BiasTask, load_pairs
+from llmcycle.evaluate.perplexity import score_records
+from llmcycle.evaluate.safety import SafetyTask, load_prompts
+from llmcycle.evaluate.tasks import Subject, generate
+from llmcycle.infer.engine import Engine
+from llmcycle.infer.settings import GenerationSettings
+from llmcycle.loading import is_adapter_dir
+from llmcycle.merge import MergeConfig, run as run_merge
 from llmcycle.progress import say
-from llmcycle.train.align import AlignConfig
-from llmcycle.train.reward import RewardConfig
+from llmcycle.records import load_split
+from llmcycle.train import reward
+from llmcycle.train.reward import RewardConfig, RewardModel
 
 BIAS_KEYS = ("bias_loglik_gap", "bias_sentiment_gap")
 
@@ -41,37 +48,15 @@ class GateConfig(StageConfig):
     batch_size: int = Field(16, ge=1)
 
 
-class ImproveConfig(StageConfig):
-    align: AlignConfig = Field(default_factory=AlignConfig)
-    judge: RewardConfig = Field(default_factory=RewardConfig, description="How the judge is trained (val split).")
+class GatesStageConfig(StageConfig):
+    """The run's `gates` stage: a judge trained on rated chats disjoint from the ranker's, then the gates."""
+
+    judge: RewardConfig = Field(default_factory=lambda: RewardConfig(record_offset=1, record_stride=2))
     gates: GateConfig = Field(default_factory=GateConfig)
-    val_frac: float = Field(0.2, gt=0, lt=1, description="Feedback: share for the judge's split.")
-    test_frac: float = Field(0.2, gt=0, lt=1, description="Feedback: share held out for the gates.")
-    seed: int = 0
-
-
-def current_model(model: Optional[str], pointer: Optional[Path]) -> str:
-    """--model, else the model dir the serve pointer names."""
-    if model:
-        return str(model)
-    if pointer is None or not Path(pointer).is_file():
-        raise ConfigError("improve: give --model DIR (the served model) or --pointer FILE that names it")
-    named = Path(pointer).read_text(encoding="utf-8").strip()
-    if not named:
-        raise ConfigError(f"{pointer}: the serve pointer file is empty")
-    return named
-
-
-def next_attempt(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name.split("-")[1]) for p in root.glob("attempt-*") if p.name.split("-")[1].isdigit()]
-    return root / f"attempt-{max(taken, default=0) + 1:03d}"
 
 
 def held_out(data_dir: Path) -> tuple[list[list[dict]], list[dict]]:
     """(prompts, chat records) of the test split: what the gates measure on."""
-    from llmcycle.records import load_split
-
     rows = load_split(data_dir, "test")
     prompts, chats = [], []
     for r in rows:
@@ -92,13 +77,6 @@ def held_out(data_dir: Path) -> tuple[list[list[dict]], list[dict]]:
 
 def measure(path: str, prompts: list[list[dict]], chats: list[dict], gates: GateConfig) -> dict[str, Any]:
     """One model's replies to the held-out prompts, and its perplexity, safety and bias numbers."""
-    from llmcycle.evaluate.bias import BiasTask, load_pairs
-    from llmcycle.evaluate.perplexity import score_records
-    from llmcycle.evaluate.safety import SafetyTask, load_prompts
-    from llmcycle.evaluate.tasks import Subject, generate
-    from llmcycle.infer.engine import Engine
-    from llmcycle.infer.settings import GenerationSettings
-
     engine = Engine.load(path)
     subject = Subject(Path(path).name, path, engine)
     settings = GenerationSettings(max_new_tokens=gates.max_new_tokens, temperature=0)
@@ -144,56 +122,16 @@ def decide(cand: dict[str, Any], cur: dict[str, Any], win: float, gates: GateCon
 
 def report_md(gates: list[dict[str, Any]], promoted: bool, candidate: str, current: str) -> str:
     lines = [f"# improve: {'promoted' if promoted else 'rejected'}", "", f"- current: `{current}`",
-             f"- candidate: `{candidate}`", "", "| gate | candidate | current | limit | passed |", "|---|---|---|---|---|"]
+             f"- candidate: `{candidate}`", "", "| gate | candidate | current | limit | passed |",
+             "|---|---|---|---|---|"]
     for g in gates:
         lines.append(f"| {g['gate']} | {g['candidate']:.4f} | {g['current']:.4f} | {g['limit']} | "
                      f"{'yes' if g['passed'] else '**no**'} |")
     return "\n".join(lines) + "\n"
 
 
-def build_data(cfg: ImproveConfig, feedback: Optional[Path], data: Optional[Path], work: Path) -> Path:
-    if data is not None:
-        return Path(data)
-    if feedback is None:
-        raise ConfigError("improve: give --feedback DB (the server's feedback store) or --data DIR (preference data)")
-    from llmcycle.data import DataConfig, run as run_data
-
-    return run_data(DataConfig(source="feedback", path=str(feedback), val_frac=cfg.val_frac,
-                               test_frac=cfg.test_frac, seed=cfg.seed), work / "data")
-
-
-def run(cfg: ImproveConfig, out: str | Path, model: Optional[str] = None, pointer: Optional[Path] = None,
-        feedback: Optional[Path] = None, data: Optional[Path] = None, judge: Optional[str] = None,
-        candidate: Optional[str] = None) -> dict[str, Any]:
-    """One attempt under OUT; returns {"attempt", "promoted", "failed", "candidate"}. `candidate` gates an
-    already-trained model instead of aligning one; `judge` uses a given reward model instead of training one."""
-    from llmcycle.train import align, reward
-
-    current = current_model(model, pointer)
-    attempt = next_attempt(Path(out))
-    inputs = {"current": current, **{k: str(v) for k, v in (("feedback", feedback), ("data", data),
-                                                              ("judge", judge), ("candidate", candidate)) if v}}
-    with open_artifact(attempt, "improve", to_dict(cfg), inputs) as art:
-        data_dir = build_data(cfg, feedback, data, art.dir)
-        if judge is None:
-            judge_cfg = cfg.judge.model_copy(update={"train_split": "val", "val_split": "test"})
-            judge = str(reward.run(judge_cfg, data_dir, current, art.dir / "judge"))
-        cand_dir = candidate or servable(align.run(cfg.align, data_dir, current, art.dir / "candidate"), art.dir)
-        final_candidate = str(Path(cand_dir)).replace(str(art.dir), str(attempt))
-        gates, failed, win = gate_candidate(cfg.gates, current, cand_dir, data_dir, judge, art, final_candidate)
-        art.extra = {"candidate": final_candidate, "judge": judge.replace(str(art.dir), str(attempt))}
-    if not failed and pointer is not None:
-        promote(Path(pointer), final_candidate)
-    verdict = "promoted" if not failed else f"rejected (failed gate: {', '.join(failed)})"
-    say(f"improve: {attempt.name} {verdict}; win rate {win:.2f}; report {attempt / 'report.md'}")
-    return {"attempt": attempt, "promoted": not failed, "failed": failed, "candidate": final_candidate}
-
-
 def servable(model_dir: Path, work: Path) -> str:
     """A full model dir: an adapter is merged into its base, so the next round can align the served model again."""
-    from llmcycle.loading import is_adapter_dir
-    from llmcycle.merge import MergeConfig, run as run_merge
-
     if not is_adapter_dir(model_dir):
         return str(model_dir)
     return str(run_merge(MergeConfig(), model_dir, work / "model"))
@@ -203,8 +141,6 @@ def gate_candidate(gates_cfg: GateConfig, current: str, cand_dir: str, data_dir:
                    shown_candidate: Optional[str] = None):
     """Measure both models on the held-out split, decide every gate, write gates.json, report.md, replies.json
     and the manifest metrics into `art`. Returns (gates, failed gate names, win rate)."""
-    from llmcycle.train.reward import RewardModel
-
     prompts, chats = held_out(data_dir)
     prompts, chats = prompts[:gates_cfg.max_prompts], chats[:gates_cfg.max_ppl_records]
     cand, cur = measure(cand_dir, prompts, chats, gates_cfg), measure(current, prompts, chats, gates_cfg)
@@ -221,18 +157,9 @@ def gate_candidate(gates_cfg: GateConfig, current: str, cand_dir: str, data_dir:
     return gates, failed, win
 
 
-class GatesStageConfig(StageConfig):
-    """The run's `gates` stage: a judge trained on rated chats disjoint from the ranker's, then the gates."""
-
-    judge: RewardConfig = Field(default_factory=lambda: RewardConfig(record_offset=1, record_stride=2))
-    gates: GateConfig = Field(default_factory=GateConfig)
-
-
 def run_gates(cfg: GatesStageConfig, current: str | Path, candidate: str | Path, data_dir: str | Path,
               out: str | Path) -> Path:
     """The pipeline's `gates` stage: CURRENT vs CANDIDATE on DATA_DIR's test split -> OUT (report, verdict)."""
-    from llmcycle.train import reward
-
     inputs = {"current": str(current), "candidate": str(candidate), "data": str(data_dir)}
     with open_artifact(out, "gates", to_dict(cfg), inputs) as art:
         judge = str(reward.run(cfg.judge, data_dir, current, art.dir / "judge"))
@@ -242,16 +169,3 @@ def run_gates(cfg: GatesStageConfig, current: str | Path, candidate: str | Path,
     say(f"gates: {'passed' if not failed else 'failed: ' + ', '.join(failed)}; win rate {win:.2f} under the "
         f"held-out judge")
     return Path(out)
-
-
-def promote(pointer: Path, model_dir: str) -> None:
-    """Point the server at `model_dir`: the pointer file is replaced atomically (temp file + rename)."""
-    if not Path(model_dir, "manifest.json").is_file() and not Path(model_dir, "config.json").is_file() \
-            and not Path(model_dir, "adapter_config.json").is_file():
-        raise ArtifactError(f"{model_dir}: not a model dir, refusing to point the server at it")
-    atomic_write_text(pointer, str(Path(model_dir).resolve()))
-    say(f"improve: {pointer} -> {model_dir}")
-
-
-def gates_of(attempt: str | Path) -> dict[str, Any]:
-    return json.loads((Path(attempt) / "gates.json").read_text())

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llmcycle.plots import bar_chart, line_plot
+
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
     keys = sorted({k for t in study.trials for k in t.params})
@@ -21,9 +23,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
 
 
 def write_plots(study: Any, out: Path) -> list[str]:
-    import optuna
-
-    from llmcycle.plots import bar_chart, line_plot
+    import optuna  # optional: the `sweep` extra
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     charts = []
