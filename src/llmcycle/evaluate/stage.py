@@ -23,6 +23,9 @@ from llmcycle.records import check_chat, load_split, read_jsonl, split_path
 
 PROBES = ("ppl", "generation", "safety", "bias")
 Probe = Literal["ppl", "generation", "safety", "bias"]
+INTERVALS_NOTE = ("[lo, hi]: 95% intervals (metrics.json: `<metric>_ci95`); rates and accuracies: Wald with "
+                  "lm-eval's standard error, Wilson when n·p·(1-p) < 9; corpus metrics (BLEU, chrF, ROUGE-L, "
+                  "perplexity): seeded percentile bootstrap over test conversations, 1,000 resamples")
 UNIGRAM_TRAIN_RECORDS = 2000  # enough to estimate token frequencies, bounded for big corpora
 
 
@@ -121,7 +124,7 @@ def probe_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
     from llmcycle.errors import ConfigError
     from llmcycle.evaluate.bias import BiasTask, load_pairs
     from llmcycle.evaluate.generation import GenerationTask, prompts_from
-    from llmcycle.evaluate.perplexity import PerplexityTask
+    from llmcycle.evaluate.intervals import PerplexityWithIntervals
     from llmcycle.evaluate.safety import SafetyTask, load_prompts
 
     needs_data = [p for p in cfg.probes if p in ("ppl", "generation")]
@@ -134,7 +137,7 @@ def probe_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
         if (Path(data_dir) / "train.jsonl").is_file():
             train = sample(load_split(data_dir, "train"), UNIGRAM_TRAIN_RECORDS, cfg.seed)
         records = within_chars(sample(test, cfg.max_ppl_records, cfg.seed), cfg.max_ppl_chars)
-        tasks.append(PerplexityTask(records, train, cfg.batch_size))
+        tasks.append(PerplexityWithIntervals(records, train, cfg.batch_size, cfg.seed))
         notes.append(f"perplexity: {len(records)} of {len(test)} test records (max_ppl_records, max_ppl_chars); "
                      "assistant replies with their end-of-turn token, and text records, are scored; unigram "
                      f"baseline fitted on {len(train)} train records")
@@ -181,6 +184,7 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
     """Load one model through the engine and run every task on it; seconds per step go into `timings`."""
     import torch
 
+    from llmcycle.evaluate.intervals import task_intervals
     from llmcycle.evaluate.tasks import Subject
     from llmcycle.infer import Engine
 
@@ -197,6 +201,7 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
         result = task.evaluate(subject)
         timings[task.name] = round(time.perf_counter() - start, 3)
         metrics.update(result.metrics)
+        metrics.update(task_intervals(task.name, result, cfg.seed))
         samples.extend(result.samples)
     del subject, engine
     gc.collect()
@@ -222,6 +227,7 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
     tasks = build_tasks(cfg, data_dir, notes)
     if any(t.name == "safety" for t in tasks):
         notes.append(FLAGGER_NOTE)
+    notes.append(INTERVALS_NOTE)
     names = model_names(paths)
     inputs = {"model": paths[0]}
     if data_dir is not None:
