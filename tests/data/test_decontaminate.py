@@ -87,3 +87,17 @@ def test_data_stage_counts_contamination_in_the_card_and_drops_it_on_request(tmp
     dropped = h.card(out)
     assert dropped["records_written"] == 8 and h.step(dropped, "decontaminate")["removed"] == 1
     assert prompt not in json.dumps(h.all_records(out))
+
+
+def test_a_copied_test_conversation_is_found_and_a_shared_task_prompt_is_not():
+    from llmcycle.data.eval_sets import records_set
+
+    task = "One thing my best friend doesn't know about me is that I really dislike having early classes."
+    test = [chat(task, "no way, why?", "they start at seven and the bus is always late and full of people"),
+            chat("hello?", "sorry I can't see my chats")]
+    train = [chat("hey", task, "no way, why?",
+                  "they start at seven and the bus is always late and full of people"),  # a copy, one turn added
+             chat(task.replace("early classes", "pizza"), "haha why", "it is too greasy for me"),
+             chat("hello?", "hi! I can't see my chats either, can you?")]
+    report = find_contamination(train, [records_set("test_split", test)])
+    assert report.records == [0] and report.flagged[0] == ["test_split:0 (near copy)"]

@@ -7,7 +7,8 @@ three ways, each a pass over numpy arrays of 64-bit n-gram hashes:
   than `boilerplate_items` eval items (templates such as "question ... answer") left out;
 - near copies: a training record holding at least `min_coverage` of an eval text's short n-grams (5-grams; 3-grams
   within one message for texts under 60 words), which survives the few edited or added words that break every
-  13-gram of a short item.
+  13-gram of a short item. Test conversations (`EvalSet.documents`) are matched as a whole: by exact match or
+  5-gram coverage only, as conversations of one source share task prompts and everyday phrases.
 Eval texts under `min_words` words are checked by the exact path only: their n-grams are everyday phrases.
 """
 
@@ -172,14 +173,17 @@ class EvalIndex:
         self.exact = exact_keys(self.sets, self.items, cfg)
         self.vocab = Vocabulary()
         evals = Corpus([words for _, _, words in self.items], self.vocab)
-        long = evals.lengths >= cfg.ngram
-        tiny = (evals.lengths >= cfg.min_words) & (evals.lengths < cfg.long_words)
+        documents = np.fromiter((s.documents for s in eval_sets for _ in s.items), dtype=bool,
+                                count=len(self.items))
+        long = (evals.lengths >= cfg.ngram) & ~documents
+        tiny = (evals.lengths >= cfg.min_words) & (evals.lengths < cfg.long_words) & ~documents
+        short = (evals.lengths >= cfg.long_words) | (documents & (evals.lengths >= cfg.ngram))
         # long texts: n-grams across a record's messages (a question in one turn, its answer in the next); shorter
         # ones: within one message, or a long conversation would cover a short text's few n-grams by chance
         self.rules = [(rule, NgramTable.build(evals, n, chosen, cfg.boilerplate_items), across, coverage)
                       for rule, n, chosen, across, coverage in [
                           ("13-gram", cfg.ngram, long, True, 0.0),
-                          ("near copy", cfg.short_ngram, evals.lengths >= cfg.long_words, True, cfg.min_coverage),
+                          ("near copy", cfg.short_ngram, short, True, cfg.min_coverage),
                           ("near copy", cfg.tiny_ngram, tiny, False, cfg.min_coverage)] if chosen.any()]
 
     def check(self, train_records: Sequence[dict[str, Any]]) -> "Contamination":

@@ -22,6 +22,8 @@ class EvalSet:
     name: str
     items: list[tuple[str, str]]
     questions: dict[str, str] = field(default_factory=dict)
+    documents: bool = False  # whole conversations: copied only when most of one is (one shared 13-gram is a
+    # shared task prompt, such as chitchat's "one thing my best friend doesn't know about me is")
 
 
 def record_texts(record: dict[str, Any]) -> list[str]:
@@ -92,7 +94,7 @@ def probe_sets() -> list[EvalSet]:
 def records_set(name: str, records: Iterable[dict[str, Any]]) -> EvalSet:
     """Records (a test split) as eval texts: each conversation joined, so only a copied conversation matches,
     not a greeting that many conversations share."""
-    return EvalSet(name, [(str(i), "\n".join(record_texts(r))) for i, r in enumerate(records)])
+    return EvalSet(name, [(str(i), "\n".join(record_texts(r))) for i, r in enumerate(records)], documents=True)
 
 
 def test_split_set(data_dir: str | Path) -> EvalSet | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence
 
 from llmcycle.errors import ModelLoadError, UserError, first_line
+from llmcycle.loading import resolve
 
 Verdict = Literal["A", "B", "tie"]
 CHOICES: tuple[Verdict, ...] = ("A", "B", "tie")
@@ -186,7 +187,7 @@ def load_judge(spec: str | Path, rubric: str | None = None, margin: float = 0.0)
     text = str(spec)
     if text.startswith(("http://", "https://")):
         return LLMJudge(RemoteChoices(text), rubric)
-    path = Path(text)
+    path = Path(resolve(text))  # a named GGUF base (smollm2-135m-instruct) or a .gguf file: its imported dir
     if not path.exists():
         raise JudgeUnavailable(f"{text}: no such judge (a reward model dir, a model dir or GGUF, or an http URL)")
     try:
