@@ -213,6 +213,19 @@ def finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
 
 
+def write_comparisons(out: Path, samples: dict[str, list], main: str, tasks: list[str], seed: int) -> dict:
+    """Each compared model against the main one (paired intervals), appended to report.md."""
+    from llmcycle.artifacts import atomic_write_text
+    from llmcycle.evaluate.compare import compare_models, comparison_markdown
+
+    comparisons = compare_models(samples, main, tasks, seed)
+    section = comparison_markdown(comparisons, main)
+    if section:
+        report = out / "report.md"
+        atomic_write_text(report, report.read_text(encoding="utf-8") + "\n" + section + "\n")
+    return comparisons
+
+
 def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: str | Path,
         compare: Sequence[str | Path] = ()) -> Path:
     """The `eval` stage: MODEL (and every COMPARE model) on DATA_DIR's test split and the shipped probes -> OUT."""
@@ -244,8 +257,9 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
             from llmcycle.evaluate.bench.report import write_bench_section
 
             charts += write_bench_section(art.dir, metrics, [t.name for t in tasks])
+        comparisons = write_comparisons(art.dir, samples, names[0], [t.name for t in tasks], cfg.seed)
         art.metrics = metrics
         art.extra = {"models": dict(zip(names, paths)), "main_model": names[0], "charts": charts,
-                     "timings": timings}
+                     "timings": timings, "comparisons": comparisons}
     say(f"eval: wrote {Path(out) / 'report.md'}")
     return Path(out)

@@ -32,16 +32,26 @@ def sacre_metric(name: str) -> Any:
     return BLEU(effective_order=True) if name == "bleu" else CHRF()
 
 
-def corpus_interval(name: str, hypotheses: Sequence[str], references: Sequence[str], resamples: int = RESAMPLES,
-                    seed: int = 0) -> Interval:
-    """Bootstrap interval of corpus BLEU or chrF: replies are resampled, each keeping its own n-gram statistics."""
+def corpus_stats(name: str, hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Per-reply sufficient statistics of corpus BLEU or chrF (one row per reply; the corpus score is of their sum)."""
     metric = sacre_metric(name)
-    stats = np.asarray(metric._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.float64)
+    return np.asarray(metric._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.float64)
+
+
+def corpus_scorer(name: str) -> Any:
+    """summed statistics (B x k) -> B corpus scores of BLEU or chrF."""
+    metric = sacre_metric(name)
 
     def score(summed: np.ndarray) -> np.ndarray:
         return np.array([metric._compute_score_from_stats([int(round(x)) for x in row]).score for row in summed])
 
-    return bootstrap(stats, score, resamples, seed)
+    return score
+
+
+def corpus_interval(name: str, hypotheses: Sequence[str], references: Sequence[str], resamples: int = RESAMPLES,
+                    seed: int = 0) -> Interval:
+    """Bootstrap interval of corpus BLEU or chrF: replies are resampled, each keeping its own n-gram statistics."""
+    return bootstrap(corpus_stats(name, hypotheses, references), corpus_scorer(name), resamples, seed)
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
