@@ -153,8 +153,10 @@ class RemoteChoices:
     """An OpenAI-compatible chat endpoint (e.g. `llmcycle serve`), answering at temperature 0."""
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str = "none", timeout: float = 60.0):
-        import openai
-
+        try:
+            import openai
+        except ImportError:
+            raise JudgeUnavailable(f"{base_url}: a judge server needs the openai client (pip install openai)") from None
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
         self.name = base_url
         try:
