@@ -132,13 +132,14 @@ class LocalChoices:
         self.choice_ids = [list(tok(c, add_special_tokens=False)["input_ids"]) for c in CHOICES]
 
     def choose(self, questions: Sequence[list[dict[str, str]]]) -> list[Verdict]:
+        """One forward per question: the choices share its context (the engine's multiple-choice scoring)."""
+        from llmcycle.infer.scoring import score_questions
+
         contexts = [self.engine.encode_chat(q)[-self.max_prompt_tokens:] for q in questions]
-        flat_ctx = [c for c in contexts for _ in CHOICES]
-        flat_tgt = [ids for _ in contexts for ids in self.choice_ids]
-        rows = self.engine.score_ids(flat_ctx, flat_tgt, self.batch_size)
+        scored = score_questions(self.engine, [(c, self.choice_ids) for c in contexts], self.batch_size)
         out: list[Verdict] = []
-        for i in range(len(contexts)):
-            sums = [sum(rows[i * len(CHOICES) + k]) for k in range(len(CHOICES))]
+        for rows in scored:
+            sums = [sum(row) for row in rows]
             out.append(CHOICES[max(range(len(CHOICES)), key=sums.__getitem__)])
         return out
 
