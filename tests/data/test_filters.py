@@ -117,11 +117,12 @@ def test_every_step_is_counted_and_can_be_switched_off(tmp_path, h):
     path = h.write_jsonl(tmp_path / "rows.jsonl", rows)
     on = h.card(run(DataConfig(source="jsonl", path=str(path)), tmp_path / "on"))
     assert [f["step"] for f in on["filters"]] == ["normalize", "turn_length", "conversation_length", "pii",
-                                                  "toxicity", "exact_dedup", "near_dedup"]
+                                                  "toxicity", "exact_dedup", "near_dedup", "decontaminate"]
     assert h.step(on, "pii")["changed"] == 2 and h.step(on, "toxicity")["removed"] == 1
     assert h.step(on, "exact_dedup")["removed"] == 1 and on["records_written"] == 2
     off_cfg = DataConfig(source="jsonl", path=str(path), normalize=False, turn_length=False,
-                         conversation_length=False, pii=False, toxicity=False, exact_dedup=False, near_dedup="off")
+                         conversation_length=False, pii=False, toxicity=False, exact_dedup=False, near_dedup="off",
+                         decontaminate="off")
     off_dir = run(off_cfg, tmp_path / "off")
     off = h.card(off_dir)
     assert all(not f["enabled"] for f in off["filters"]) and off["records_written"] == 4

@@ -30,8 +30,17 @@ def test_eval_compares_models_side_by_side(make_tiny_model, uniform_model_dir, c
     for values in metrics.values():
         assert {"perplexity", "bits_per_byte", "unigram_bits_per_byte", "bleu", "chrf", "rouge_l", "distinct_2",
                 "repetition_rate", "eos_share", "safety_flag_rate", "bias_loglik_gap"} <= set(values)
+        for key in ("perplexity", "bits_per_byte", "chrf", "bleu", "rouge_l", "eos_share", "safety_flag_rate",
+                    "bias_loglik_gap"):
+            lo, hi = values[f"{key}_ci95"]
+            assert lo - 1e-6 <= values[key] <= hi + 1e-6, key
     report = (out / "report.md").read_text()
     assert names[0] in report and names[1] in report and "bits per byte" in report
+    comparison = read_manifest(out, "eval")["comparisons"][names[1]]
+    assert {"chrf", "rouge_l"} <= set(comparison) and comparison["chrf"]["n"] == 4
+    assert comparison["chrf"]["lo"] <= comparison["chrf"]["delta"] <= comparison["chrf"]["hi"]
+    assert f"Paired comparisons against {names[0]}" in report
+    assert "95% intervals" in report and f"{metrics[names[1]]['perplexity_ci95'][0]:.4g}" in report
     assert {"perplexity.png", "generation.png", "diversity.png", "probes.png"} <= {p.name for p in out.glob("*.png")}
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     generation = [s for s in samples if s["probe"] == "generation"]

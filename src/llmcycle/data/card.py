@@ -46,9 +46,9 @@ def split_stats(examples: list[Example]) -> dict[str, Any]:
 
 def build_card(
     source: str, cfg_dict: dict[str, Any], data: SourceData, reports: list[StepReport],
-    splits: dict[str, list[Example]], leaked: list[str],
+    splits: dict[str, list[Example]], leaked: list[str], contamination: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    card = {
         "source": {"name": source, "path": cfg_dict.get("path"), "record_kind": data.kind, "files": data.files,
                    **data.stats},
         "records_read": len(data.examples),
@@ -59,6 +59,9 @@ def build_card(
         "config": cfg_dict,
         "histogram": HISTOGRAM,
     }
+    if contamination is not None:
+        card["contamination"] = contamination
+    return card
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -80,8 +83,25 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["", "| step | on | removed | changed |", "|---|---|---:|---:|"]
     for f in card["filters"]:
         lines.append(f"| {f['step']} | {'yes' if f['enabled'] else 'no'} | {f['removed']} | {f['changed']} |")
+    lines += contamination_markdown(card.get("contamination"))
     lines += ["", f"![words per record]({card['histogram']})", ""]
     return "\n".join(lines)
+
+
+def contamination_markdown(section: dict[str, Any] | None) -> list[str]:
+    """Eval items found in the train split, per eval set (only the sets with any, and the totals)."""
+    if not section:
+        return []
+    lines = ["", f"Contamination: {section['train_records_flagged']} of {section['train_records_checked']} train "
+             f"records hold an eval item ({section['train_records_dropped']} dropped; mode {section['mode']}).", ""]
+    found = {k: v for k, v in section["eval_sets"].items() if v["contaminated_items"]}
+    if found:
+        lines += ["| eval set | items | contaminated items | train records |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {v['items']} | {v['contaminated_items']} | {v['train_records']} |" for k, v in found.items()]
+    checked = ", ".join(section["eval_sets"])
+    lines.append(f"Checked against: {checked}." + (f" Skipped: {'; '.join(section['benchmarks_skipped'])}."
+                                                   if section["benchmarks_skipped"] else ""))
+    return lines
 
 
 def write_card(root: Path, card: dict[str, Any], splits: dict[str, list[Example]]) -> None:

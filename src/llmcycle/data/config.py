@@ -52,17 +52,26 @@ class DataConfig(StageConfig):
     minhash_perms: int = Field(128, ge=16, le=512)
     shingle_words: int = Field(3, ge=1, le=10)
 
+    # contamination
+    decontaminate: Literal["check", "drop", "off"] = Field(
+        "check", description="Look for eval items in the train split (the test split, every installed benchmark, "
+        "the probe prompts; 13-gram overlap, near copies, exact matches): check = count them in the card, "
+        "drop = also remove those records (counted), off = skip (llmcycle.data.decontaminate).")
+    decontaminate_benchmarks: Optional[list[str]] = Field(
+        None, description="Benchmarks checked against (names of llmcycle.evaluate.bench); None = every installed one.")
+
     # bias mitigation
     counterfactual: Literal["off", "add", "swap"] = Field(
         "off", description="Counterfactual augmentation of the train split: add a gender-swapped copy of each "
         "record with gendered words or names, or swap half of them in place (llmcycle.data.augment).")
 
-    @field_validator("near_dedup", "counterfactual", mode="before")
+    @field_validator("near_dedup", "counterfactual", "decontaminate", mode="before")
     @classmethod
     def _yaml_booleans(cls, value, info):
         """YAML reads `near_dedup: off` (and `--set near_dedup=off`) as False."""
         if isinstance(value, bool):
-            return ("remove" if info.field_name == "near_dedup" else "add") if value else "off"
+            on = {"near_dedup": "remove", "counterfactual": "add", "decontaminate": "check"}[info.field_name]
+            return on if value else "off"
         return value
 
     @model_validator(mode="after")

@@ -58,6 +58,7 @@ class Prepared:
     reports: list[StepReport]
     splits: dict[str, list[Example]]
     timings: dict[str, float] = field(default_factory=dict)
+    contamination: dict | None = None
 
 
 def step_enabled(cfg: DataConfig, name: str) -> bool:
@@ -105,10 +106,23 @@ def prepare(cfg: DataConfig) -> Prepared:
         timings["counterfactual"] = round(time.perf_counter() - start, 3)
         reports.append(report)
         say(f"data: counterfactual {cfg.counterfactual}: {report.details['swapped_records']} train records swapped")
+    contamination = None
+    if cfg.decontaminate != "off":
+        from llmcycle.data.decontaminate import decontaminate_train
+
+        start = time.perf_counter()
+        splits, report, contamination = decontaminate_train(splits, cfg.decontaminate, cfg.decontaminate_benchmarks)
+        timings["decontaminate"] = round(time.perf_counter() - start, 3)
+        reports.append(report)
+        if contamination["train_records_flagged"]:
+            say(f"data: {contamination['train_records_flagged']} train records hold eval items"
+                + (f", {report.removed} dropped" if report.removed else " (decontaminate: drop removes them)"))
+    else:
+        reports.append(StepReport("decontaminate", False))
     fractions = {"val": cfg.val_frac, "test": cfg.test_frac}
     for name in [n for n, frac in fractions.items() if frac > 0 and not splits[n]]:
         say(f"data: warning: the {name} split is empty ({len(examples)} records in too few groups to share out)")
-    return Prepared(data, reports, splits, timings)
+    return Prepared(data, reports, splits, timings, contamination)
 
 
 def run(cfg: DataConfig, out: str | Path) -> Path:
@@ -127,7 +141,8 @@ def run(cfg: DataConfig, out: str | Path) -> Path:
         prepared.timings["write"] = round(time.perf_counter() - start, 3)
         start = time.perf_counter()
         leaked = leaked_groups(prepared.splits)
-        card = build_card(cfg.source, config, prepared.data, prepared.reports, prepared.splits, leaked)
+        card = build_card(cfg.source, config, prepared.data, prepared.reports, prepared.splits, leaked,
+                          prepared.contamination)
         write_card(art.dir, card, prepared.splits)
         prepared.timings["card"] = round(time.perf_counter() - start, 3)
         art.metrics = {f"{name}_records": len(ex) for name, ex in prepared.splits.items()}

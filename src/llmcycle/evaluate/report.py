@@ -41,6 +41,8 @@ PER_MODEL_FIELDS = ("reply", "finish_reason", "flags", "loglik_gap")
 def fmt(value: Any) -> str:
     if value is None:
         return "–"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
         return f"{int(value):,}"
     if isinstance(value, float) and not math.isfinite(value):
@@ -56,8 +58,14 @@ def table(metrics: Metrics, rows: Sequence[tuple[str, str]]) -> str:
         return ""
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key, label in present:
-        lines.append(f"| {label} | " + " | ".join(fmt(metrics[n].get(key)) for n in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(with_interval(metrics[n], key) for n in names) + " |")
     return "\n".join(lines)
+
+
+def with_interval(values: Mapping[str, Any], key: str) -> str:
+    """A metric's cell: its value, then its 95% interval when metrics.json has one (`<key>_ci95`)."""
+    interval = values.get(f"{key}_ci95")
+    return fmt(values.get(key)) + (f" {fmt(interval)}" if isinstance(interval, (list, tuple)) else "")
 
 
 def merge_samples(per_model: Mapping[str, Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:

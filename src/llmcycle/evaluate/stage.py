@@ -26,6 +26,9 @@ from llmcycle.safety.sandbox import require_isolation
 PROBES = ("ppl", "generation", "safety", "bias")
 Probe = Literal["ppl", "generation", "safety", "bias"]
 CODE_TASKS = ("humaneval",)  # benchmarks that execute what the model wrote
+INTERVALS_NOTE = ("[lo, hi]: 95% intervals (metrics.json: `<metric>_ci95`); rates and accuracies: Wald with "
+                  "lm-eval's standard error, Wilson when n·p·(1-p) < 9; corpus metrics (BLEU, chrF, ROUGE-L, "
+                  "perplexity): seeded percentile bootstrap over test conversations, 1,000 resamples")
 UNIGRAM_TRAIN_RECORDS = 2000  # enough to estimate token frequencies, bounded for big corpora
 
 
@@ -131,7 +134,7 @@ def probe_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
     from llmcycle.errors import ConfigError
     from llmcycle.evaluate.bias import BiasTask, load_pairs
     from llmcycle.evaluate.generation import GenerationTask, prompts_from
-    from llmcycle.evaluate.perplexity import PerplexityTask
+    from llmcycle.evaluate.intervals import PerplexityWithIntervals
     from llmcycle.evaluate.safety import SafetyTask, load_prompts
 
     needs_data = [p for p in cfg.probes if p in ("ppl", "generation")]
@@ -144,7 +147,7 @@ def probe_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
         if (Path(data_dir) / "train.jsonl").is_file():
             train = sample(load_split(data_dir, "train"), UNIGRAM_TRAIN_RECORDS, cfg.seed)
         records = within_chars(sample(test, cfg.max_ppl_records, cfg.seed), cfg.max_ppl_chars)
-        tasks.append(PerplexityTask(records, train, cfg.batch_size))
+        tasks.append(PerplexityWithIntervals(records, train, cfg.batch_size, cfg.seed))
         notes.append(f"perplexity: {len(records)} of {len(test)} test records (max_ppl_records, max_ppl_chars); "
                      "assistant replies with their end-of-turn token, and text records, are scored; unigram "
                      f"baseline fitted on {len(train)} train records")
@@ -191,6 +194,7 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
     """Load one model through the engine and run every task on it; seconds per step go into `timings`."""
     import torch
 
+    from llmcycle.evaluate.intervals import task_intervals
     from llmcycle.evaluate.tasks import Subject
     from llmcycle.infer import Engine
 
@@ -207,6 +211,7 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
         result = task.evaluate(subject)
         timings[task.name] = round(time.perf_counter() - start, 3)
         metrics.update(result.metrics)
+        metrics.update(task_intervals(task.name, result, cfg.seed))
         samples.extend(result.samples)
     del subject, engine
     gc.collect()
@@ -216,6 +221,19 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
 def finite(metrics: dict[str, float]) -> dict[str, float | None]:
     """JSON has no NaN: a metric that could not be computed is null."""
     return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def write_comparisons(out: Path, samples: dict[str, list], main: str, tasks: list[str], seed: int) -> dict:
+    """Each compared model against the main one (paired intervals), appended to report.md."""
+    from llmcycle.artifacts import atomic_write_text
+    from llmcycle.evaluate.compare import compare_models, comparison_markdown
+
+    comparisons = compare_models(samples, main, tasks, seed)
+    section = comparison_markdown(comparisons, main)
+    if section:
+        report = out / "report.md"
+        atomic_write_text(report, report.read_text(encoding="utf-8") + "\n" + section + "\n")
+    return comparisons
 
 
 def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: str | Path,
@@ -232,6 +250,7 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
     tasks = build_tasks(cfg, data_dir, notes)
     if any(t.name == "safety" for t in tasks):
         notes.append(FLAGGER_NOTE)
+    notes.append(INTERVALS_NOTE)
     names = model_names(paths)
     inputs = {"model": paths[0]}
     if data_dir is not None:
@@ -248,8 +267,9 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
             from llmcycle.evaluate.bench.report import write_bench_section
 
             charts += write_bench_section(art.dir, metrics, [t.name for t in tasks])
+        comparisons = write_comparisons(art.dir, samples, names[0], [t.name for t in tasks], cfg.seed)
         art.metrics = metrics
         art.extra = {"models": dict(zip(names, paths)), "main_model": names[0], "charts": charts,
-                     "timings": timings}
+                     "timings": timings, "comparisons": comparisons}
     say(f"eval: wrote {Path(out) / 'report.md'}")
     return Path(out)

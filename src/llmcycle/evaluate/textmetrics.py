@@ -7,7 +7,11 @@ are a few lines of our own on lower-cased word tokens, so they are easy to check
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Any, Sequence
+
+import numpy as np
+
+from llmcycle.evaluate.stats import RESAMPLES, Interval, bootstrap, bootstrap_mean
 
 WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -19,6 +23,35 @@ def words(text: str) -> list[str]:
 
 def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def sacre_metric(name: str) -> Any:
+    """sacrebleu's BLEU (as `bleu` scores it) or chrF object, whose per-sentence statistics add up to the corpus's."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return BLEU(effective_order=True) if name == "bleu" else CHRF()
+
+
+def corpus_stats(name: str, hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Per-reply sufficient statistics of corpus BLEU or chrF (one row per reply; the corpus score is of their sum)."""
+    metric = sacre_metric(name)
+    return np.asarray(metric._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.float64)
+
+
+def corpus_scorer(name: str) -> Any:
+    """summed statistics (B x k) -> B corpus scores of BLEU or chrF."""
+    metric = sacre_metric(name)
+
+    def score(summed: np.ndarray) -> np.ndarray:
+        return np.array([metric._compute_score_from_stats([int(round(x)) for x in row]).score for row in summed])
+
+    return score
+
+
+def corpus_interval(name: str, hypotheses: Sequence[str], references: Sequence[str], resamples: int = RESAMPLES,
+                    seed: int = 0) -> Interval:
+    """Bootstrap interval of corpus BLEU or chrF: replies are resampled, each keeping its own n-gram statistics."""
+    return bootstrap(corpus_stats(name, hypotheses, references), corpus_scorer(name), resamples, seed)
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
@@ -111,4 +144,15 @@ def generation_metrics(replies: Sequence[str], references: Sequence[str]) -> dic
         "distinct_2": distinct_n(replies, 2),
         "repetition_rate": repetition_rate(replies),
         "mean_reply_words": mean_words(replies),
+    }
+
+
+def generation_intervals(replies: Sequence[str], references: Sequence[str], seed: int = 0) -> dict[str, Interval]:
+    """95% intervals of the reference-based metrics, resampling the test conversations (seeded)."""
+    if len(replies) < 2:
+        return {}
+    return {
+        "bleu": corpus_interval("bleu", replies, references, seed=seed),
+        "chrf": corpus_interval("chrf", replies, references, seed=seed),
+        "rouge_l": bootstrap_mean([rouge_l(h, r) for h, r in zip(replies, references)], seed=seed),
     }

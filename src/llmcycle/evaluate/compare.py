@@ -1,0 +1,89 @@
+"""A vs B on the same examples: each compared model against the main one, with paired intervals.
+
+Per-example differences cancel what makes an example hard for every model, so a paired interval is much narrower
+than two single intervals side by side. Generation: chrF and ROUGE-L by the paired bootstrap over test prompts.
+Benchmarks: per-question correctness, the paired bootstrap of the accuracy difference and the exact sign test on
+the questions only one of the two models got right.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from llmcycle.evaluate.stats import mean_score, paired_bootstrap, sign_test
+from llmcycle.evaluate.textmetrics import corpus_scorer, corpus_stats, rouge_l
+
+
+def rows_by_id(rows: Sequence[dict[str, Any]], probe: str) -> dict[Any, dict[str, Any]]:
+    return {r.get("id"): r for r in rows if r.get("probe") == probe}
+
+
+def per_item(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    return np.stack([x, np.ones_like(x)], 1)
+
+
+def generation_deltas(main: dict, other: dict, seed: int) -> dict[str, dict[str, Any]]:
+    ids = [i for i in main if i in other]
+    if len(ids) < 2:
+        return {}
+    a, b = [main[i] for i in ids], [other[i] for i in ids]
+    rouge_a = [rouge_l(r.get("reply") or "", r.get("reference") or "") for r in a]
+    rouge_b = [rouge_l(r.get("reply") or "", r.get("reference") or "") for r in b]
+    stats = [corpus_stats("chrf", [r.get("reply") or "" for r in rows], [r.get("reference") or "" for r in rows])
+             for rows in (a, b)]
+    return {"chrf": paired_bootstrap(stats[0], stats[1], corpus_scorer("chrf"), seed=seed).as_dict(),
+            "rouge_l": paired_bootstrap(per_item(rouge_a), per_item(rouge_b), mean_score, seed=seed).as_dict()}
+
+
+def accuracy_delta(main: dict, other: dict, seed: int) -> dict[str, Any] | None:
+    """Multiple-choice rows: right when the reply is the reference choice."""
+    ids = [i for i in main if i in other and "reference" in main[i]]
+    if len(ids) < 2:
+        return None
+    right_a = [float(main[i].get("reply") == main[i]["reference"]) for i in ids]
+    right_b = [float(other[i].get("reply") == other[i]["reference"]) for i in ids]
+    out = paired_bootstrap(per_item(right_a), per_item(right_b), mean_score, seed=seed).as_dict()
+    only_b = sum(1 for x, y in zip(right_a, right_b) if y > x)
+    only_a = sum(1 for x, y in zip(right_a, right_b) if x > y)
+    out.update(only_other_right=only_b, only_main_right=only_a, sign_test_p=sign_test(only_b, only_a))
+    return out
+
+
+def compare_models(samples: Mapping[str, Sequence[dict[str, Any]]], main: str, tasks: Sequence[str],
+                   seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+    """{other model: {metric: {delta, lo, hi, p_value, n, ...}}}: other minus main on the examples both answered."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, rows in samples.items():
+        if name == main:
+            continue
+        entry: dict[str, dict[str, Any]] = {}
+        if "generation" in tasks:
+            entry.update(generation_deltas(rows_by_id(samples[main], "generation"), rows_by_id(rows, "generation"),
+                                           seed))
+        for task in tasks:
+            mine, theirs = rows_by_id(samples[main], task), rows_by_id(rows, task)
+            if any("loglik" in r for r in mine.values()):
+                delta = accuracy_delta(mine, theirs, seed)
+                if delta is not None:
+                    entry[f"{task}_acc"] = delta
+        if entry:
+            out[name] = entry
+    return out
+
+
+def comparison_markdown(comparisons: Mapping[str, Mapping[str, Mapping[str, Any]]], main: str) -> str:
+    if not comparisons:
+        return ""
+    lines = [f"## Paired comparisons against {main}", "",
+             "| model | metric | difference (model - main) | 95% interval | p | n |", "|---|---|---:|---|---:|---:|"]
+    for name, metrics in comparisons.items():
+        for metric, c in metrics.items():
+            p = c.get("sign_test_p", c["p_value"])
+            lines.append(f"| {name} | {metric} | {c['delta']:+.4g} | [{c['lo']:.4g}, {c['hi']:.4g}] | {p:.3g} | "
+                         f"{c['n']} |")
+    lines += ["", "Paired bootstrap over the same examples (1,000 resamples); for benchmark accuracy, p is the exact "
+              "sign test on the questions only one of the two models got right."]
+    return "\n".join(lines)
