@@ -104,6 +104,18 @@ def _trained_end_of_turn(tokenizer: Any) -> Optional[int]:
     return int(trained[-1]) if trained and trained[-1] in marker_ids else None
 
 
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+def context_length(config: Any, default: int = 2048) -> int:
+    """Positions the model was built for, from whichever field its config family uses; `default` when none says."""
+    for name in CONTEXT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
 def stop_token_ids(tokenizer: Any, model_or_generation_config: Any = None, extra: Iterable[int] = ()) -> list[int]:
     """Every id that ends a generation: the end-of-turn id first, then EOS ids (generation config, tokenizer)."""
     gen = _generation_config(model_or_generation_config)

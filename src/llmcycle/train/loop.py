@@ -21,6 +21,7 @@ accelerate, so the same code runs on one CPU, `accelerate launch --num_processes
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Optional
 
+import torch
+from accelerate.utils import set_seed
 from pydantic import Field
 
 from llmcycle.config import StageConfig
@@ -123,8 +126,6 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
                resume: bool = False, desc: str = "train",
                on_step: Optional[Callable[[int, dict[str, Any]], None]] = None, objective: Any = None) -> LoopResult:
     """Train `model` in place; see the module docstring. `on_step(step, record)` runs after each optimizer step."""
-    from accelerate.utils import set_seed
-
     work_dir = Path(work_dir)
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.seed)
@@ -197,8 +198,6 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
 
 
 def _peak_dtype(accelerator):
-    import torch
-
     if accelerator.device.type == "cuda":
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     return torch.float32
@@ -206,8 +205,6 @@ def _peak_dtype(accelerator):
 
 def _batch_stream(train_batches, state: LoopState, world: int, rank: int) -> Iterator[Batch]:
     """This process's batches from the saved data position on, epoch after epoch; keeps `state` up to date."""
-    import itertools
-
     while True:
         source = iter(train_batches(state.epoch))
         for _ in itertools.islice(source, state.batch_index):
@@ -230,8 +227,6 @@ def _batch_stream(train_batches, state: LoopState, world: int, rank: int) -> Ite
 def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopConfig, accelerator, objective):
     """Forward/backward over the micro-batches, clip, step. Returns (mean loss over all the objective's units of all
     processes, input tokens processed here and elsewhere, grad norm)."""
-    import torch
-
     device = accelerator.device
     micro = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in b.items()} for b in micro]
     counts = torch.tensor([objective.weight(b) for b in micro] + [0.0], device=device)
@@ -270,8 +265,6 @@ def _compiled_loss():
     model is an argument, so a compiled graph is reused by later loops on same-shaped models)."""
     global _COMPILED
     if _COMPILED is None:
-        import torch
-
         _COMPILED = torch.compile(_summed_loss)
     return _COMPILED
 
@@ -312,10 +305,6 @@ def _train_record(state: LoopState, window, optimizer, grad_norm, fpt, peak, wor
 
 def evaluate(model, val_batches, cfg: LoopConfig, accelerator, objective: Any = None) -> Optional[float]:
     """Unit-weighted mean val loss over at most `cfg.eval_batches` batches (per process), or None."""
-    import itertools
-
-    import torch
-
     source = val_batches() if val_batches is not None else None
     if source is None:
         return None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from llmcycle.errors import ConfigError, DataError, first_line
+from llmcycle.infer.context import trim_tokens
 from llmcycle.records import check_chat, read_jsonl, split_path
 from llmcycle.tokenizer import render_chat
 
@@ -223,7 +224,8 @@ def conversation_examples(tokenizer: Any, messages: list[dict[str, str]], where:
         first = members[-1] + 1
         if len(ex) > max_seq_len:
             stats.truncated_examples += 1
-            ex = Example(ex.input_ids[:max_seq_len], ex.labels[:max_seq_len])
+            ex = Example(trim_tokens(ex.input_ids, max_seq_len, keep="start"),
+                         trim_tokens(ex.labels, max_seq_len, keep="start"))
         if ex.trained_tokens == 0:
             stats.dropped_examples += 1
             continue
