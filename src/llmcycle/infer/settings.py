@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import GenerationConfig
+
 from llmcycle.errors import ConfigError
 from llmcycle.infer.decoding import KNOBS, NULLABLE, SAMPLING_KNOBS, range_problems
 
@@ -123,8 +125,6 @@ class GenerationSettings:
             file = Path(model) / "generation_config.json"
             gen = None
             if file.is_file():
-                from transformers import GenerationConfig
-
                 gen = GenerationConfig.from_dict(json.loads(file.read_text(encoding="utf-8")))
             return cls.from_generation_config(gen, **overrides)
         return cls.from_generation_config(getattr(model, "generation_config", None), **overrides)
