@@ -156,23 +156,14 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
             loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator, objective)
             _check_finite(loss, grad_norm, accelerator, state.step + 1, ckpt_root, last_saved)
             scheduler.step()
-            state.step += 1
-            state.tokens += tokens
-            state.last_train_loss = loss
             seq_len = micro[0]["input_ids"].shape[-1] if "input_ids" in micro[0] else 1
             fpt = fpt or flops_per_token(accelerator.unwrap_model(model), seq_len)
-            elapsed = time.perf_counter() - tick
-            state.train_seconds += elapsed
-            for key, value in (("loss", loss), ("steps", 1), ("tokens", tokens), ("seconds", elapsed)):
-                window[key] += value
+            _account(state, window, loss, tokens, time.perf_counter() - tick)
             progress.update(1)
             record: dict[str, Any] = {"step": state.step, "loss": loss}
             if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
                 record = _train_record(state, window, optimizer, grad_norm, fpt, peak, accelerator.num_processes)
-                record.update(objective.drain_metrics() if hasattr(objective, "drain_metrics") else {})
-                log.log(record)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                window = dict.fromkeys(window, 0)
+                _log(record, objective, log, progress, window)
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 stopped_early = _evaluate_and_track(model, val_batches, cfg, state, log, accelerator, objective)
                 if state.last_val_loss is not None:
@@ -188,13 +179,36 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         log.close()
     log.plot(f"{desc}: loss")
     accelerator.wait_for_everyone()
+    return _result(state, log, stopped_early, fpt, peak, accelerator.num_processes)
+
+
+def _result(state: LoopState, log: MetricsLog, stopped_early: bool, fpt: Optional[float], peak: float,
+            world: int) -> LoopResult:
     tokens_per_s = state.tokens / max(state.train_seconds, 1e-9)
     return LoopResult(
         steps=state.step, tokens=state.tokens, train_loss=_recent_train_loss(log.history, state),
         val_loss=state.last_val_loss, best_val_loss=state.best_val_loss, history=list(log.history),
         stopped_early=stopped_early, seconds=state.seconds, tokens_per_s=tokens_per_s,
-        mfu=tokens_per_s * (fpt or 0.0) / (peak * accelerator.num_processes), peak_flops=peak,
+        mfu=tokens_per_s * (fpt or 0.0) / (peak * world), peak_flops=peak,
     )
+
+
+def _account(state: LoopState, window: dict[str, float], loss: float, tokens: int, elapsed: float) -> None:
+    """One optimizer step done: the run's totals and the logging window's sums."""
+    state.step += 1
+    state.tokens += tokens
+    state.last_train_loss = loss
+    state.train_seconds += elapsed
+    for key, value in (("loss", loss), ("steps", 1), ("tokens", tokens), ("seconds", elapsed)):
+        window[key] += value
+
+
+def _log(record: dict[str, Any], objective: Any, log: MetricsLog, progress: Any, window: dict[str, float]) -> None:
+    """Write a train record (with the objective's own metrics) and start a new logging window."""
+    record.update(objective.drain_metrics() if hasattr(objective, "drain_metrics") else {})
+    log.log(record)
+    progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+    window.update(dict.fromkeys(window, 0))
 
 
 def _peak_dtype(accelerator):
