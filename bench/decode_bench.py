@@ -153,14 +153,14 @@ def chat_ttft(engine, users: list[str], turns: int, reply_tokens: int = 24) -> d
     from llmcycle.infer import GenerationSettings
     from llmcycle.infer.memory import ChatMemory
 
-    settings = engine._for_chat(GenerationSettings(max_new_tokens=reply_tokens, min_new_tokens=reply_tokens,
+    settings = engine.chat_settings(GenerationSettings(max_new_tokens=reply_tokens, min_new_tokens=reply_tokens,
                                                    temperature=0))
     memory = ChatMemory(system="You are a friendly assistant.")
     times, prompt_tokens = [], []
     engine.backend.cached_ids = []
 
     def first_token(ids):
-        run = engine._run([ids], settings)
+        run = engine.decode_run([ids], settings)
         start = time.perf_counter()
         steps = run.steps()
         next(steps)
@@ -264,8 +264,7 @@ def default_model(args, prompt_len: int) -> dict:
             torch.manual_seed(0)
             model = AutoModelForCausalLM.from_config(llama_config("default", 8192, bos_id=0, eos_id=1, pad_id=0))
             prompt = torch.randint(2, 8192, (prompt_len,), generator=generator).tolist()
-            engine = Engine(model.eval(), stand_in_tokenizer(8192), quantize=None if fmt == "fp32" else fmt,
-                            threads=threads)
+            engine = Engine(model.eval(), stand_in_tokenizer(8192), quantize=None if fmt == "fp32" else fmt)
             for batch in (1, 8):
                 mine = ours(engine, prompt, batch, args.new_tokens, args.repeats)
                 theirs = generate_rates(engine.model, prompt, batch, args.new_tokens, args.repeats,

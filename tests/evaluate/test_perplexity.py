@@ -7,8 +7,9 @@ import math
 import pytest
 
 from llmcycle.evaluate.perplexity import (
-    Target, batch_nll, record_targets, score_each, score_records, turn_targets, unigram_score, windows,
+    Target, record_targets, score_each, score_records, turn_targets, unigram_score, windows,
 )
+from llmcycle.infer.scoring import masked_nll
 from llmcycle.loading import load_model, load_tokenizer_for
 from llmcycle.records import load_split
 
@@ -73,8 +74,8 @@ def test_one_pass_scoring_equals_turn_by_turn(make_tiny_model):
     model, tok = load_model(model_dir), load_tokenizer_for(model_dir)
     turns = turn_targets(tok, RECORD["messages"], "x")
     (whole,) = record_targets(tok, RECORD, "x")
-    nll_turns, count_turns = batch_nll(model, [(t.ids, t.mask, 0) for t in turns], tok.pad_token_id)
-    nll_whole, count_whole = batch_nll(model, [(whole.ids, whole.mask, 0)], tok.pad_token_id)
+    nll_turns, count_turns = masked_nll(model, [(t.ids, t.mask, 0) for t in turns], tok.pad_token_id)
+    nll_whole, count_whole = masked_nll(model, [(whole.ids, whole.mask, 0)], tok.pad_token_id)
     assert sum(count_turns) == count_whole[0]
     assert sum(nll_turns) == pytest.approx(nll_whole[0], rel=1e-4)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from llmcycle.train.sft_batches import batches, collate, make_assistant_logits, pack
-from llmcycle.train.sft_data import IGNORE, Example, tokenize_with_mask
 from tests.conftest import chat_records
+
+from llmcycle.train.batches.sft import batches, collate, make_assistant_logits, pack
+from llmcycle.train.sft_data import IGNORE, Example, tokenize_with_mask
 
 
 def examples_for(tok, n=6):

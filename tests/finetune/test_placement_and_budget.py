@@ -43,7 +43,7 @@ def test_model_is_placed_before_the_before_loss(make_tiny_model):
 
     from llmcycle.train.finetune import place_for_training
     from llmcycle.train.setup import distributed_state
-    from llmcycle.train.sft_batches import make_assistant_logits
+    from llmcycle.train.batches.sft import make_assistant_logits
 
     wrapped = place_for_training(make_assistant_logits(AutoModelForCausalLM.from_pretrained(make_tiny_model())))
     assert {p.device for p in wrapped.parameters()} == {distributed_state().device}

@@ -33,7 +33,7 @@ def test_batched_requests_decode_as_alone(make_tiny_model, fast):
         engine.backend.start = lambda *a: padded_prefills.append(a[0].shape[0]) or start(*a)
     try:
         with scheduler._cv:  # all queued before the first admission: a burst
-            handles = [scheduler.submit(engine.encode_chat(c), engine._for_chat(greedy(n)))
+            handles = [scheduler.submit(engine.encode_chat(c), engine.chat_settings(greedy(n)))
                        for c, n in zip(convos, budgets)]
         for handle, expected in zip(handles, alone):
             *pieces, done = list(handle)
@@ -79,7 +79,7 @@ def test_shared_prefix_cache_serves_joining_requests_exactly(make_tiny_model):
     scheduler = Scheduler(engine, max_batch=2, max_queue=8, max_context=160)
     try:
         for convo, expected in zip(convos, alone):  # one at a time: each prefill can reuse the last
-            *_, done = list(scheduler.submit(engine.encode_chat(convo), engine._for_chat(greedy(12))))
+            *_, done = list(scheduler.submit(engine.encode_chat(convo), engine.chat_settings(greedy(12))))
             assert done.token_ids == expected.token_ids
     finally:
         scheduler.close()

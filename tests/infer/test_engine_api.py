@@ -52,7 +52,7 @@ def test_chat_stream_score_and_beam(make_tiny_model):
     assert "".join(pieces) == reply.text and done.token_ids == reply.token_ids
     assert not hasattr(engine, "last_completion")
     im_start = engine.tokenizer.convert_tokens_to_ids("<|im_start|>")
-    assert im_start in engine._for_chat(settings).stop_token_ids  # a new turn ends the reply
+    assert im_start in engine.chat_settings(settings).stop_token_ids  # a new turn ends the reply
     assert im_start not in settings.stop_token_ids
     likely, unlikely = engine.score(["hello there, how are you doing today?", "zq xv zq kk qq zz vv"])
     assert likely < 0 and unlikely < 0

@@ -21,9 +21,11 @@ from typing import Any, Iterable, Sequence
 from llmcycle.artifacts import sha256_json
 from llmcycle.errors import DataError
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
-from llmcycle.progress import bar
+from llmcycle.infer.context import model_context
+from llmcycle.infer.scoring import masked_nll
 from llmcycle.modeldir import end_of_turn_id
 from llmcycle.modeldir import render_chat
+from llmcycle.progress import bar
 
 TOKENS_PER_BATCH = 16_384  # caps a forward pass's logits memory on long records
 
@@ -160,39 +162,10 @@ def batches(pieces: list[Piece], batch_size: int) -> Iterable[list[Piece]]:
         yield batch
 
 
-def batch_nll(model: Any, batch: list[Piece], pad_id: int) -> tuple[list[float], list[int]]:
-    """Per-row summed NLL (nats) and scored-token count of a right-padded batch, in one forward pass."""
-    import torch
-
-    device = next(model.parameters()).device
-    width = max(len(ids) for ids, _, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    scored = torch.zeros((len(batch), width), dtype=torch.bool)
-    for row, (ids, mask, _) in enumerate(batch):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention[row, : len(ids)] = 1
-        scored[row, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
-    with torch.no_grad():
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-    mask = scored[:, 1:].to(device)
-    rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(mask)[mask]
-    # cross-entropy on the scored positions only: no full-vocabulary log-softmax over prompts and padding
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), input_ids[:, 1:].to(device)[mask],
-                                            reduction="none")
-    totals = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
-    return totals.tolist(), mask.sum(dim=1).tolist()
-
-
-def context_length(model: Any, default: int = 2048) -> int:
-    config = getattr(model, "config", None)
-    return int(getattr(config, "max_position_embeddings", None) or default)
-
-
 def score_each(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], batch_size: int = 16,
                max_len: int | None = None, where: str = "test", desc: str = "perplexity") -> list[Score]:
     """NLL, scored tokens and scored bytes of each record under `model` (teacher forcing, batched across records)."""
-    max_len = max_len or context_length(model)
+    max_len = max_len or model_context(model, tokenizer)
     scores = [Score() for _ in records]
     pieces: list[Piece] = []
     for i, record in enumerate(records):
@@ -203,7 +176,7 @@ def score_each(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], ba
     was_training = getattr(model, "training", False)
     model.eval()
     for group in bar(list(batches(pieces, batch_size)), desc=desc, unit="batch"):
-        nlls, counts = batch_nll(model, group, pad_id)
+        nlls, counts = masked_nll(model, group, pad_id)
         for (_, _, owner), nll, count in zip(group, nlls, counts):
             scores[owner].nll_nats += nll
             scores[owner].tokens += int(count)

@@ -19,6 +19,7 @@ from pydantic import Field
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import DataError
+from llmcycle.infer.decoding import knob
 from llmcycle.progress import say
 from llmcycle.records import check_chat, load_split, read_jsonl, split_path
 from llmcycle.safety.sandbox import require_isolation
@@ -43,11 +44,11 @@ class EvalConfig(StageConfig):
     max_bias_pairs: int | None = Field(None, ge=1, description="Cap on shipped bias pairs (None = all).")
     safety_prompts: str | None = Field(None, description="Your own safety prompts JSONL instead of the shipped set.")
     bias_pairs: str | None = Field(None, description="Your own bias pairs JSONL instead of the shipped set.")
-    max_new_tokens: int = Field(48, ge=1)
-    temperature: float = Field(0.0, ge=0.0, description="0 = greedy (the default: comparable, repeatable).")
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0)
+    max_new_tokens: int = knob("max_new_tokens", 48)
+    temperature: float = knob("temperature", 0.0, description="0 = greedy (the default: comparable, repeatable).")
+    top_k: int = knob("top_k", 0)
+    top_p: float = knob("top_p", 1.0)
+    repetition_penalty: float = knob("repetition_penalty", 1.0)
     batch_size: int = Field(16, ge=1)
     tasks: list[str] = Field(default_factory=list, description="Benchmarks to run (llmcycle.evaluate.bench), "
                              "e.g. arc_easy, gsm8k; with no data dir only these run.")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from llmcycle.errors import DataError
+from llmcycle.infer.context import model_context, prompt_budget, trim_history
 from llmcycle.progress import bar
 from llmcycle.records import read_jsonl
 
@@ -61,41 +62,20 @@ class Task(ABC):
         """Measure one model."""
 
 
-def context_budget(subject: Subject, max_new_tokens: int) -> int:
-    """Prompt tokens that leave room for the reply in the model's context."""
-    config = getattr(subject.model, "config", None)
-    context = int(getattr(config, "max_position_embeddings", None) or 2048)
-    return max(1, context - max_new_tokens - 1)
-
-
 def fit_conversation(tokenizer: Any, messages: list[dict[str, str]], budget: int) -> list[dict[str, str]]:
-    """Drop the oldest turns (never the system message or the last turn) until the prompt fits `budget` tokens.
+    """The conversation with its oldest turns dropped (never the system message or the last turn) until its prompt
+    fits `budget` tokens, counted exactly; one that cannot fit is left for the engine to refuse."""
+    def count(candidate: list[dict[str, str]]) -> int:
+        text = tokenizer.apply_chat_template(candidate, add_generation_prompt=True, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
-    Each round drops about as many turns as the excess needs (estimated from characters), so a long conversation
-    is rendered a few times, not once per turn.
-    """
-    system = [m for m in messages[:1] if m["role"] == "system"]
-    turns = messages[len(system):]
-    while len(turns) > 1:
-        text = tokenizer.apply_chat_template(system + turns, add_generation_prompt=True, tokenize=False)
-        length = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-        if length <= budget:
-            break
-        per_char = length / max(1, len(text))
-        excess, drop = length - budget, 0
-        while drop < len(turns) - 1 and excess > 0:
-            excess -= len(turns[drop]["content"]) * per_char + 4
-            drop += 1
-        turns = turns[max(1, drop):]
-        if turns[0]["role"] == "assistant" and len(turns) > 1:
-            turns = turns[1:]
-    return system + turns
+    return trim_history(messages, count, budget, strict=False)
 
 
 def generate(subject: Subject, conversations: Sequence[list[dict[str, str]]], settings: Any, batch_size: int,
              desc: str) -> list[Any]:
     """The engine's next assistant turn for each conversation (engine Completions), with a progress bar."""
-    budget = context_budget(subject, settings.max_new_tokens)
+    budget = prompt_budget(model_context(subject.model, subject.tokenizer), settings.max_new_tokens)
     fitted = [fit_conversation(subject.tokenizer, subject.framed(c), budget) for c in conversations]
     completions: list[Any] = []
     with bar(total=len(fitted), desc=f"{subject.name}: {desc}", unit="reply") as progress:

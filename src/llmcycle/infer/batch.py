@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcycle.errors import DataError
+from llmcycle.progress import bar
 from llmcycle.records import check_chat, read_jsonl, write_jsonl
 
 
@@ -37,8 +38,6 @@ def read_requests(path: str | Path) -> list[tuple[dict[str, Any], Any]]:
 def generate_file(engine: Any, settings: Any, input_path: str | Path, output_path: str | Path,
                   batch_size: int = 8) -> int:
     """Answer every request of `input_path` into `output_path` (written atomically); returns the count."""
-    from llmcycle.progress import bar
-
     requests = read_requests(input_path)
     results = []
     progress = bar(total=len(requests), desc="generate", unit="prompt")

@@ -5,16 +5,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from transformers import GenerationConfig
 
-from llmcycle.infer.decode import left_pad
+from llmcycle.infer.decode import Completion, left_pad
 
 
 def beam_search(engine: Any, prompts: Sequence[Sequence[int]], settings: Any) -> list:
     """The best beam per prompt, as Completions (stop strings applied to the finished text)."""
-    from transformers import GenerationConfig
-
-    from llmcycle.infer.engine import Completion
-
     eos = sorted(set(engine.eos_token_ids) | set(settings.stop_token_ids))
     config = GenerationConfig(
         max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llmcycle.errors import UserError
+from llmcycle.infer.context import prompt_budget
 from llmcycle.infer.memory import ChatMemory
 from llmcycle.infer.settings import KNOBS, GenerationSettings
 
@@ -62,7 +63,7 @@ class ChatSession:
 
     def reply(self, text: str) -> str:
         """Stream the assistant's answer to `text` and remember the turn."""
-        budget = self.engine.context_length - self.settings.max_new_tokens
+        budget = prompt_budget(self.engine.context_length, self.settings.max_new_tokens)
         messages = self.memory.window(text, lambda m: len(self.engine.encode_chat(m)), budget)
         pieces: list[str] = []
         if self.interactive:

@@ -24,8 +24,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from llmcycle.errors import DataError, UserError
+from llmcycle.errors import UserError
 from llmcycle.infer.batch_cache import BatchCache
+from llmcycle.infer.decode import left_pad, streamable_length
 from llmcycle.infer.engine import Completion, Engine
 from llmcycle.infer.settings import GenerationSettings
 
@@ -93,7 +94,7 @@ class Sequence_:
 
     def __init__(self, engine: Engine, prompt_ids: list[int], settings: GenerationSettings, logprobs: int | None,
                  handle: Handle):
-        self.run = engine._run([prompt_ids], settings)
+        self.run = engine.decode_run([prompt_ids], settings)
         self.row = self.run.rows[0]
         self.settings, self.logprobs, self.handle = settings, logprobs, handle
         self.tokenizer = engine.tokenizer
@@ -126,7 +127,7 @@ class Sequence_:
     def _emit(self) -> None:
         text = self.run.text_of(self.row)
         done = self.row.finish_reason is not None
-        safe = len(text) if done else Engine._safe_length(text, self.settings.stop)
+        safe = len(text) if done else streamable_length(text, self.settings.stop)
         if safe > self.emitted or (done and (self.pending_ids or self.pending_logprobs)):
             self.handle.put(Piece(text[self.emitted:safe], self.pending_ids, self.pending_logprobs))
             self.emitted, self.pending_ids, self.pending_logprobs = max(safe, self.emitted), [], []
@@ -169,9 +170,7 @@ class Scheduler:
                  max_context: int | None = None):
         self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
         self.max_context = min(engine.context_length, max_context or DEFAULT_MAX_CONTEXT)
-        # longrope switches its rotary table with the sequence length, which rows of one batch do not share
-        self.continuous = (type(engine.backend).__name__ == "FastLlama"
-                           and getattr(engine.backend, "short_freqs", None) is None)
+        self.continuous = getattr(engine.backend, "continuous_batching", False)  # the backend says what it can
         self.waiting: deque[tuple[list[int], GenerationSettings, int | None, Handle]] = deque()
         self.running: list[Sequence_] = []
         self._cv = threading.Condition()
@@ -184,16 +183,8 @@ class Scheduler:
 
     # ---- the client side ------------------------------------------------------------------------------
     def fit(self, prompt_ids: Sequence[int], settings: GenerationSettings) -> GenerationSettings:
-        """The request's settings with max_new_tokens shortened to what the context leaves; DataError when the
-        prompt alone does not fit."""
-        if not prompt_ids:
-            raise DataError("empty prompt: it encodes to no tokens")
-        if len(prompt_ids) >= self.max_context:
-            raise DataError(f"prompt is {len(prompt_ids)} tokens, the server's context is {self.max_context}: "
-                            "shorten it")
-        room = self.max_context - len(prompt_ids)
-        return settings if settings.max_new_tokens <= room else settings.replace(
-            max_new_tokens=room, min_new_tokens=min(settings.min_new_tokens, room))
+        """The request's settings fitted to the server's context (the engine's one prompt check)."""
+        return self.engine.fit([prompt_ids], settings, self.max_context, owner="server")
 
     def submit(self, prompt_ids: Sequence[int], settings: GenerationSettings, logprobs: int | None = None,
                loop: asyncio.AbstractEventLoop | None = None) -> Handle:
@@ -303,7 +294,6 @@ class Scheduler:
             for prompt in prompts:
                 yield backend.prefill_one(torch.tensor([prompt], device=device))
             return
-        from llmcycle.infer.decode import left_pad
 
         ids, mask = left_pad(prompts, self.engine.pad_token_id, device)
         backend.keys = backend.values = []  # never write into the batch cache's views
@@ -332,7 +322,7 @@ class Scheduler:
         seqs = [Sequence_(self.engine, p, s, None, h) for p, s, _, h in group]
         with self._cv:
             self.running, self._admitting = seqs, []
-        run = self.engine._run([p for p, *_ in group], first)
+        run = self.engine.decode_run([p for p, *_ in group], first)
         for seq, row in zip(seqs, run.rows):
             seq.run, seq.row = run, row
         for _ in run.steps():

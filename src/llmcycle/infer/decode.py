@@ -11,9 +11,24 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
+from transformers import DynamicCache
 
 from llmcycle.infer.sampling import LogitsPipeline
 from llmcycle.infer.settings import GenerationSettings
+
+
+@dataclass
+class Completion:
+    """One reply: `text` has special tokens and stop strings removed; `token_ids` exclude the ending eos/stop id."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "eos" | "stop" | "length"
+    prompt_tokens: int
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
 
 
 @dataclass
@@ -124,12 +139,12 @@ class DecodeRun:
 class HFBackend:
     """Any transformers causal LM (PEFT-wrapped too) through its own forward and its own KV cache."""
 
+    continuous_batching = False  # rows of a batch share one cache length: the scheduler batches whole groups
+
     def __init__(self, model: Any):
         self.model = model
 
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        from transformers import DynamicCache
-
         self.cache = DynamicCache(config=self.model.config)
         self.mask = attention_mask
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -146,3 +161,14 @@ class HFBackend:
         self.cache = out.past_key_values
         self.next_position = self.next_position + 1
         return out.logits[:, -1, :]
+
+
+def streamable_length(text: str, stops: Sequence[str]) -> int:
+    """How much of a running reply can be shown: not a half-decoded character nor a possible stop string's start."""
+    end = len(text.rstrip("\ufffd"))
+    for stop in stops:
+        for size in range(min(len(stop) - 1, end), 0, -1):
+            if text[:end].endswith(stop[:size]):
+                end -= size
+                break
+    return max(end, 0)

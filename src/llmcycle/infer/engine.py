@@ -7,39 +7,32 @@ chat template, streaming, and log-likelihood scoring. Llama-family models decode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import torch
+from transformers import AutoConfig
+
+from llmcycle import modeldir
 from llmcycle.errors import DataError
-from llmcycle.infer.decode import DecodeRun, HFBackend, Row
+from llmcycle.infer.beam import beam_search
+from llmcycle.infer.context import fit_prompt, model_context
+from llmcycle.infer.decode import Completion, DecodeRun, HFBackend, Row, streamable_length
+from llmcycle.infer.fast_llama import FastLlama
+from llmcycle.infer.gemm import use_onednn
+from llmcycle.infer.quantize import check_method, check_shapes, config_widths, quantize_model
+from llmcycle.infer.scoring import masked_nll, score_texts, score_token_ids
 from llmcycle.infer.settings import GenerationSettings
+from llmcycle.infer.threads import apply_threads
+from llmcycle.loading import check_exists, load_model, load_tokenizer_for
 
 DEFAULT_BATCH_SIZE = 8
-
-
-@dataclass
-class Completion:
-    """One reply: `text` has special tokens and stop strings removed; `token_ids` exclude the ending eos/stop id."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: str  # "eos" | "stop" | "length"
-    prompt_tokens: int
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self.token_ids)
 
 
 def _check_quant_shapes(model: str | Path, spec: Any) -> None:
     """An int4 group size that does not divide the model's layers is refused from its config, before loading."""
     if spec is None or spec.group is None or not (Path(model) / "config.json").is_file():
         return
-    from transformers import AutoConfig
-
-    from llmcycle.infer.quantize import check_shapes, config_widths
-
     check_shapes(spec, config_widths(AutoConfig.from_pretrained(model)))
 
 
@@ -52,26 +45,22 @@ def _as_id_list(value: Any) -> list[int]:
 class Engine:
     """A loaded model + tokenizer that decodes with `GenerationSettings`."""
 
-    def __init__(self, model: Any, tokenizer: Any, fast: bool = True, threads: int | None = None,
-                 quantize: str | None = None):
-        from llmcycle import modeldir
-        from llmcycle.infer.threads import apply_threads
+    def __init__(self, model: Any, tokenizer: Any, fast: bool = True, quantize: str | None = None):
+        """Wrap a model you hold; the process's torch threads are left as they are (see `load`)."""
 
         self.model = model.eval()
         modeldir.prepare_template(tokenizer, getattr(getattr(model, "config", None), "name_or_path", "") or "model")
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
-        self.threads = apply_threads(threads, sum(p.numel() for p in model.parameters()), str(self.device))
+        self.threads = torch.get_num_threads()
         self.eos_token_ids = modeldir.stop_token_ids(tokenizer, model)
         self.pad_token_id = modeldir.pad_token_id(tokenizer, model)
-        self.context_length = self._context_length()
+        self.context_length = model_context(model, tokenizer)
         self.turn_start_ids = self._turn_start_ids()
         self.backend = self._fast_backend() if fast else None
         self.backend_name = "fast" if self.backend is not None else "transformers"
         self.quantize = quantize
         if quantize:
-            from llmcycle.infer.quantize import quantize_model
-
             self.model = quantize_model(self.model, quantize, str(self.device))  # checks before any work
             if self.backend is not None:
                 self.backend.quantize(quantize)
@@ -82,45 +71,34 @@ class Engine:
     @classmethod
     def load(cls, model: str | Path, device: str = "cpu", dtype: str = "auto", quantize: str | None = None,
              fast: bool = True, threads: int | None = None) -> "Engine":
-        """Load a full model dir, a PEFT adapter dir (merged onto its base), a merged dir or a hub id."""
-        from llmcycle.loading import load_model, load_tokenizer_for
+        """Load a full model dir, a PEFT adapter dir (merged onto its base), a merged dir or a hub id.
 
-        from llmcycle.infer.quantize import check_method
-        from llmcycle.loading import check_exists
-
+        Loading is the entry point of a process that decodes (chat, generate, serve, eval), so it also sets torch's
+        CPU threads for this model (`infer.threads`: an explicit count, else $LLMCYCLE_THREADS, else 1 for a small
+        model on CPU); an Engine built around a model you hold (training's sampling) leaves them alone."""
         spec = check_method(quantize, device)
         check_exists(model)
         _check_quant_shapes(model, spec)
         tokenizer = load_tokenizer_for(model)
         hf_model = load_model(model, dtype="fp32" if quantize else dtype, device=device, merge=True)
         if not quantize:
-            from llmcycle.infer.gemm import use_onednn
-
             use_onednn(hf_model)  # the engine owns this model: its float32 products may use the faster kernel
-        return cls(hf_model, tokenizer, fast=fast, threads=threads, quantize=quantize)
-
-    def _context_length(self) -> int:
-        config = getattr(self.model, "config", None)
-        for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-            value = getattr(config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        limit = getattr(self.tokenizer, "model_max_length", None)
-        return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else 2048
+        engine = cls(hf_model, tokenizer, fast=fast, quantize=quantize)
+        engine.threads = apply_threads(threads, sum(p.numel() for p in hf_model.parameters()), str(engine.device))
+        return engine
 
     def _turn_start_ids(self) -> list[int]:
         """Chat-template tokens that open a turn: a model that starts a new turn has finished its reply."""
         vocab = self.tokenizer.get_vocab()
         return [vocab[t] for t in ("<|im_start|>",) if t in vocab and vocab[t] not in self.eos_token_ids]
 
-    def _for_chat(self, settings: GenerationSettings | None) -> GenerationSettings:
+    def chat_settings(self, settings: GenerationSettings | None) -> GenerationSettings:
+        """`settings` (or the model's defaults) that also stop where the model opens a new turn."""
         settings = settings or self.default_settings
         extra = [t for t in self.turn_start_ids if t not in settings.stop_token_ids]
         return settings.replace(stop_token_ids=settings.stop_token_ids + extra) if extra else settings
 
     def _fast_backend(self) -> Any:
-        from llmcycle.infer.fast_llama import FastLlama
-
         return FastLlama.from_hf(self.model)
 
     @property
@@ -152,7 +130,7 @@ class Engine:
     def chat(self, conversations: Sequence[Sequence[dict]], settings: GenerationSettings | None = None,
              batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
         """The assistant's next turn for each conversation (it also ends where the model opens a new turn)."""
-        return self.generate_ids([self.encode_chat(c) for c in conversations], self._for_chat(settings), batch_size)
+        return self.generate_ids([self.encode_chat(c) for c in conversations], self.chat_settings(settings), batch_size)
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings | None = None,
                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
@@ -166,27 +144,21 @@ class Engine:
                 results[index] = completion
         return results  # type: ignore[return-value]
 
-    def _fit(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> GenerationSettings:
-        """Check prompt lengths against the context; shorten max_new_tokens to what is left of it."""
-        longest = max(len(p) for p in prompts)
-        if any(len(p) == 0 for p in prompts):
-            raise DataError("empty prompt: it encodes to no tokens")
-        if longest >= self.context_length:
-            raise DataError(f"prompt is {longest} tokens, the model's context is {self.context_length}: shorten it")
-        room = self.context_length - longest
-        return settings if settings.max_new_tokens <= room else settings.replace(
-            max_new_tokens=room, min_new_tokens=min(settings.min_new_tokens, room))
+    def fit(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings, context: int | None = None,
+            owner: str = "model") -> GenerationSettings:
+        """`settings` fitted to what the longest prompt leaves of `context` (the model's by default): the
+        one prompt check of chat, generate, eval and serve (see infer.context)."""
+        return fit_prompt(prompts, settings, context or self.context_length, owner)
 
     def _generate_batch(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> list[Completion]:
-        settings = self._fit(prompts, settings)
+        settings = self.fit(prompts, settings)
         if settings.num_beams > 1:
-            from llmcycle.infer.beam import beam_search
-
             return beam_search(self, prompts, settings)
-        run = self._run(prompts, settings)
+        run = self.decode_run(prompts, settings)
         return [self._completion(run, row) for row in run.run()]
 
-    def _run(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> DecodeRun:
+    def decode_run(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> DecodeRun:
+        """A decoding of `prompts` to step through (the scheduler's and streaming's unit of work)."""
         return DecodeRun(self.backend, self.tokenizer, prompts, settings, self.eos_token_ids, self.pad_token_id,
                          self.device)
 
@@ -207,24 +179,24 @@ class Engine:
 
     def events_chat(self, messages: Sequence[dict], settings: GenerationSettings | None = None
                     ) -> Iterator["str | Completion"]:
-        return self.events_ids(self.encode_chat(messages), self._for_chat(settings))
+        return self.events_ids(self.encode_chat(messages), self.chat_settings(settings))
 
     def events_ids(self, prompt_ids: Sequence[int], settings: GenerationSettings | None = None
                    ) -> Iterator["str | Completion"]:
         """One generation's events: text pieces as they decode, then its Completion (joined, the pieces equal
         its text). Each call owns its state, so nothing of a generation is left on the engine."""
-        settings = self._fit([prompt_ids], settings or self.default_settings)
+        settings = self.fit([prompt_ids], settings or self.default_settings)
         if settings.num_beams > 1:
             completion = self._generate_batch([prompt_ids], settings)[0]
             if completion.text:
                 yield completion.text
             yield completion
             return
-        run = self._run([prompt_ids], settings)
+        run = self.decode_run([prompt_ids], settings)
         row, emitted = run.rows[0], 0
         for _ in run.steps():
             text = run.text_of(row)
-            safe = len(text) if row.finish_reason else self._safe_length(text, settings.stop)
+            safe = len(text) if row.finish_reason else streamable_length(text, settings.stop)
             if safe > emitted:
                 yield text[emitted:safe]
                 emitted = safe
@@ -233,33 +205,22 @@ class Engine:
             yield completion.text[emitted:]
         yield completion
 
-    @staticmethod
-    def _safe_length(text: str, stops: Sequence[str]) -> int:
-        """How much of a running reply can be shown: not a half-decoded character nor a possible stop string's start."""
-        end = len(text.rstrip("\ufffd"))
-        for stop in stops:
-            for size in range(min(len(stop) - 1, end), 0, -1):
-                if text[:end].endswith(stop[:size]):
-                    end -= size
-                    break
-        return max(end, 0)
-
     # ---- scoring ----------------------------------------------------------------------------------------
     def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None,
               batch_size: int = DEFAULT_BATCH_SIZE) -> list[float]:
         """Sum of log-probabilities (natural log) of each text's tokens, given its context (or the start of a
         document: the bos token) -- for perplexity and multiple-choice likelihoods."""
-        from llmcycle.infer.scoring import score_texts
-
         return score_texts(self, texts, contexts, batch_size)
 
     def score_ids(self, contexts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
                   batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[float]]:
         """Per-token log-probabilities of each target id sequence following its context ids."""
-        from llmcycle.infer.scoring import score_token_ids
-
         return score_token_ids(self, contexts, targets, batch_size)
 
+
+    def masked_nll(self, rows: Sequence[tuple[Sequence[int], Sequence[bool]]]) -> tuple[list[float], list[int]]:
+        """Summed NLL (nats) of the marked tokens of each row and how many were marked, in one forward pass."""
+        return masked_nll(self.model, rows, self.pad_token_id)
 
 def _texts(events: Iterator["str | Completion"]) -> Iterator[str]:
     return (event for event in events if isinstance(event, str))

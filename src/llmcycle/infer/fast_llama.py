@@ -17,88 +17,15 @@ uses the transformers forward instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from llmcycle.infer import gemm
-
-SUPPORTED = {"llama", "mistral", "qwen2", "phi3"}
-POSITION_ONLY_ROPE = {"default", "linear", "llama3", "yarn"}
-LENGTH_DEPENDENT_ROPE = {"longrope"}  # one table below the original context, another above it
-
-
-@dataclass
-class Layer:
-    norm1: torch.Tensor
-    qkv: torch.Tensor
-    qkv_bias: torch.Tensor | None
-    out: torch.Tensor
-    out_bias: torch.Tensor | None
-    norm2: torch.Tensor
-    gate_up: torch.Tensor
-    gate_up_bias: torch.Tensor | None
-    down: torch.Tensor
-    down_bias: torch.Tensor | None
-
-
-def _unsupported_reason(model: Any) -> str | None:
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) not in SUPPORTED:
-        return f"architecture {getattr(config, 'model_type', None)!r}"
-    inner = getattr(model, "model", None)
-    if inner is None or not hasattr(inner, "layers") or not hasattr(model, "lm_head"):
-        return "unexpected module layout"
-    if getattr(config, "hidden_act", "silu") != "silu":
-        return f"activation {config.hidden_act}"
-    rope_type = getattr(getattr(inner, "rotary_emb", None), "rope_type", None)
-    if rope_type not in POSITION_ONLY_ROPE | LENGTH_DEPENDENT_ROPE:
-        return f"rope type {rope_type!r}"
-    if any(type(m).__name__ != "Linear" or type(m).__module__ != "torch.nn.modules.linear"
-           for m in [model.lm_head] + [m for m in inner.layers.modules() if "Linear" in type(m).__name__]):
-        return "non-standard linear layers (quantized or adapters)"
-    if not _copies_fit(model):
-        return "not enough free memory for a second copy of the weights"
-    return None
-
-
-def _copies_fit(model: Any) -> bool:
-    """Our fused, transposed weights are a second copy: on CPU allow it only within half the free memory."""
-    if model.device.type != "cpu":
-        return True
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            free_kb = next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return True
-    return size <= free_kb * 1024 // 2
-
-
-def _layer_windows(model: Any) -> list[int | None]:
-    """Each layer's sliding attention window (None: full attention), as transformers' masks apply it."""
-    config = model.config
-    shared = getattr(config, "sliding_window", None) if config.model_type in ("mistral", "phi3") else None
-    windows = [shared if shared is not None else getattr(layer.self_attn, "sliding_window", None)
-               for layer in model.model.layers]
-    return [w if w is not None and w < config.max_position_embeddings else None for w in windows]
-
-
-def _band(start: int, new: int, end: int, window: int | None, device: Any) -> torch.Tensor:
-    """bool [new, end]: query start+i sees key j when j <= start+i (and j > start+i-window)."""
-    query = torch.arange(start, start + new, device=device)[:, None]
-    key = torch.arange(end, device=device)[None]
-    allowed = key <= query
-    return allowed if window is None else allowed & (key > query - window)
-
-
-def _interleave_permutation(head_dim: int, rotary_dim: int) -> torch.Tensor:
-    """New order of one head's dims: rotary pairs (i, i + rotary/2) adjacent, then the unrotated dims."""
-    half = rotary_dim // 2
-    pairs = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).reshape(-1)
-    return torch.cat([pairs, torch.arange(rotary_dim, head_dim)])
+from llmcycle.infer.llama_layout import (LENGTH_DEPENDENT_ROPE, Layer, band, interleave_permutation, layer_windows,
+                                         project, project_add, unsupported_reason)
+from llmcycle.infer.prefix_cache import common_prefix
+from llmcycle.infer.quantize import head_spec, parse_spec, quantize_weight
 
 
 class FastLlama:
@@ -123,22 +50,28 @@ class FastLlama:
         self.lm_head_bias = model.lm_head.bias
         self.device, self.dtype = self.embed.device, self.embed.dtype
         self.freqs, self.short_freqs, self.original_max = self._rope_tables(inner.rotary_emb, cfg)
-        self.windows = _layer_windows(model)
+        self.windows = layer_windows(model)
         self.cached_ids: list[int] = []  # tokens whose keys/values fill slots 0.. of a batch-1 cache
         self._fed: list[torch.Tensor] = []  # tokens stepped since (materialized lazily: no sync per token)
         self.cache_long = False  # whether any slot of the live cache was computed with longrope's long table
         self.prefix_cache: Any = None  # an optional shared PrefixCache (prefix_cache.py)
         self.reused = 0  # prompt tokens the last `start` took from a cache instead of computing
-        perm = _interleave_permutation(self.head_dim, self._rotary_dim)
+        perm = interleave_permutation(self.head_dim, self._rotary_dim)
         self.layers = [self._layer(layer, perm) for layer in inner.layers]
 
     @classmethod
     def from_hf(cls, model: Any) -> "FastLlama | None":
         """Our backend for `model`, or None when it is not an architecture we reproduce exactly."""
-        if _unsupported_reason(model) is not None:
+        if unsupported_reason(model) is not None:
             return None
         with torch.no_grad():
             return cls(model)
+
+    @property
+    def continuous_batching(self) -> bool:
+        """Whether rows of one batch may sit at different positions (the scheduler's continuous batching): not with
+        longrope, which switches its rotary table with the sequence length that the rows do not share."""
+        return self.short_freqs is None
 
     # ---- weight preparation -----------------------------------------------------------------------------
     def _rope_tables(self, rotary: Any, cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None, int]:
@@ -238,8 +171,6 @@ class FastLlama:
     def _reuse(self, ids: list[int], length: int, table: torch.Tensor) -> int:
         """Slots 0..n of the cache made ready from a cached prefix of `ids` (the live cache, else the shared
         one); n leaves at least the last prompt token to run. Longrope reuses only slots its table computed."""
-        from llmcycle.infer.prefix_cache import common_prefix
-
         keys = getattr(self, "keys", None)
         live = self.cached_ids + [int(t[0]) for t in self._fed] if keys and keys[0].shape[0] == 1 else []
         if self.short_freqs is not None and (table is not self.short_freqs or self.cache_long):
@@ -314,8 +245,6 @@ class FastLlama:
     def quantize(self, spec: Any) -> None:
         """Weight-only quantization of every projection (see quantize.py). The output head is quantized on its
         own, so a tied embedding keeps its full-precision rows for the lookup."""
-        from llmcycle.infer.quantize import head_spec, parse_spec, quantize_weight
-
         spec = parse_spec(spec)
         with torch.no_grad():
             for layer in self.layers:
@@ -348,11 +277,11 @@ class FastLlama:
         full_precision = self.dtype == torch.float32
         x = F.embedding(ids.reshape(-1), self.embed)
         if causal and new > 1 and start > 0:  # a prefill after a cached prefix: causal from slot `start`
-            mask, causal = _band(start, new, end, None, self.device), False
+            mask, causal = band(start, new, end, None, self.device), False
         banded: dict[int, Any] = {}
         for layer, keys, values, window in zip(self.layers, self.keys, self.values, self.windows):
             h = self._norm(x, layer.norm1)
-            qkv = _project(h, layer.qkv, layer.qkv_bias)
+            qkv = project(h, layer.qkv, layer.qkv_bias)
             qk = qkv[:, :qk_cols] if full_precision else qkv[:, :qk_cols].float()
             qk = torch.view_as_complex(qk.reshape(batch, new, -1, self.head_dim // 2, 2))
             qk = torch.view_as_real(qk * freqs).reshape(batch, new, -1, self.head_dim)
@@ -366,21 +295,21 @@ class FastLlama:
                     layer_mask = None if mask is None else mask[..., low:end]
                 else:
                     if window not in banded:
-                        band = _band(start, new, end, window, self.device)
-                        banded[window] = band if mask is None else band & mask
+                        windowed = band(start, new, end, window, self.device)
+                        banded[window] = windowed if mask is None else windowed & mask
                     layer_mask, layer_causal = banded[window], False
             att = F.scaled_dot_product_attention(qk[:, :, :self.n_heads].transpose(1, 2), keys[:, :, low:end],
                                                  values[:, :, low:end], attn_mask=layer_mask,
                                                  is_causal=layer_causal, scale=self.scaling,
                                                  enable_gqa=self.n_kv != self.n_heads)
-            x = _project_add(x, att.transpose(1, 2).reshape(batch * new, -1), layer.out, layer.out_bias)
-            gate, up = _project(self._norm(x, layer.norm2), layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
-            x = _project_add(x, F.silu(gate) * up, layer.down, layer.down_bias)
+            x = project_add(x, att.transpose(1, 2).reshape(batch * new, -1), layer.out, layer.out_bias)
+            gate, up = project(self._norm(x, layer.norm2), layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
+            x = project_add(x, F.silu(gate) * up, layer.down, layer.down_bias)
         return x.view(batch, new, -1)
 
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
         h = self._norm(last, self.final_norm)
-        return _project(h, self.lm_head, self.lm_head_bias).float()
+        return project(h, self.lm_head, self.lm_head_bias).float()
 
     # ---- continuous batching (infer/continuous.py): rows of one shared batch cache --------------------------
     def prefill_one(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
@@ -411,22 +340,3 @@ class FastLlama:
         self.cached_ids, self._fed = [], []  # views of the batch cache: nothing for `start` to reuse
         hidden = self._forward(tokens[:, None], self.freqs[positions][:, None], column, mask, causal=False)
         return self._logits(hidden[:, -1])
-
-
-def _project(x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight (+ bias) for a transposed float weight; a quantized Linear module is called instead."""
-    if type(weight) is not torch.Tensor:
-        return weight(x)
-    if (x.shape[0] >= gemm.MIN_ROWS or weight.numel() >= gemm.HEAD_WEIGHT) and gemm.enabled():
-        return gemm.linear(x, weight.t(), bias)  # the shape test first: batch-1 decoding pays no more checks
-    return x @ weight if bias is None else torch.addmm(bias, x, weight)
-
-
-def _project_add(residual: torch.Tensor, x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-    """residual + x @ weight (+ bias), the add fused into the matmul where the weight is a float tensor."""
-    if type(weight) is not torch.Tensor:
-        return residual + weight(x)
-    fused = gemm.linear_add(residual, x, weight.t()) if x.shape[0] >= gemm.MIN_ROWS else None
-    out = fused if fused is not None else torch.addmm(residual, x, weight)
-    return out if bias is None else out + bias

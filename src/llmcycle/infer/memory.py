@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from llmcycle.errors import DataError
+from llmcycle.infer.context import trim_history
 
 
 @dataclass
@@ -43,11 +43,4 @@ class ChatMemory:
         turns = self.turns[-self.max_turns:] if self.max_turns else list(self.turns)
         if self.max_turns == 0:
             turns = []
-        while True:
-            messages = self._messages(turns, pending)
-            if count_tokens(messages) <= budget:
-                return messages
-            if not turns:
-                raise DataError(f"message too long: with the system message it needs more than the {budget} "
-                                "tokens the context leaves (shorten it or lower max_new_tokens)")
-            turns = turns[1:]
+        return trim_history(self._messages(turns, pending), count_tokens, budget, strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -37,6 +38,29 @@ def _score_chunk(engine: Any, contexts: Sequence[Sequence[int]], targets: Sequen
         picked = logprobs[row, positions.to(logprobs.device), torch.tensor(list(target), device=logprobs.device)]
         out.append(picked.tolist())
     return out
+
+
+def masked_nll(model: Any, batch: Sequence[tuple], pad_id: int) -> tuple[list[float], list[int]]:
+    """Per-row summed NLL (nats) of the tokens marked in each row's mask, and how many were scored, in one forward
+    pass of a right-padded batch of (ids, mask, ...) rows: perplexity and the bias pairs score with this."""
+    device = next(model.parameters()).device
+    width = max(len(row[0]) for row in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    scored = torch.zeros((len(batch), width), dtype=torch.bool)
+    for row, (ids, mask, *_) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(list(ids))
+        attention[row, : len(ids)] = 1
+        scored[row, : len(ids)] = torch.tensor(list(mask), dtype=torch.bool)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+    mask = scored[:, 1:].to(device)
+    rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(mask)[mask]
+    # cross-entropy on the scored positions only: no full-vocabulary log-softmax over prompts and padding
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), input_ids[:, 1:].to(device)[mask],
+                                            reduction="none")
+    totals = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
+    return totals.tolist(), mask.sum(dim=1).tolist()
 
 
 def score_texts(engine: Any, texts: Sequence[str], contexts: Sequence[str] | None, batch_size: int = 8) -> list[float]:
@@ -95,8 +119,6 @@ def _common_prefix(continuations: Sequence[Sequence[int]]) -> int:
 
 def _score_continuations(engine: Any, cache: Any, offset: int, first: torch.Tensor,
                          chunk: Sequence[Sequence[int]]) -> list[list[float]]:
-    import copy
-
     width = max(len(c) for c in chunk)
     ids = torch.full((len(chunk), width), engine.pad_token_id, dtype=torch.long)
     for row, cont in enumerate(chunk):
@@ -183,8 +205,6 @@ def _tail_forward(engine, decoder, head, cache, prefix_mask, prefixes, tails, re
     Tails vary in length (PIQA's solutions run 5 to 90 tokens), and one padded batch of them ran ~3x the tokens
     it scored, so tails are sorted by length and run in groups padded at most ~30%, each on a copy of the
     cache rows it needs (the last group takes the cache itself)."""
-    import copy
-
     groups = _length_groups([len(tails[q][k]) - 1 for q, k in rest])
     for number, group in enumerate(groups):
         members = [rest[i] for i in group]

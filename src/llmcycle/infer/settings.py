@@ -15,29 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import GenerationConfig
+
 from llmcycle.errors import ConfigError
-
-# knob -> (type, help) ; the order is the order /show prints them
-KNOBS: dict[str, tuple[type, str]] = {
-    "max_new_tokens": (int, "most tokens to generate (>= 1)"),
-    "min_new_tokens": (int, "fewest tokens before end-of-sequence is allowed (>= 0)"),
-    "temperature": (float, "0 = greedy; higher = more random (>= 0)"),
-    "top_k": (int, "sample from the k most likely tokens; 0 = off, 1 = greedy"),
-    "top_p": (float, "nucleus sampling: smallest set with this total probability, in (0, 1]"),
-    "min_p": (float, "drop tokens less likely than min_p x the top token's probability, in [0, 1)"),
-    "repetition_penalty": (float, "> 1 makes tokens already seen less likely (> 0)"),
-    "no_repeat_ngram_size": (int, "never repeat an n-gram of this size; 0 = off"),
-    "num_beams": (int, "beam search width; 1 = no beam search"),
-    "length_penalty": (float, "beam search: > 0 favours longer sequences"),
-    "do_sample": (bool, "sample (true) or decode greedily (false); unset = the model's generation_config (greedy "
-                  "unless it says do_sample), sampling once you set temperature/top_p/top_k/min_p"),
-    "stop": (list, "strings that end a reply (the reply is cut before them)"),
-    "stop_token_ids": (list, "token ids that end a reply, besides the model's end-of-sequence ids"),
-    "seed": (int, "random seed for sampling; unset = a fresh one each time"),
-}
-NULLABLE = {"do_sample", "seed"}
-SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p")
-
+from llmcycle.infer.decoding import KNOBS, NULLABLE, SAMPLING_KNOBS, range_problems
 
 @dataclass
 class GenerationSettings:
@@ -82,20 +63,14 @@ class GenerationSettings:
             raise ConfigError("; ".join(problems))
 
     def _range_problems(self) -> list[str]:
+        """Each knob against its limit (infer.decoding), then the rules that relate two knobs or check items."""
+        problems = range_problems({k: getattr(self, k) for k in KNOBS if k != "min_new_tokens"})
         checks = [
-            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
             (0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]"),
-            (self.temperature >= 0, "temperature must be >= 0"),
-            (self.top_k >= 0, "top_k must be >= 0"),
-            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (0 <= self.min_p < 1, "min_p must be in [0, 1)"),
-            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
-            (self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0"),
-            (self.num_beams >= 1, "num_beams must be >= 1"),
             (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings"),
             (all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids), "stop_token_ids must be ids >= 0"),
         ]
-        return [msg for ok, msg in checks if not ok]
+        return problems + [msg for ok, msg in checks if not ok]
 
     # ---- derived ----------------------------------------------------------------------------------------
     @property
@@ -150,8 +125,6 @@ class GenerationSettings:
             file = Path(model) / "generation_config.json"
             gen = None
             if file.is_file():
-                from transformers import GenerationConfig
-
                 gen = GenerationConfig.from_dict(json.loads(file.read_text(encoding="utf-8")))
             return cls.from_generation_config(gen, **overrides)
         return cls.from_generation_config(getattr(model, "generation_config", None), **overrides)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 THREADS_ENV = "LLMCYCLE_THREADS"
 SMALL_MODEL_PARAMS = 50_000_000
 
@@ -28,8 +30,6 @@ def choose_threads(threads: int | None, params: int, device: str) -> int | None:
 
 def apply_threads(threads: int | None, params: int = 0, device: str = "cpu") -> int:
     """Set torch's intra-op threads as `choose_threads` decides; returns the count in effect."""
-    import torch
-
     chosen = choose_threads(threads, params, device)
     if chosen is not None and torch.get_num_threads() != chosen:
         torch.set_num_threads(chosen)

@@ -101,17 +101,17 @@ def prepare(kind: str, request: Any, served: Served, cfg: Any, moderator: Modera
     try:
         if kind == "chat":
             job.prompt_ids = engine.encode_chat(messages)
-            job.settings = engine._for_chat(settings)
+            job.settings = engine.chat_settings(settings)
         else:
             job.prompt_ids = engine.encode_prompt(decision.text)
     except UserError as exc:
         raise APIError(400, str(exc), "messages" if kind == "chat" else "prompt") from None
     except Exception as exc:  # noqa: BLE001 - a chat template that rejects this conversation (e.g. role order)
         raise APIError(400, f"the model's chat template rejects these messages: {exc}", "messages") from None
-    limit = served.scheduler.max_context
-    if len(job.prompt_ids) >= limit:
-        raise APIError(400, f"the prompt is {len(job.prompt_ids)} tokens; this model's context on this server is "
-                       f"{limit} tokens", "messages" if kind == "chat" else "prompt", "context_length_exceeded")
+    try:
+        served.scheduler.fit(job.prompt_ids, job.settings)
+    except UserError as exc:
+        raise APIError(400, str(exc), "messages" if kind == "chat" else "prompt", "context_length_exceeded") from None
     return job
 
 
@@ -122,7 +122,7 @@ def start(job: Job, loop: Any, cfg: Any) -> None:
         for index in range(job.n):
             settings = job.settings if index == 0 else build_settings(job.request, job.served, cfg, index)
             if index and job.kind == "chat":
-                settings = job.served.engine._for_chat(settings)
+                settings = job.served.engine.chat_settings(settings)
             job.handles.append(job.served.scheduler.submit(job.prompt_ids, settings, job.request.logprob_count,
                                                            loop))
     except QueueFull as exc:

@@ -11,6 +11,8 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmcycle.infer.decoding import knob
+
 ROLES = ("system", "developer", "user", "assistant")
 
 
@@ -48,22 +50,22 @@ class Sampling(Loose):
     """Fields both endpoints share."""
 
     model: str = ""
-    max_tokens: Optional[int] = Field(None, ge=1)
-    temperature: Optional[float] = Field(None, ge=0, le=2)
-    top_p: Optional[float] = Field(None, gt=0, le=1)
+    max_tokens: Optional[int] = knob("max_new_tokens")
+    temperature: Optional[float] = knob("temperature")
+    top_p: Optional[float] = knob("top_p")
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = knob("seed")
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
     user: Optional[str] = None
-    top_k: Optional[int] = Field(None, ge=0)
-    min_p: Optional[float] = Field(None, ge=0, lt=1)
-    repetition_penalty: Optional[float] = Field(None, gt=0)
-    no_repeat_ngram_size: Optional[int] = Field(None, ge=0)
-    min_tokens: Optional[int] = Field(None, ge=0)
+    top_k: Optional[int] = knob("top_k")
+    min_p: Optional[float] = knob("min_p")
+    repetition_penalty: Optional[float] = knob("repetition_penalty")
+    no_repeat_ngram_size: Optional[int] = knob("no_repeat_ngram_size")
+    min_tokens: Optional[int] = knob("min_new_tokens")
 
     @field_validator("stop")
     @classmethod

@@ -14,7 +14,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save_file
+
+from llmcycle.artifacts import partial_dir
 from llmcycle.errors import TrainingError, first_line
+from llmcycle.progress import say
+from llmcycle.train.setup import distributed_state
 
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 TRAINABLE = "trainable.safetensors"
@@ -45,10 +52,6 @@ def continue_finished_run(out: Path, work: Path) -> bool:
 def resume_point(out: Path, stage: str) -> None:
     """Where `--resume` continues: OUT.partial's checkpoints after a crash, else a finished OUT's (train longer).
     The main process prepares OUT.partial; the others wait for it."""
-    from llmcycle.artifacts import partial_dir
-    from llmcycle.progress import say
-    from llmcycle.train.setup import distributed_state
-
     out, state = Path(out), distributed_state()
     if state.is_main_process and continue_finished_run(out, partial_dir(out)):
         say(f"{stage}: continuing the finished run in {out} from its last checkpoint")
@@ -71,8 +74,6 @@ def trainable_state(model) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    import torch
-
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -80,8 +81,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -91,9 +90,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(root: Path, step: int, params: dict[str, Any], optimizer_state: dict, scheduler_state: dict,
                     loop_state: dict[str, Any], keep: int) -> Path:
     """Write step-NNNNNN atomically, then drop all but the newest `keep` checkpoints."""
-    import torch
-    from safetensors.torch import save_file
-
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
@@ -114,9 +110,6 @@ def save_checkpoint(root: Path, step: int, params: dict[str, Any], optimizer_sta
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
     """Restore parameters, optimizer, scheduler and RNG in place; returns the loop state saved with them."""
-    import torch
-    from safetensors.torch import load_file
-
     try:
         params = load_file(str(path / TRAINABLE))
         named = dict(model.named_parameters())

@@ -14,24 +14,37 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import torch
 from pydantic import Field
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ConfigError
+from llmcycle.infer.decoding import knob
+from llmcycle.infer.engine import Engine
+from llmcycle.infer.settings import GenerationSettings
+from llmcycle.loading import load_model, load_tokenizer_for
 from llmcycle.progress import say
-from llmcycle.train.finetune import FinetuneConfig, FinetuneLoopConfig, LoraOptions
+from llmcycle.records import load_split, write_jsonl
+from llmcycle.train import finetune
+from llmcycle.train.batches.prompts import prompts_of
+from llmcycle.train.batches.sft import batches, make_assistant_logits
+from llmcycle.train.finetune import FinetuneConfig, FinetuneLoopConfig, LoraOptions, save_outputs
+from llmcycle.train.loop import train_loop
+from llmcycle.train.objectives import Distillation, distill_kl
+from llmcycle.train.policy import resolve_base
 
 
 class DistillConfig(StageConfig):
     mode: Literal["auto", "logit", "sequence"] = Field("auto", description="auto = logit when vocabularies match.")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KL term (1 - alpha on cross-entropy).")
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of the KL term (a loss setting, not a "
+                               "decoding knob: the teacher's replies are greedy).")
     tuning: Literal["lora", "full"] = "full"
     lora: LoraOptions = Field(default_factory=LoraOptions)
     train: FinetuneLoopConfig = Field(default_factory=FinetuneLoopConfig)
     max_seq_len: int = Field(256, ge=16)
-    max_new_tokens: int = Field(64, ge=1, description="sequence mode: longest teacher reply.")
+    max_new_tokens: int = knob("max_new_tokens", 64, description="sequence mode: longest teacher reply.")
     baseline: bool = Field(False, description="Also train the student without the teacher (same budget).")
     seed: int = 0
     max_train_records: Optional[int] = Field(None, ge=1)
@@ -58,11 +71,6 @@ def sft_config(cfg: DistillConfig) -> FinetuneConfig:
 
 def teacher_data(teacher: str, data_dir: str | Path, out: Path, cfg: DistillConfig) -> Path:
     """sequence mode: the teacher's replies to the train prompts (first exchange of each chat) as chat records."""
-    from llmcycle.infer.engine import Engine
-    from llmcycle.infer.settings import GenerationSettings
-    from llmcycle.records import load_split, write_jsonl
-    from llmcycle.train.grpo import prompts_of
-
     prompts = prompts_of(data_dir, "train", cfg.max_train_records)
     engine = Engine.load(teacher)
     replies = engine.chat(prompts, GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=0))
@@ -74,10 +82,6 @@ def teacher_data(teacher: str, data_dir: str | Path, out: Path, cfg: DistillConf
 
 
 def kl_to_teacher(student: Any, teacher: Any, batches, temperature: float, limit: Optional[int]) -> float:
-    import torch
-
-    from llmcycle.train.objectives import distill_kl
-
     total, count = 0.0, 0
     student.eval()
     with torch.no_grad():
@@ -92,11 +96,6 @@ def kl_to_teacher(student: Any, teacher: Any, batches, temperature: float, limit
 def train_student(cfg: DistillConfig, data_dir: str | Path, student: str, work: Path, teacher_model: Any,
                   alpha: float, resume: bool) -> dict[str, Any]:
     """One student run (alpha 0 and no teacher = the baseline); returns its metrics."""
-    from llmcycle.train import finetune
-    from llmcycle.train.loop import train_loop
-    from llmcycle.train.objectives import Distillation
-    from llmcycle.train.sft_batches import batches, make_assistant_logits
-
     sft = sft_config(cfg)
     tokenizer, _ = finetune.prepare_tokenizer(student)
     train_ex, val_ex, _ = finetune.load_examples(sft, tokenizer, data_dir)
@@ -127,9 +126,6 @@ def train_student(cfg: DistillConfig, data_dir: str | Path, student: str, work: 
 def run(cfg: DistillConfig, data_dir: str | Path, teacher: str | Path, student: str | Path, out: str | Path,
         resume: bool = False) -> Path:
     """The `distill` stage: DATA_DIR + TEACHER + STUDENT -> OUT (the student, adapter or full model dir)."""
-    from llmcycle.loading import load_model, load_tokenizer_for
-    from llmcycle.train.finetune import resolve_base, save_outputs
-
     teacher_id, student_id = resolve_base(teacher), resolve_base(student)
     mode = resolve_mode(cfg, load_tokenizer_for(teacher_id), load_tokenizer_for(student_id), teacher_id, student_id)
     with open_artifact(out, "distill", to_dict(cfg), {"data": data_dir, "teacher": teacher_id, "student": student_id},

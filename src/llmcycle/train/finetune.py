@@ -1,24 +1,38 @@
 """The `finetune` stage: supervised fine-tuning of any HF causal LM on chat records (full, LoRA, DoRA, QLoRA).
 
 Loss is on assistant tokens only, end-of-turn included (see `sft_data`), with padding-free packing (see
-`sft_batches`). Training runs in the shared loop, so validation, early stopping, checkpoints and `--resume` work the
+`batches.sft`). Training runs in the shared loop, so validation, early stopping, checkpoints and `--resume` work the
 same as in pretraining. The output is a standard PEFT adapter dir (or a full model dir for `method: full`) plus the
 tokenizer with the chat template it was trained with.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, List, Literal, Optional, Union
 
+import torch
+import torch.nn.functional as F
 from pydantic import Field
+from transformers import AutoConfig
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
-from llmcycle.errors import ConfigError
+from llmcycle.errors import ConfigError, ModelLoadError, first_line
+from llmcycle.loading import load_base_model, resolve_dtype
+from llmcycle.modeldir import context_length, end_of_turn_id
 from llmcycle.progress import say
+from llmcycle.records import split_path
+from llmcycle.train import setup
+from llmcycle.train.batches.sft import batches, make_assistant_logits
+from llmcycle.train.checkpoint import resume_point
 from llmcycle.train.loop import LoopConfig, train_loop
+from llmcycle.train.lora import count_parameters, quantization_config, require_cuda_for_qlora, wrap_with_adapter
+from llmcycle.train.policy import prepare_tokenizer, resolve_base, save_policy
+from llmcycle.train.setup import placed_by_loader
+from llmcycle.train.sft_data import build_examples, check_against_generation_mask
 
 Method = Literal["lora", "dora", "qlora", "full"]
 TOKEN_BUDGET_SLACK = 2.0  # tokenize twice what the steps consume, so a run keeps drawing fresh conversations
@@ -64,32 +78,10 @@ class FinetuneConfig(StageConfig):
     max_val_records: Optional[int] = Field(None, ge=1)
 
 
-def resolve_base(base: str | Path) -> str:
-    """A local dir as an absolute path (what an adapter must record to find its base again), else the hub id."""
-    from llmcycle.loading import resolve
-
-    path = Path(resolve(base)).expanduser()  # a .gguf file or named GGUF base: its imported dir
-    return str(path.resolve()) if path.exists() else str(path)
-
-
-def prepare_tokenizer(base: str, system: str = "fold") -> tuple[Any, str]:
-    """The base's tokenizer with a usable chat template (`modeldir.prepare_template` decides which)."""
-    from llmcycle.loading import check_exists, load_tokenizer_for
-    from llmcycle.modeldir import prepare_template
-
-    check_exists(base)
-    tokenizer = load_tokenizer_for(base)
-    return tokenizer, prepare_template(tokenizer, base, system)
-
-
 def fit_sequence_length(cfg: FinetuneConfig, base: str) -> FinetuneConfig:
     """max_seq_len capped at the positions the base model has (a tiny pretrained base may have only 512)."""
-    from transformers import AutoConfig
-
-    from llmcycle.errors import ModelLoadError, first_line
-
     try:
-        positions = getattr(AutoConfig.from_pretrained(base), "max_position_embeddings", None)
+        positions = context_length(AutoConfig.from_pretrained(base), default=0)
     except Exception as exc:  # transformers raises OSError, ValueError, ... for a broken config
         raise ModelLoadError(f"{base}: model config does not load ({type(exc).__name__}: {first_line(exc)})") from None
     if positions and cfg.max_seq_len > positions:
@@ -101,12 +93,9 @@ def fit_sequence_length(cfg: FinetuneConfig, base: str) -> FinetuneConfig:
 def load_examples(cfg: FinetuneConfig, tokenizer: Any, data_dir: str | Path):
     """Train and val examples. Every process tokenizes the same conversations (same seed) and the loop hands process
     r batches r, r+W, ...: the budget covers all W processes' steps, so each reads its own disjoint share."""
-    from llmcycle.train.setup import distributed_state
-    from llmcycle.train.sft_data import build_examples
-
     loop = cfg.train
     row_tokens = loop.batch_size * cfg.max_seq_len
-    world = distributed_state().num_processes
+    world = setup.distributed_state().num_processes  # looked up on the module: tests stand in a world of 2
     # what the run can consume: its steps' rows on every process (plus slack: packing leaves rows part-empty), and
     # the val batches
     train_budget = int(TOKEN_BUDGET_SLACK * loop.max_steps * loop.grad_accum * row_tokens * world)
@@ -122,11 +111,6 @@ def load_examples(cfg: FinetuneConfig, tokenizer: Any, data_dir: str | Path):
 
 def load_for_method(cfg: FinetuneConfig, base: str, tokenizer: Any):
     """The base model, loaded for the method (4-bit for QLoRA)."""
-    from llmcycle.loading import load_base_model, resolve_dtype
-    from llmcycle.train.lora import quantization_config
-
-    import torch
-
     on_gpu = torch.cuda.is_available()
     kwargs: dict[str, Any] = {}
     device = "cpu"  # the loop moves the model to its device
@@ -145,10 +129,6 @@ def load_for_method(cfg: FinetuneConfig, base: str, tokenizer: Any):
 
 def attach_method(cfg: FinetuneConfig, model: Any):
     """Freeze the base and add adapters (lora/dora/qlora), or train every weight (full)."""
-    import torch
-
-    from llmcycle.train.lora import wrap_with_adapter
-
     torch.manual_seed(cfg.seed)
     if cfg.method == "full":
         for p in model.parameters():
@@ -159,8 +139,6 @@ def attach_method(cfg: FinetuneConfig, model: Any):
 
 
 def check_method(cfg: FinetuneConfig) -> None:
-    from llmcycle.train.lora import require_cuda_for_qlora
-
     if cfg.method == "qlora":
         require_cuda_for_qlora()
     if cfg.method == "full" and cfg.lora != LoraOptions():
@@ -169,16 +147,12 @@ def check_method(cfg: FinetuneConfig) -> None:
 
 def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | Path, resume: bool = False) -> Path:
     """The `finetune` stage: DATA_DIR + BASE -> OUT (adapter dir, or a full model dir for method full)."""
-    from llmcycle.records import split_path
-
     check_config(cfg)
     check_method(cfg)
     split_path(data_dir, cfg.train_split)
     if cfg.val_split:
         split_path(data_dir, cfg.val_split)
     if resume:
-        from llmcycle.train.checkpoint import resume_point
-
         resume_point(Path(out), "finetune")
     base_id = resolve_base(base)
     tokenizer, template_source = prepare_tokenizer(base_id, cfg.system_message)
@@ -198,8 +172,6 @@ def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | 
 def train(cfg: FinetuneConfig, model: Any, tokenizer: Any, train_examples, val_examples, work_dir: Path,
           resume: bool):
     """Run the shared loop on packed assistant-only batches; returns (LoopResult, val loss before training)."""
-    from llmcycle.train.sft_batches import batches, make_assistant_logits
-
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     loop_cfg = cfg.train.model_copy(update={"seed": cfg.seed})
 
@@ -221,9 +193,7 @@ def train(cfg: FinetuneConfig, model: Any, tokenizer: Any, train_examples, val_e
 
 def place_for_training(wrapped: Any) -> Any:
     """Put the model where the loop will train it (a 4-bit or device-mapped model is already there)."""
-    from llmcycle.train.setup import distributed_state, placed_by_loader
-
-    return wrapped if placed_by_loader(wrapped.inner) else wrapped.to(distributed_state().device)
+    return wrapped if placed_by_loader(wrapped.inner) else wrapped.to(setup.distributed_state().device)
 
 
 def input_device(model: Any):
@@ -236,11 +206,6 @@ def input_device(model: Any):
 def initial_val_loss(wrapped: Any, val_batches, loop_cfg: LoopConfig, work_dir: Path, resume: bool):
     """Val loss of the untouched base, so the manifest shows what fine-tuning gained (kept across resumes). Batches
     go to the model's device: a QLoRA base lives on the GPU from loading on."""
-    import itertools
-
-    import torch
-    import torch.nn.functional as F
-
     file = work_dir / "val_loss_before.json"
     if resume and file.is_file():
         return json.loads(file.read_text())["val_loss"]
@@ -263,17 +228,8 @@ def initial_val_loss(wrapped: Any, val_batches, loop_cfg: LoopConfig, work_dir: 
 
 
 def save_outputs(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, work_dir: Path) -> None:
-    """An adapter dir that records its base (absolute path for local dirs), or a full model dir; plus the tokenizer."""
-    from llmcycle.modeldir import write_generation_config
-
-    if cfg.method in PEFT_METHODS:
-        model.peft_config["default"].base_model_name_or_path = base_id
-        model.save_pretrained(work_dir, save_embedding_layers=False)
-    else:
-        model.config.use_cache = True
-        model.save_pretrained(work_dir)
-        write_generation_config(work_dir, tokenizer, model, base=base_id)
-    tokenizer.save_pretrained(work_dir)
+    """The adapter (PEFT methods) or the full model, and the tokenizer (`policy.save_policy`)."""
+    save_policy(model, tokenizer, base_id, work_dir, adapter=cfg.method in PEFT_METHODS)
 
 
 def result_metrics(result: Any, before: Optional[float]) -> dict[str, Any]:
@@ -288,10 +244,6 @@ def result_metrics(result: Any, before: Optional[float]) -> dict[str, Any]:
 def describe(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, template_source: str,
              stats: dict[str, Any], data_dir: str | Path) -> dict[str, Any]:
     """What the manifest says about this run besides config and metrics."""
-    from llmcycle.modeldir import end_of_turn_id
-    from llmcycle.train.lora import count_parameters
-    from llmcycle.train.sft_data import check_against_generation_mask
-
     info: dict[str, Any] = {
         "method": cfg.method, "base": base_id, "chat_template": template_source,
         "eos_token": tokenizer.eos_token, "end_of_turn_token": tokenizer.convert_ids_to_tokens(end_of_turn_id(tokenizer)), "max_seq_len_used": cfg.max_seq_len, "data": stats, **count_parameters(model),

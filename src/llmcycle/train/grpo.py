@@ -7,47 +7,34 @@ inside the objective, so resume skips consumed prompts without sampling them aga
 
 from __future__ import annotations
 
-import random
+import copy
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import to_dict
 from llmcycle.errors import ConfigError, DataError
+from llmcycle.infer.context import trim_tokens
+from llmcycle.infer.engine import Engine
+from llmcycle.infer.settings import GenerationSettings
 from llmcycle.progress import say
-from llmcycle.records import load_split
-from llmcycle.train.align import AlignConfig, Encoded, GRPOOptions, collate, load_policy
-from llmcycle.train.finetune import prepare_tokenizer, resolve_base
+from llmcycle.safety.flags import flag_reply
+from llmcycle.textstats import repetition_rate, words
+from llmcycle.train.align_config import AlignConfig, GRPOOptions
+from llmcycle.train.batches.preference import Encoded, collate
+from llmcycle.train.batches.prompts import prompt_batches, prompts_of
+from llmcycle.train.loop import train_loop
+from llmcycle.train.objectives import GRPO
+from llmcycle.train.policy import load_policy, prepare_tokenizer, resolve_base, save_policy
+from llmcycle.train.reward import RewardModel
 
 RULES = ("length", "repetition", "moderation", "model")
 
 
-def prompts_of(data_dir: str | Path, split: str, limit: int | None) -> list[list[dict]]:
-    """Distinct prompts: preference records' prompts, or chat records up to their first assistant turn."""
-    seen, out = set(), []
-    for record in load_split(data_dir, split):
-        if "prompt" in record:
-            prompt = record["prompt"]
-        elif "messages" in record:
-            msgs = record["messages"]
-            first = next((i for i, m in enumerate(msgs) if m["role"] == "assistant"), None)
-            prompt = msgs[:first] if first else None
-        else:
-            prompt = None
-        key = str(prompt)
-        if prompt and prompt[-1]["role"] == "user" and key not in seen:
-            seen.add(key)
-            out.append([{"role": m["role"], "content": m["content"]} for m in prompt])
-    if not out:
-        raise DataError(f"{data_dir}/{split}.jsonl: no prompts (records ending in a user turn) for GRPO")
-    return out[:limit]
-
-
 def rule_rewards(opts: GRPOOptions, judge: Any = None) -> Callable[[list[list[dict]], list[str]], list[float]]:
     """A function (prompts, replies) -> rewards: the sum of the configured rules."""
-    from llmcycle.evaluate.safety import flag_reply
-    from llmcycle.evaluate.textmetrics import repetition_rate, words
-
     unknown = [r for r in opts.rewards if r not in RULES]
     if unknown:
         raise ConfigError(f"align.grpo.rewards: unknown reward {unknown[0]!r} (choose from {', '.join(RULES)})")
@@ -85,10 +72,6 @@ def group_advantages(rewards: list[float], group: int) -> list[float]:
 def make_rollout(engine: Any, tokenizer: Any, prompts: list[list[dict]], opts: GRPOOptions, max_len: int,
                  reward_fn, seed: int):
     """The objective's rollout: prompt-index batch -> a batch of sampled replies with advantages and stats."""
-    import torch
-
-    from llmcycle.infer.settings import GenerationSettings
-
     def rollout(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
         indices = batch["prompt_index"].tolist()
         convs = [prompts[i] for i in indices for _ in range(opts.group_size)]
@@ -119,30 +102,12 @@ def sampled_row(engine: Any, conv: list[dict], completion: Any, max_len: int) ->
     if completion.finish_reason == "eos" and engine.eos_token_ids:
         reply.append(engine.eos_token_ids[0])
     reply = reply or [engine.eos_token_ids[0] if engine.eos_token_ids else 0]
-    prompt = prompt[-max(1, max_len - len(reply)):]
+    prompt = trim_tokens(prompt, max(1, max_len - len(reply)), keep="end")  # the sampled reply stays whole
     return Encoded(prompt + reply, [0] * len(prompt) + [1] * len(reply))
-
-
-def prompt_batches(n: int, per_step: int, group: int, seed: int):
-    import torch
-
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    for start in range(0, n - per_step + 1, per_step):
-        idx = order[start:start + per_step]
-        yield {"prompt_index": torch.tensor(idx), "n_replies": len(idx) * group, "input_ids": torch.zeros(1, 1)}
 
 
 def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Path, resume: bool = False) -> Path:
     """GRPO: DATA_DIR (prompts) + BASE -> OUT (adapter or model dir), logging reward mean/std, KL, reply length."""
-    import torch
-
-    from llmcycle.infer.engine import Engine
-    from llmcycle.train.align import _save_cfg
-    from llmcycle.train.finetune import save_outputs
-    from llmcycle.train.loop import train_loop
-    from llmcycle.train.objectives import GRPO
-
     opts = cfg.grpo
     base_id = resolve_base(base)
     tokenizer, _ = prepare_tokenizer(base_id)
@@ -151,16 +116,12 @@ def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Pat
         raise DataError(f"{data_dir}: {len(prompts)} prompts, fewer than grpo.prompts_per_step={opts.prompts_per_step}")
     judge = None
     if opts.reward_model:
-        from llmcycle.train.reward import RewardModel
-
         judge = RewardModel(opts.reward_model)
     reward_fn = rule_rewards(opts, judge)
     model = load_policy(cfg, base_id, tokenizer)
-    engine = Engine(model, tokenizer, fast=False, threads=torch.get_num_threads())
+    engine = Engine(model, tokenizer, fast=False)
     reference = None
     if cfg.tuning == "full":
-        import copy
-
         reference = copy.deepcopy(model).eval().requires_grad_(False)
     objective = GRPO(cfg.beta, make_rollout(engine, tokenizer, prompts, opts, cfg.max_seq_len, reward_fn, cfg.seed),
                      reference)
@@ -172,7 +133,7 @@ def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Pat
                             None, loop, art.dir, resume=resume, desc=f"align (grpo, {cfg.tuning})",
                             objective=objective)
         model.train(False)
-        save_outputs(_save_cfg(cfg), model, tokenizer, base_id, art.dir)
+        save_policy(model, tokenizer, base_id, art.dir, adapter=cfg.tuning == "lora")
         logged = [r for r in result.history if "reward_mean" in r]
         art.metrics = {"steps": result.steps, "train_loss": result.train_loss, "seconds": round(result.seconds, 2),
                        "reward_mean_first": logged[0]["reward_mean"] if logged else None,

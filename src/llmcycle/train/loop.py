@@ -21,6 +21,7 @@ accelerate, so the same code runs on one CPU, `accelerate launch --num_processes
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Optional
 
+import torch
+from accelerate.utils import set_seed
 from pydantic import Field
 
 from llmcycle.config import StageConfig
@@ -123,8 +126,6 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
                resume: bool = False, desc: str = "train",
                on_step: Optional[Callable[[int, dict[str, Any]], None]] = None, objective: Any = None) -> LoopResult:
     """Train `model` in place; see the module docstring. `on_step(step, record)` runs after each optimizer step."""
-    from accelerate.utils import set_seed
-
     work_dir = Path(work_dir)
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.seed)
@@ -155,23 +156,14 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
             loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator, objective)
             _check_finite(loss, grad_norm, accelerator, state.step + 1, ckpt_root, last_saved)
             scheduler.step()
-            state.step += 1
-            state.tokens += tokens
-            state.last_train_loss = loss
             seq_len = micro[0]["input_ids"].shape[-1] if "input_ids" in micro[0] else 1
             fpt = fpt or flops_per_token(accelerator.unwrap_model(model), seq_len)
-            elapsed = time.perf_counter() - tick
-            state.train_seconds += elapsed
-            for key, value in (("loss", loss), ("steps", 1), ("tokens", tokens), ("seconds", elapsed)):
-                window[key] += value
+            _account(state, window, loss, tokens, time.perf_counter() - tick)
             progress.update(1)
             record: dict[str, Any] = {"step": state.step, "loss": loss}
             if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
                 record = _train_record(state, window, optimizer, grad_norm, fpt, peak, accelerator.num_processes)
-                record.update(objective.drain_metrics() if hasattr(objective, "drain_metrics") else {})
-                log.log(record)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                window = dict.fromkeys(window, 0)
+                _log(record, objective, log, progress, window)
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 stopped_early = _evaluate_and_track(model, val_batches, cfg, state, log, accelerator, objective)
                 if state.last_val_loss is not None:
@@ -187,18 +179,39 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         log.close()
     log.plot(f"{desc}: loss")
     accelerator.wait_for_everyone()
+    return _result(state, log, stopped_early, fpt, peak, accelerator.num_processes)
+
+
+def _result(state: LoopState, log: MetricsLog, stopped_early: bool, fpt: Optional[float], peak: float,
+            world: int) -> LoopResult:
     tokens_per_s = state.tokens / max(state.train_seconds, 1e-9)
     return LoopResult(
         steps=state.step, tokens=state.tokens, train_loss=_recent_train_loss(log.history, state),
         val_loss=state.last_val_loss, best_val_loss=state.best_val_loss, history=list(log.history),
         stopped_early=stopped_early, seconds=state.seconds, tokens_per_s=tokens_per_s,
-        mfu=tokens_per_s * (fpt or 0.0) / (peak * accelerator.num_processes), peak_flops=peak,
+        mfu=tokens_per_s * (fpt or 0.0) / (peak * world), peak_flops=peak,
     )
 
 
-def _peak_dtype(accelerator):
-    import torch
+def _account(state: LoopState, window: dict[str, float], loss: float, tokens: int, elapsed: float) -> None:
+    """One optimizer step done: the run's totals and the logging window's sums."""
+    state.step += 1
+    state.tokens += tokens
+    state.last_train_loss = loss
+    state.train_seconds += elapsed
+    for key, value in (("loss", loss), ("steps", 1), ("tokens", tokens), ("seconds", elapsed)):
+        window[key] += value
 
+
+def _log(record: dict[str, Any], objective: Any, log: MetricsLog, progress: Any, window: dict[str, float]) -> None:
+    """Write a train record (with the objective's own metrics) and start a new logging window."""
+    record.update(objective.drain_metrics() if hasattr(objective, "drain_metrics") else {})
+    log.log(record)
+    progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+    window.update(dict.fromkeys(window, 0))
+
+
+def _peak_dtype(accelerator):
     if accelerator.device.type == "cuda":
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     return torch.float32
@@ -206,8 +219,6 @@ def _peak_dtype(accelerator):
 
 def _batch_stream(train_batches, state: LoopState, world: int, rank: int) -> Iterator[Batch]:
     """This process's batches from the saved data position on, epoch after epoch; keeps `state` up to date."""
-    import itertools
-
     while True:
         source = iter(train_batches(state.epoch))
         for _ in itertools.islice(source, state.batch_index):
@@ -230,8 +241,6 @@ def _batch_stream(train_batches, state: LoopState, world: int, rank: int) -> Ite
 def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopConfig, accelerator, objective):
     """Forward/backward over the micro-batches, clip, step. Returns (mean loss over all the objective's units of all
     processes, input tokens processed here and elsewhere, grad norm)."""
-    import torch
-
     device = accelerator.device
     micro = [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in b.items()} for b in micro]
     counts = torch.tensor([objective.weight(b) for b in micro] + [0.0], device=device)
@@ -270,8 +279,6 @@ def _compiled_loss():
     model is an argument, so a compiled graph is reused by later loops on same-shaped models)."""
     global _COMPILED
     if _COMPILED is None:
-        import torch
-
         _COMPILED = torch.compile(_summed_loss)
     return _COMPILED
 
@@ -312,10 +319,6 @@ def _train_record(state: LoopState, window, optimizer, grad_norm, fpt, peak, wor
 
 def evaluate(model, val_batches, cfg: LoopConfig, accelerator, objective: Any = None) -> Optional[float]:
     """Unit-weighted mean val loss over at most `cfg.eval_batches` batches (per process), or None."""
-    import itertools
-
-    import torch
-
     source = val_batches() if val_batches is not None else None
     if source is None:
         return None

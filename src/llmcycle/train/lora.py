@@ -10,6 +10,11 @@ import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import torch
+from peft import LoraConfig, TaskType
+from peft import get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig
+
 from llmcycle.errors import ConfigError, HardwareError
 
 LLAMA_STYLE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -53,8 +58,6 @@ def check_targets_exist(model: Any, targets: list[str] | str) -> None:
 
 def peft_config(model: Any, method: str, r: int, alpha: int, dropout: float, targets: list[str] | str):
     """A peft LoraConfig for lora/dora/qlora (DoRA = LoRA with weight-decomposed magnitude)."""
-    from peft import LoraConfig, TaskType
-
     resolved = target_modules(model.config.model_type, targets)
     check_targets_exist(model, resolved)
     return LoraConfig(
@@ -65,8 +68,6 @@ def peft_config(model: Any, method: str, r: int, alpha: int, dropout: float, tar
 
 def wrap_with_adapter(model: Any, method: str, r: int, alpha: int, dropout: float, targets: list[str] | str):
     """The base frozen, LoRA/DoRA matrices trainable (QLoRA: after preparing the 4-bit base for training)."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
     if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = peft_config(model, method, r, alpha, dropout, targets)
@@ -84,8 +85,6 @@ def quiet_peft() -> Iterator[None]:
 
 def require_cuda_for_qlora() -> None:
     """QLoRA's 4-bit kernels (bitsandbytes) need a CUDA GPU: say so in one line before loading anything."""
-    import torch
-
     if not torch.cuda.is_available():
         raise HardwareError("method qlora needs a CUDA GPU (4-bit bitsandbytes); none found: use --method lora")
     try:
@@ -96,8 +95,6 @@ def require_cuda_for_qlora() -> None:
 
 def quantization_config(compute_dtype: Any):
     """4-bit NF4 with double quantization, computing in `compute_dtype` (the QLoRA recipe)."""
-    from transformers import BitsAndBytesConfig
-
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,

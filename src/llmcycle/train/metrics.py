@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcycle.artifacts import atomic_write_text
+from llmcycle.plots import line_plot
 
 
 class MetricsLog:
@@ -43,7 +44,6 @@ class MetricsLog:
         """loss.png: train loss and val loss against the optimizer step."""
         if not self.enabled:
             return None
-        from llmcycle.plots import line_plot
 
         train = [(r["step"], r["loss"]) for r in self.history if r.get("split") == "train" and "loss" in r]
         val = [(r["step"], r["val_loss"]) for r in self.history if r.get("split") == "val"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
+
 _PEAKS: dict[tuple[str, str], float] = {}
 
 
 def measured_peak_flops(device: Any = "cpu", dtype: Any = None, size: int | None = None, repeats: int = 6) -> float:
     """Best FLOP/s of a square matmul (fp32 unless `dtype`), cached per (device, dtype) for the process."""
-    import torch
-
     size = size or (4096 if str(device).startswith("cuda") else 1024)
     dtype = dtype or torch.float32
     key = (str(device), str(dtype))

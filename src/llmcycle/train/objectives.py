@@ -13,7 +13,11 @@ the same completions, computed before training (with the adapter disabled for Lo
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
 
 Batch = dict[str, Any]
 
@@ -21,8 +25,6 @@ Batch = dict[str, Any]
 # ---- supervised cross-entropy (the loop's default) -------------------------------------------------------------
 def summed_cross_entropy(model, batch: Batch):
     """Sum of next-token cross-entropy over label tokens (token weighting is done by the caller)."""
-    import torch.nn.functional as F
-
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits
     # shift the labels, not the logits: slicing the logits would copy the largest tensor of the step
@@ -50,8 +52,6 @@ class CrossEntropy:
 def token_logps(model, batch: Batch):
     """(per-token log-probs [N, T-1] of each next token, mask [N, T-1] of completion targets). Logits are only
     computed from the first completion position on: prompts carry no loss."""
-    import torch
-
     mask = batch["completion_mask"][:, 1:].bool()
     cols = mask.any(dim=0).nonzero()
     first = int(cols[0]) if len(cols) else mask.shape[1] - 1
@@ -73,10 +73,6 @@ def sequence_logps(model, batch: Batch):
 def reference_logps(model, batch: Batch):
     """The reference's summed completion log-probs: the base with the adapter disabled (PEFT), else `model`
     itself (called before training, when the policy still is the reference)."""
-    import contextlib
-
-    import torch
-
     ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     was_training = model.training
     model.eval()
@@ -89,8 +85,6 @@ def reference_logps(model, batch: Batch):
 # ---- pure losses (per pair / per row, not reduced) --------------------------------------------------------------
 def dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta: float, label_smoothing: float = 0.0):
     """DPO (sigmoid): -log sigmoid(beta * (chosen log-ratio - rejected log-ratio)), per pair."""
-    import torch.nn.functional as F
-
     delta = (chosen - ref_chosen) - (rejected - ref_rejected)
     return (-F.logsigmoid(beta * delta) * (1 - label_smoothing) - F.logsigmoid(-beta * delta) * label_smoothing)
 
@@ -99,8 +93,6 @@ def kto_loss(logps, ref_logps, desirable, beta: float, desirable_weight: float =
              undesirable_weight: float = 1.0, kl=None):
     """KTO per row: 1 - sigmoid(beta (ratio - z)) for desirable rows, 1 - sigmoid(beta (z - ratio)) for the others.
     z is the batch's reference point: the mean policy/reference KL estimate, clamped at 0 and not differentiated."""
-    import torch
-
     ratio = logps - ref_logps
     z = (ratio.mean() if kl is None else kl).detach().clamp(min=0)
     good = desirable.bool()
@@ -112,9 +104,6 @@ def kto_loss(logps, ref_logps, desirable, beta: float, desirable_weight: float =
 def orpo_loss(chosen_mean, rejected_mean, chosen_nll, lam: float):
     """ORPO per pair: NLL of the chosen reply (per token) - lam * log sigmoid(log odds ratio); no reference model.
     `*_mean` are mean per-token log-probs, which keeps the odds in (0, 1)."""
-    import torch
-    import torch.nn.functional as F
-
     log_odds = (chosen_mean - rejected_mean) - (torch.log1p(-torch.exp(chosen_mean).clamp(max=1 - 1e-6))
                                                 - torch.log1p(-torch.exp(rejected_mean).clamp(max=1 - 1e-6)))
     return chosen_nll - lam * F.logsigmoid(log_odds)
@@ -122,8 +111,6 @@ def orpo_loss(chosen_mean, rejected_mean, chosen_nll, lam: float):
 
 def bradley_terry_loss(chosen_rewards, rejected_rewards, center: float = 0.0):
     """-log sigmoid(r_chosen - r_rejected) per pair (+ center * (r_c + r_r)^2 to keep rewards near zero)."""
-    import torch.nn.functional as F
-
     loss = -F.logsigmoid(chosen_rewards - rejected_rewards)
     if center:
         loss = loss + center * (chosen_rewards + rejected_rewards) ** 2
@@ -132,8 +119,6 @@ def bradley_terry_loss(chosen_rewards, rejected_rewards, center: float = 0.0):
 
 def distill_kl(student_logits, teacher_logits, temperature: float = 1.0):
     """KL(teacher || student) per position over the vocabulary, at `temperature` (scaled by T^2 as usual)."""
-    import torch.nn.functional as F
-
     t = temperature
     teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
     student = F.log_softmax(student_logits.float() / t, dim=-1)
@@ -143,8 +128,6 @@ def distill_kl(student_logits, teacher_logits, temperature: float = 1.0):
 def grpo_token_loss(logps, ref_logps, advantages, mask, beta: float):
     """GRPO per row: mean over completion tokens of -(ratio * A) + beta * KL(k3), where ratio = exp(logp - logp.detach())
     (one update per rollout, so the clipped ratio is 1 and only its gradient matters)."""
-    import torch
-
     ratio = torch.exp(logps - logps.detach())
     delta = ref_logps - logps
     kl = torch.exp(delta) - delta - 1
@@ -219,9 +202,6 @@ class Distillation:
         return float((batch["labels"][..., 1:] != -100).sum())
 
     def loss(self, model, batch: Batch):
-        import torch
-        import torch.nn.functional as F
-
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         student = model(**inputs).logits[0, :-1]
         with torch.no_grad():
@@ -250,10 +230,6 @@ class GRPO:
         return float(batch["n_replies"]) if "n_replies" in batch else float(batch["input_ids"].shape[0])
 
     def loss(self, model, batch: Batch):
-        import contextlib
-
-        import torch
-
         if self.rollout is not None and "completion_mask" not in batch:
             batch = self.rollout(model, batch)
         logps, mask = token_logps(model, batch)

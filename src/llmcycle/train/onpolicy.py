@@ -6,28 +6,33 @@ test.jsonl in TRL's paired format), so `align` trains on it like on any other pr
 from __future__ import annotations
 
 from pathlib import Path
+
 from pydantic import Field
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import DataError
+from llmcycle.infer.decoding import knob
+from llmcycle.infer.engine import Engine
+from llmcycle.infer.settings import GenerationSettings
 from llmcycle.progress import say
+from llmcycle.records import write_jsonl
+from llmcycle.train.batches.prompts import prompts_of
+from llmcycle.train.reward import RewardModel
 
 
 class OnPolicyConfig(StageConfig):
     prompts: int = Field(64, ge=1, description="Train prompts answered (twice each).")
     val_prompts: int = Field(16, ge=0)
-    max_new_tokens: int = Field(32, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = knob("max_new_tokens", 32)
+    temperature: float = knob("temperature", 1.0)
+    top_p: float = knob("top_p", 0.95)
     min_gap: float = Field(0.0, ge=0, description="Least reward gap that keeps a pair.")
     batch_size: int = Field(32, ge=1)
     seed: int = 0
 
 
 def ranked_pairs(engine, judge, prompts: list[list[dict]], cfg: OnPolicyConfig, seed: int) -> list[dict]:
-    from llmcycle.infer.settings import GenerationSettings
-
     settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                   do_sample=True,
                                   seed=seed)
@@ -49,11 +54,6 @@ def ranked_pairs(engine, judge, prompts: list[list[dict]], cfg: OnPolicyConfig, 
 def run(cfg: OnPolicyConfig, model: str | Path, reward_model: str | Path, data_dir: str | Path,
         out: str | Path) -> Path:
     """MODEL answers DATA_DIR's prompts, REWARD_MODEL ranks the replies -> OUT (a preference data dir)."""
-    from llmcycle.infer.engine import Engine
-    from llmcycle.records import write_jsonl
-    from llmcycle.train.grpo import prompts_of
-    from llmcycle.train.reward import RewardModel
-
     engine, judge = Engine.load(model), RewardModel(reward_model)
     train = ranked_pairs(engine, judge, prompts_of(data_dir, "train", cfg.prompts), cfg, cfg.seed)
     val: list[dict] = []

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
+
 from llmcycle.errors import DataError
 from llmcycle.records import check_chat, read_jsonl, split_path
 
@@ -60,8 +62,6 @@ def tokenize_split(path: Path, tokenizer, chunk: int = 512) -> tuple[list[int], 
 
 
 def pack(stream: list[int], seq_len: int):
-    import torch
-
     n_rows = len(stream) // seq_len
     return torch.tensor(stream[: n_rows * seq_len], dtype=torch.long).view(n_rows, seq_len)
 
@@ -91,8 +91,6 @@ def hold_out(train: PackedSplit, fraction: float) -> tuple[PackedSplit, PackedSp
 
 def train_batches_fn(rows, batch_size: int, seed: int):
     """`train_batches(epoch)`: rows in a seeded per-epoch order, full batches only (deterministic, for resume)."""
-    import torch
-
     def batches(epoch: int) -> Iterator[dict[str, Any]]:
         order = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         for start in range(0, rows.shape[0] - batch_size + 1, batch_size):
@@ -114,8 +112,6 @@ def val_batches_fn(rows, batch_size: int):
 def unigram_loss(train_rows, val_rows, vocab_size: int) -> float:
     """Cross-entropy (nats/token) of an add-one unigram model fitted on the train tokens, on exactly the val tokens
     the language model is scored on (every token of a row but the first) - the baseline a model must beat."""
-    import torch
-
     counts = torch.bincount(train_rows.reshape(-1), minlength=vocab_size).double() + 1.0
     logp = torch.log(counts / counts.sum())
     return float(-logp[val_rows[:, 1:].reshape(-1)].mean())

@@ -11,11 +11,16 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from llmcycle.artifacts import atomic_write_json, open_artifact, partial_dir
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ConfigError
+from llmcycle.loading import load_base_model, load_tokenizer_for
+from llmcycle.modeldir import stop_token_ids, write_generation_config
+from llmcycle.models import build_model, get_preset
 from llmcycle.progress import say
 from llmcycle.records import split_path
 from llmcycle.loading import load_tokenizer
@@ -87,8 +92,6 @@ def run(cfg: PretrainConfig, data_dir: str | Path, tokenizer_dir: str | Path | N
 
 
 def _load_tokenizer(cfg: PretrainConfig, tokenizer_dir):
-    from llmcycle.loading import load_tokenizer_for
-
     if tokenizer_dir is None:
         if cfg.init_from is None:
             raise ConfigError("pretrain needs --tokenizer (or --init-from a model that has one)")
@@ -99,9 +102,6 @@ def _load_tokenizer(cfg: PretrainConfig, tokenizer_dir):
 
 
 def _load_model(cfg: PretrainConfig, tokenizer):
-    from llmcycle.loading import load_base_model
-    from llmcycle.models import build_model, get_preset
-
     if cfg.init_from is None:
         get_preset(cfg.preset)
         return build_model(cfg.preset, tokenizer, seed=cfg.seed)
@@ -133,9 +133,6 @@ def _train(cfg: PretrainConfig, model, train: PackedSplit, val: PackedSplit, wor
 
 def final_val_loss(model, rows, batch_size: int) -> float:
     """Token-mean cross-entropy of the model on `rows` (every token but each row's first)."""
-    import torch
-    import torch.nn.functional as F
-
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -163,8 +160,6 @@ def _final_metrics(cfg, model, tokenizer, train: PackedSplit, val: PackedSplit, 
 
 
 def _save_outputs(cfg: PretrainConfig, model, tokenizer, out: Path) -> list[dict[str, str]]:
-    from llmcycle.modeldir import stop_token_ids, write_generation_config
-
     # the end of a document (BOS/<|endoftext|>) stops a base model's generation too, and pads
     document_end = tokenizer.convert_tokens_to_ids(BOS) if BOS in tokenizer.get_vocab() else None
     pad = document_end if document_end is not None else tokenizer.pad_token_id
@@ -182,8 +177,6 @@ def _save_outputs(cfg: PretrainConfig, model, tokenizer, out: Path) -> list[dict
 
 def greedy_samples(model, tokenizer, gen_config, max_new_tokens: int) -> list[dict[str, str]]:
     """Greedy continuations of a few chat prompts: a quick look at what the base model learned."""
-    import torch
-
     if max_new_tokens <= 0:
         return []
     samples = []

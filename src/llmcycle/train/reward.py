@@ -12,14 +12,24 @@ import random
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 from pydantic import Field
+from transformers import AutoModelForSequenceClassification
+from transformers.utils import logging as hf_logging
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
+from llmcycle.records import read_preference_split
 from llmcycle.errors import DataError, ModelLoadError, first_line
+from llmcycle.infer.context import trim_tokens
+from llmcycle.loading import check_exists, load_tokenizer_for
 from llmcycle.progress import say
-from llmcycle.train.align import Encoded, collate
+from llmcycle.records import load_split, split_path
+from llmcycle.modeldir import render_chat
+from llmcycle.train.batches.preference import Encoded, collate
 from llmcycle.train.loop import LoopConfig, train_loop
+from llmcycle.train.objectives import RewardBT
+from llmcycle.train.policy import prepare_tokenizer, resolve_base
 
 
 class RewardLoopConfig(LoopConfig):
@@ -73,12 +83,8 @@ def rated_pairs(records: Sequence[dict[str, Any]], gap: float, per_record: int, 
 
 def split_pairs(data_dir: str | Path, split: str, cfg: RewardConfig, limit: Optional[int]) -> list[tuple[list, list]]:
     """A split's pairs as whole conversations: paired preference records, or pairs of rated chats."""
-    from llmcycle.records import load_split, split_path
-
     records = load_split(data_dir, split)
     if records and "chosen" in records[0]:
-        from llmcycle.records import read_preference_split
-
         pairs = [(r["prompt"] + r["chosen"], r["prompt"] + r["rejected"])
                  for r in read_preference_split(split_path(data_dir, split), ("paired",))]
     else:
@@ -92,10 +98,8 @@ def split_pairs(data_dir: str | Path, split: str, cfg: RewardConfig, limit: Opti
 
 def encode_conversation(tokenizer: Any, messages: list[dict], max_len: int, where: str) -> list[int]:
     """Token ids of a rendered conversation, its end kept when too long (the score sits on the last token)."""
-    from llmcycle.modeldir import render_chat
-
     ids = tokenizer(render_chat(tokenizer, messages, where), add_special_tokens=False, verbose=False)["input_ids"]
-    return ids[-max_len:]
+    return trim_tokens(ids, max_len, keep="end")
 
 
 def pair_batches(tokenizer: Any, pairs: list[tuple[list, list]], cfg: RewardConfig, where: str):
@@ -118,12 +122,6 @@ def pair_batches(tokenizer: Any, pairs: list[tuple[list, list]], cfg: RewardConf
 
 def load_reward_head(base: str, tokenizer: Any, train_layers: Optional[int]):
     """AutoModelForSequenceClassification (num_labels=1) over a causal LM's weights; the head starts random."""
-    from transformers import AutoModelForSequenceClassification
-
-    from llmcycle.loading import check_exists
-
-    from transformers.utils import logging as hf_logging
-
     check_exists(base)
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point here, not news
@@ -145,10 +143,7 @@ def load_reward_head(base: str, tokenizer: Any, train_layers: Optional[int]):
 
 
 def pairwise_accuracy(model: Any, batches) -> float:
-    import torch
-
-    from llmcycle.train.objectives import RewardBT
-
+    """Share of held-out pairs whose chosen conversation the model scores above the rejected one."""
     wins, total = 0, 0
     model.eval()
     with torch.no_grad():
@@ -162,9 +157,6 @@ def pairwise_accuracy(model: Any, batches) -> float:
 
 def run(cfg: RewardConfig, data_dir: str | Path, base: str | Path, out: str | Path, resume: bool = False) -> Path:
     """The `reward` stage: DATA_DIR (pairs or rated chats) + BASE (any causal LM) -> OUT (a reward model dir)."""
-    from llmcycle.train.finetune import prepare_tokenizer, resolve_base
-    from llmcycle.train.objectives import RewardBT
-
     base_id = resolve_base(base)
     tokenizer, _ = prepare_tokenizer(base_id)
     train_pairs = split_pairs(data_dir, cfg.train_split, cfg, cfg.max_train_pairs)
@@ -195,10 +187,6 @@ class RewardModel:
     """A trained reward model for scoring conversations (judging, ranking rollouts, GRPO)."""
 
     def __init__(self, path: str | Path, max_seq_len: int = 512):
-        from transformers import AutoModelForSequenceClassification
-
-        from llmcycle.loading import check_exists, load_tokenizer_for
-
         check_exists(path, "reward model")
         self.path, self.max_seq_len = str(path), max_seq_len
         self.tokenizer = load_tokenizer_for(path)
@@ -208,8 +196,6 @@ class RewardModel:
             raise ModelLoadError(f"{path}: reward model does not load ({first_line(exc)})") from None
 
     def score(self, conversations: Sequence[list[dict]], batch_size: int = 16) -> list[float]:
-        import torch
-
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         out: list[float] = []
         for start in range(0, len(conversations), batch_size):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from torch.optim.lr_scheduler import LambdaLR
+
 
 def lr_factor(step: int, max_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
     """Multiplier of the peak lr for optimizer step `step` (0-based), as LambdaLR wants it."""
@@ -15,6 +17,4 @@ def lr_factor(step: int, max_steps: int, warmup_steps: int, min_lr_ratio: float)
 
 
 def make_scheduler(optimizer, max_steps: int, warmup_steps: int, min_lr_ratio: float):
-    from torch.optim.lr_scheduler import LambdaLR
-
     return LambdaLR(optimizer, lambda step: lr_factor(step, max_steps, warmup_steps, min_lr_ratio))

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate import PartialState
+from accelerate.state import AcceleratorState
 
 from llmcycle.errors import TrainingError
-
-if TYPE_CHECKING:
-    from llmcycle.train.loop import LoopConfig
 
 
 def make_accelerator(precision: str):
     """An Accelerator for this run's precision. accelerate keeps one global state per process; it is reset so a
     process (a test, a notebook) can run several loops with different precisions."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
     if precision == "auto":
         if torch.cuda.is_available():
             mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -35,9 +33,6 @@ def distributed_state():
     """accelerate's process state. On a machine without CUDA it is created with cpu=True, which makes processes
     started by `torchrun` or `accelerate launch --multi_gpu` train together over gloo (plain `accelerate launch
     --cpu` fans out only through mpirun)."""
-    import torch
-    from accelerate import PartialState
-
     return PartialState(cpu=not torch.cuda.is_available())
 
 
@@ -47,10 +42,9 @@ def placed_by_loader(model) -> bool:
                 or getattr(model, "hf_device_map", None))
 
 
-def make_optimizer(model, cfg: LoopConfig, device):
-    """AdamW over trainable parameters; matrices decay, norms and biases do not."""
-    import torch
-
+def make_optimizer(model, cfg: Any, device):
+    """AdamW over trainable parameters (`cfg`: the loop config's lr, betas, weight_decay); matrices decay, norms
+    and biases do not."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from llmcycle.errors import DataError
+from llmcycle.errors import ConfigError, DataError, first_line
+from llmcycle.infer.context import trim_tokens
 from llmcycle.modeldir.mask import IGNORE, Example, end_of_turn_markers, generation_mask, prefix_render_example, \
     tokenize_with_mask
 from llmcycle.records import check_chat, read_jsonl, split_path
@@ -93,7 +94,8 @@ def conversation_examples(tokenizer: Any, messages: list[dict[str, str]], where:
         first = members[-1] + 1
         if len(ex) > max_seq_len:
             stats.truncated_examples += 1
-            ex = Example(ex.input_ids[:max_seq_len], ex.labels[:max_seq_len])
+            ex = Example(trim_tokens(ex.input_ids, max_seq_len, keep="start"),
+                         trim_tokens(ex.labels, max_seq_len, keep="start"))
         if ex.trained_tokens == 0:
             stats.dropped_examples += 1
             continue

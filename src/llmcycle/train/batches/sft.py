@@ -16,6 +16,9 @@ from __future__ import annotations
 import random
 from typing import Any, Iterator
 
+import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
 from llmcycle.train.sft_data import IGNORE, Example
 
 LOOKAHEAD_BINS = 16
@@ -44,8 +47,6 @@ def pack(lengths: list[int], order: list[int], capacity: int) -> list[list[int]]
 
 def collate(examples: list[list[Example]], pad_id: int) -> dict[str, Any]:
     """Rows of packed examples -> input_ids, position_ids, keep (bool) and compact labels (see module doc)."""
-    import torch
-
     width = max(sum(len(e) for e in row) for row in examples)
     ids, pos, labels = [], [], []
     for row in examples:
@@ -93,9 +94,6 @@ def count_batches(examples: list[Example], batch_size: int, max_seq_len: int, pa
 
 def make_assistant_logits(model: Any):
     """Wrap a causal LM so `forward(input_ids, position_ids, keep)` returns logits at kept positions only."""
-    import torch
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-
     class AssistantLogits(torch.nn.Module):
         def __init__(self, inner: Any):
             super().__init__()
