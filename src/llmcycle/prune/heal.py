@@ -1,0 +1,23 @@
+"""Healing: a short LoRA fine-tune of the pruned model on the data dir, merged back into plain weights.
+
+Structured pruning removes capacity the remaining weights were tuned around; a few hundred adapter steps on real
+data recover much of the lost perplexity. This is the ordinary `finetune` stage run as a function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmcycle.loading import load_model
+from llmcycle.train.finetune import FinetuneConfig, FinetuneLoopConfig
+from llmcycle.train.finetune import run as finetune
+
+
+def heal(pruned_dir: Path, data_dir: Path, steps: int, seed: int, work: Path) -> Any:
+    """LoRA-train `steps` steps on DATA_DIR's chat records starting from PRUNED_DIR; the merged model (fp32)."""
+    has_val = (Path(data_dir) / "val.jsonl").is_file()
+    loop = FinetuneLoopConfig(max_steps=steps, eval_every=steps, save_every=steps, warmup_steps=min(5, steps - 1))
+    cfg = FinetuneConfig(method="lora", train=loop, seed=seed, val_split="val" if has_val else None)
+    adapter = finetune(cfg, data_dir, pruned_dir, work / "adapter")
+    return load_model(adapter, dtype="fp32", merge=True)
