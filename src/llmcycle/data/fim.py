@@ -6,7 +6,9 @@ training teaches the model to write the middle after seeing both sides:
     PSM: <fim_prefix>prefix<fim_suffix>suffix<fim_middle>middle
     SPM: <fim_prefix><fim_suffix>suffix<fim_middle>prefix middle     (the variant StarCoder trains on)
 
-The token names follow the StarCoder/SmolLM convention (SmolLM2's tokenizer has them as single tokens). A `rate`
+The token names follow the StarCoder convention. SmolLM2's tokenizer does not hold them (its ids 0-16 are the
+end-of-text, chat, repository and notebook markers) and its embedding has no spare rows: such a model has to grow
+its embedding before `ensure_fim_tokens` can add them; llmcycle's own tokenizers can be trained with them. A `rate`
 share of records is transformed (the rest stay left-to-right), each record's choice and cut points drawn from a
 generator seeded by (seed, record index), so a run is reproducible and independent of batching. Inference is the
 inverse: `infill_prompt(prefix, suffix)` is exactly what training put before the middle, and `extract_middle` cuts a
