@@ -30,6 +30,8 @@ class PruneConfig(StageConfig):
     calibration_length: int = Field(256, ge=8)
     calibration_split: str = "train"
     heal_steps: int = Field(0, ge=0)  # a short LoRA fine-tune on the data dir after structured pruning; 0: none
+    heal_batch_size: int = Field(4, ge=1)
+    heal_seq_len: int = Field(256, ge=16)  # short rows: a heal is minutes on a CPU, not an epoch
     seed: int = 0
 
     @field_validator("pattern")

@@ -10,14 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from llmcycle.loading import load_model
+from llmcycle.prune.config import PruneConfig
 from llmcycle.train.finetune import FinetuneConfig, FinetuneLoopConfig
 from llmcycle.train.finetune import run as finetune
 
 
-def heal(pruned_dir: Path, data_dir: Path, steps: int, seed: int, work: Path) -> Any:
-    """LoRA-train `steps` steps on DATA_DIR's chat records starting from PRUNED_DIR; the merged model (fp32)."""
+def heal(pruned_dir: Path, data_dir: Path, cfg: PruneConfig, work: Path) -> Any:
+    """LoRA-train `cfg.heal_steps` steps on DATA_DIR's chat records from PRUNED_DIR; the merged model (fp32)."""
+    steps = cfg.heal_steps
     has_val = (Path(data_dir) / "val.jsonl").is_file()
-    loop = FinetuneLoopConfig(max_steps=steps, eval_every=steps, save_every=steps, warmup_steps=min(5, steps - 1))
-    cfg = FinetuneConfig(method="lora", train=loop, seed=seed, val_split="val" if has_val else None)
-    adapter = finetune(cfg, data_dir, pruned_dir, work / "adapter")
+    loop = FinetuneLoopConfig(max_steps=steps, eval_every=steps, save_every=steps, warmup_steps=min(5, steps - 1),
+                              batch_size=cfg.heal_batch_size)
+    tune = FinetuneConfig(method="lora", train=loop, seed=cfg.seed, max_seq_len=cfg.heal_seq_len,
+                          val_split="val" if has_val else None)
+    adapter = finetune(tune, data_dir, pruned_dir, work / "adapter")
     return load_model(adapter, dtype="fp32", merge=True)

@@ -114,4 +114,4 @@ def heal_model(model: Any, tokenizer: Any, config: Any, data_dir: Path, cfg: Pru
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.heal-", dir=out.parent) as scratch:
         unhealed = Path(scratch) / "pruned"
         save_model(model, tokenizer, unhealed, config)
-        return heal(unhealed, data_dir, cfg.heal_steps, cfg.seed, Path(scratch))
+        return heal(unhealed, data_dir, cfg, Path(scratch))
