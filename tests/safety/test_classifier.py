@@ -38,7 +38,7 @@ def test_heldout_seed_prompts_are_separated():
     moderator = Moderator()
     caught = sum(moderator.check(e.text, "input").blocked for e in harmful) / len(harmful)
     false = sum(moderator.check(e.text, "input").blocked for e in benign) / len(benign)
-    # measured on the shipped model: 0.35 caught, 0.18 falsely blocked (the card's goal of 0.90 / 0.03 is not met
+    # measured on the shipped model: 0.36 caught, 0.17 falsely blocked (the card's goal of 0.90 / 0.03 is not met
     # on these hand-written prompts; see docs/safety-model-card.md); a broken or untrained model fails here
     assert caught >= 0.30 and false <= 0.25 and caught - false >= 0.10, (caught, false)
 
