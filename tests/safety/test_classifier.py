@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+import llmcycle.safety.classifier as classifier_module
 from llmcycle.errors import UserError
 from llmcycle.safety import Moderator, classify
 from llmcycle.safety.classifier import (ClassifierError, accuracy_summary, artifact_path, default_classifier, load,
@@ -82,3 +83,13 @@ def test_tampered_weights_fail_the_checksum(tmp_path):
     np.savez_compressed(tmp_path / "moderation.npz", **parts)
     with pytest.raises(ClassifierError, match="checksum"):
         load(tmp_path / "moderation.npz")
+
+
+def test_moderator_refuses_rather_than_allows_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(classifier_module, "artifact_path", lambda: tmp_path / "moderation.npz")
+    default_classifier.cache_clear()
+    try:
+        with pytest.raises(ClassifierError, match="not found"):
+            Moderator().check("hello there", "input")
+    finally:
+        default_classifier.cache_clear()
