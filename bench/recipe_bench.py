@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64, help="prompts per set (the eval's and gates' default)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/recipe_bench"))
     parser.add_argument("--note", default="")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file the run is appended to")
     parser.add_argument("--reuse", action="store_true", help="measure a variant already fine-tuned under --work")
     args = parser.parse_args()
     section = read_yaml(args.config).get("finetune") or {}
@@ -160,12 +161,12 @@ def main() -> None:
             print(line(name, decoding, m), flush=True)
             rows.append({"variant": name, "overrides": VARIANTS.get(name, {}), "decoding": decoding,
                          "settings": DECODINGS[decoding], "sft_seconds": round(seconds, 1), "loadavg": load, **m})
-    runs = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+    runs = json.loads(args.results.read_text()) if args.results.is_file() else []
     runs.append({"note": args.note, "run": str(args.run), "max_steps": args.max_steps, "cpus": os.cpu_count(),
                  "gate_prompts": len(gate_prompts), "distinct_gate_prompts": distinct,
                  "rows": rows})
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(runs, indent=1) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(runs, indent=1) + "\n")
 
 
 if __name__ == "__main__":
