@@ -45,3 +45,25 @@ def test_invalid_schema_names_the_problem(engine):
         engine.json_grammar({"type": "object", "properties": {"a": {"type": "nonsense"}}})
     with pytest.raises(GrammarError, match="must be an object"):
         engine.json_grammar(["not", "a", "schema"])
+
+
+def test_beam_search_refuses_a_grammar(engine):
+    settings = GenerationSettings(max_new_tokens=8, num_beams=2, grammar=engine.json_grammar())
+    with pytest.raises(GrammarError, match="num_beams"):
+        engine.generate(["hello there"], settings)
+
+
+def test_generate_json_schema_flag(cli, make_tiny_model, tmp_path):
+    model = make_tiny_model("llama")
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA), encoding="utf-8")
+    code, out, err = cli("generate", "--model", model, "--prompt", "hello there", "--max-new-tokens", "80",
+                         "--temperature", "0", "--json-schema", schema)
+    assert code == 0, err
+    jsonschema.validate(json.loads(out), SCHEMA)
+    schema.write_text('{"type": "object",\n "properties": {"a": {"type": 3}}}', encoding="utf-8")
+    code, _, err = cli("generate", "--model", model, "--prompt", "hi", "--json-schema", schema)
+    assert code == 2 and "schema.json: invalid JSON schema at properties/a/type" in err
+    schema.write_text('{"type": "object",\n oops}', encoding="utf-8")
+    code, _, err = cli("generate", "--model", model, "--prompt", "hi", "--json-schema", schema)
+    assert code == 2 and "schema.json: line 2: not valid JSON" in err and "Traceback" not in err

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Sequence
 
 import jsonschema
@@ -128,6 +129,31 @@ class Compiler:
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return grammar
+
+
+def read_schema(path: str | Path) -> dict:
+    """A JSON schema from a file (`generate --json-schema`), checked before any model loads."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GrammarError(f"{path}: cannot read the JSON schema ({exc.strerror or exc})") from None
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise GrammarError(f"{path}: line {getattr(exc, 'lineno', '?')}: not valid JSON: "
+                           f"{getattr(exc, 'msg', exc)}") from None
+    try:
+        check_schema(schema)
+    except GrammarError as exc:
+        raise GrammarError(f"{path}: {exc}") from None
+    return schema
+
+
+def refuse_beams(settings: Any) -> None:
+    """Beam search keeps no per-row parser state: a grammar with num_beams > 1 is refused, not ignored."""
+    if settings.grammar is not None and settings.num_beams > 1:
+        raise GrammarError("a JSON schema or grammar cannot be combined with num_beams > 1: use num_beams 1")
 
 
 def control_tokens(decoded_vocab: Sequence[bytes], vocab_size: int) -> torch.Tensor:

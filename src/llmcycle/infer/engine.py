@@ -16,7 +16,7 @@ from transformers import AutoConfig
 from llmcycle import modeldir
 from llmcycle.errors import DataError
 from llmcycle.infer.beam import beam_search
-from llmcycle.infer.constrain import Compiler, Grammar
+from llmcycle.infer.constrain import Compiler, Grammar, refuse_beams
 from llmcycle.infer.context import fit_prompt, model_context
 from llmcycle.infer.decode import Completion, DecodeRun, HFBackend, Row, streamable_length
 from llmcycle.infer.fast_llama import FastLlama
@@ -167,6 +167,7 @@ class Engine:
             owner: str = "model") -> GenerationSettings:
         """`settings` fitted to what the longest prompt leaves of `context` (the model's by default): the
         one prompt check of chat, generate, eval and serve (see infer.context)."""
+        refuse_beams(settings)
         return fit_prompt(prompts, settings, context or self.context_length, owner)
 
     def _generate_batch(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> list[Completion]:
