@@ -163,3 +163,29 @@ def test_unparsable_calls_stay_content():
         assert parse_reply(text, ["f"]) is None
     parsed = parse_reply('thinking <tool_call>{"name": "f", "arguments": "{\\"x\\": 2}"}', ["f"])
     assert parsed.content == "thinking" and json.loads(parsed.calls[0]["function"]["arguments"]) == {"x": 2}
+
+
+def test_constrained_and_plain_rows_share_the_batch(live_server):
+    """Concurrent requests, half under a schema: each constrained reply validates and each plain reply is exactly
+    what the engine decodes alone (no mask leaks into a neighbouring row)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmcycle.infer import GenerationSettings
+
+    client = live_server.client()
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+
+    def ask(i: int):
+        extra = {"response_format": fmt} if i % 2 else {}
+        return client.chat.completions.create(model="", messages=HELLO, max_tokens=48, temperature=0, **extra)
+
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(ask, range(6)))
+    engine = live_server.state.host.current.engine
+    [alone] = engine.chat([HELLO], GenerationSettings(max_new_tokens=48, temperature=0))
+    for i, reply in enumerate(replies):
+        text = reply.choices[0].message.content
+        if i % 2:
+            jsonschema.validate(json.loads(text), SCHEMA)
+        else:
+            assert text == alone.text
