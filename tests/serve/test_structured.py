@@ -189,3 +189,15 @@ def test_constrained_and_plain_rows_share_the_batch(live_server):
             jsonschema.validate(json.loads(text), SCHEMA)
         else:
             assert text == alone.text
+
+
+def test_text_completions_and_n_follow_the_schema(live_server):
+    client = live_server.client()
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+    text = client.completions.create(model="", prompt="hello there", max_tokens=64, temperature=0,
+                                     extra_body={"response_format": fmt})
+    jsonschema.validate(json.loads(text.choices[0].text), SCHEMA)
+    chat = client.chat.completions.create(model="", messages=HELLO, max_tokens=64, temperature=1.0, seed=5, n=3,
+                                          response_format=fmt)
+    for choice in chat.choices:  # every choice, not only the first, decodes under the grammar
+        jsonschema.validate(json.loads(choice.message.content), SCHEMA)

@@ -100,7 +100,7 @@ def prepare(kind: str, request: Any, served: Served, cfg: Any, moderator: Modera
     if decision.blocked:
         job.refusal = decision
         return job
-    structured = plan(request, engine) if kind == "chat" else None
+    structured = plan(request, engine)
     try:
         if kind == "chat":
             job.prompt_ids = engine.encode_chat(messages, structured.tools)
@@ -108,6 +108,7 @@ def prepare(kind: str, request: Any, served: Served, cfg: Any, moderator: Modera
             job.tool_names = structured.tool_names
         else:
             job.prompt_ids = engine.encode_prompt(decision.text)
+            job.settings = settings.replace(grammar=structured.grammar)
     except UserError as exc:
         raise APIError(400, str(exc), "messages" if kind == "chat" else "prompt") from None
     except Exception as exc:  # noqa: BLE001 - a chat template that rejects this conversation (e.g. role order)
@@ -126,7 +127,8 @@ def start(job: Job, loop: Any, cfg: Any) -> None:
         for index in range(job.n):
             settings = job.settings if index == 0 else build_settings(job.request, job.served, cfg, index)
             if index and job.kind == "chat":
-                settings = job.served.engine.chat_settings(settings).replace(grammar=job.settings.grammar)
+                settings = job.served.engine.chat_settings(settings)
+            settings = settings.replace(grammar=job.settings.grammar)
             job.handles.append(job.served.scheduler.submit(job.prompt_ids, settings, job.request.logprob_count,
                                                            loop))
     except QueueFull as exc:

@@ -139,6 +139,7 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
         yield b"data: [DONE]\n\n"
         return
     guards = [OutputGuard(moderator) for _ in range(job.n)]
+    held: list[list[Piece]] = [[] for _ in range(job.n)]
     tokens = 0
     async for index, event in events(job):
         guard = guards[index]
@@ -148,16 +149,20 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
         if isinstance(event, Piece):
             if job.first_token is None:
                 job.first_token = time.perf_counter()
+            if job.tool_names:  # a reply that may be a tool call is judged and sent whole, once it can be parsed
+                held[index].append(event)
+                continue
             text = guard.feed(event.text, event.logprobs if want_logprobs else ())
-            if job.tool_names:
-                continue  # a reply that may be a tool call is sent whole, once it can be parsed
             entries = guard.ready_logprobs()
             if text or entries:
                 yield sse(_delta_chunk(job, index, text, None, entries or None))
             if guard.blocked is not None:
                 job.handles[index].cancel()  # stop generating what will not be shown
             continue
-        rest = guard.feed("", final=True) if guard.blocked is None else ""
+        pending = held[index]  # empty unless tools are on
+        rest = guard.feed("".join(p.text for p in pending),
+                          [e for p in pending for e in p.logprobs] if want_logprobs else (),
+                          final=True) if guard.blocked is None else ""
         entries = guard.ready_logprobs()
         reason = finish_reason(event, guard)
         if job.tool_names:

@@ -124,6 +124,7 @@ class Sampling(Loose):
     repetition_penalty: Optional[float] = knob("repetition_penalty")
     no_repeat_ngram_size: Optional[int] = knob("no_repeat_ngram_size")
     min_tokens: Optional[int] = knob("min_new_tokens")
+    response_format: Optional[ResponseFormat] = None
 
     @field_validator("stop")
     @classmethod
@@ -155,7 +156,6 @@ class ChatRequest(Sampling):
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
-    response_format: Optional[ResponseFormat] = None
     tools: Optional[list[Tool]] = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
 

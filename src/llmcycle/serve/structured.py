@@ -24,7 +24,7 @@ class Plan:
 
 def plan(request: Any, engine: Any) -> Plan:
     out = Plan()
-    mode = _tool_mode(request)
+    mode = _tool_mode(request) if hasattr(request, "tools") else "off"  # text completions take no tools
     if mode != "off":
         if not supports_tools(engine.tokenizer):
             raise APIError(400, "this model's chat template has no tool support: send the request without tools",
