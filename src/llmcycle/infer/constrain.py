@@ -77,7 +77,10 @@ class Compiler:
     def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]):
         try:
             import xgrammar
-
+        except ImportError:
+            raise GrammarError("constrained decoding needs xgrammar: pip install --no-deps xgrammar apache-tvm-ffi "
+                               "(or `pip install 'llmcycle[structured]'`)") from None
+        try:
             info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
                                                            stop_token_ids=list(stop_ids) or None)
             self._compiler = xgrammar.GrammarCompiler(info, max_threads=1, cache_enabled=False)
