@@ -96,3 +96,12 @@ def test_moderator_refuses_rather_than_allows_without_weights(tmp_path, monkeypa
             Moderator().check("hello there", "input")
     finally:
         default_classifier.cache_clear()
+
+
+def test_fragments_too_short_to_decide_are_never_hazards():
+    """A streamed reply is moderated from its first piece: a fragment such as "<t" (the start of "<tool_call>") or
+    "I" must not be blocked as a hazard."""
+    from llmcycle.safety import classify
+
+    for fragment in ("<t", "I", "<tool", "I am", "{\""):
+        assert not [h for h in classify(fragment) if h.category != "S7"], fragment
