@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmcycle.cli.common import SetOpt
+from llmcycle.cli.common import SetOpt, run_config_help
 from llmcycle.registry import CORE, stages_help
 
 
@@ -15,11 +15,10 @@ def register(app: typer.Typer) -> None:
     @app.command("run", help=f"Run {' -> '.join(CORE)} (and any opt-in stage the config names), skipping what is "
                  "up to date and resuming what was killed.")
     def run_command(
-        config: Annotated[str, typer.Option("--config", "-c", help="Run config: a YAML file or a preset name "
-                                            "(tiny, default, phi3-lora).")] = "default",
+        config: Annotated[str, typer.Option("--config", "-c", help=run_config_help("Run config"))] = "default",
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/NAME).")] = None,
         sets: SetOpt = None,
-        stages: Annotated[Optional[str], typer.Option(help=stages_help())] = None,
+        stages: Annotated[Optional[str], typer.Option("--stages", help=stages_help())] = None,
         force: Annotated[bool, typer.Option("--force", help="Rerun stages even when up to date.")] = False,
     ) -> None:
         from llmcycle.config import load_config
