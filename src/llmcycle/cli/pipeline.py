@@ -9,6 +9,7 @@ import typer
 
 from llmcycle.cli.common import SetOpt, run_config_help
 from llmcycle.registry import CORE, stages_help
+from llmcycle.report import final_lines
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +28,7 @@ def register(app: typer.Typer) -> None:
         flags = {"stages": [s.strip() for s in stages.split(",") if s.strip()]} if stages else {}
         cfg = load_config(RunConfig, config, sets or [], **flags)
         run_dir = out or Path("runs") / cfg.name
-        results = run(cfg, run_dir, force=force)
-        model = next((r.out for r in reversed(results) if r.stage in ("merge", "finetune", "pretrain")), None)
+        results = run(cfg, run_dir, force=force, config_ref=config)
         typer.echo(f"report: {run_dir / 'report.md'}")
-        if model is not None:
-            typer.echo(f"chat:   llmcycle chat --model {model} -c {config}")
+        for line in final_lines([r.out for r in results], config):
+            typer.echo(line)
