@@ -215,13 +215,16 @@ def _eval_data(stages: dict[str, tuple[Path, dict[str, Any]]]):
 def run_verdicts(outs: list[Path]) -> list[str]:
     """One line per stage saying what it did; eval and gates in words (better / worse / promoted ...)."""
     stages = _manifests(outs)
-    verdicts = [v for stage, (_, m) in stages.items() if (v := stage_verdict(stage, m))]
-    evaluated = _eval_data(stages)
-    if evaluated is not None:
-        verdicts += eval_verdict(evaluated[1], evaluated[2])
-    if "gates" in stages:
-        decision, failed = gate_decision(stages["gates"][0])
-        verdicts.append(f"- gates: the aligned model was **{decision}**" + _failed(failed) + ".")
+    verdicts: list[str] = []
+    for stage, (out, manifest) in stages.items():  # in the run's order
+        if stage == "eval":
+            evaluated = _eval_data(stages)
+            verdicts += eval_verdict(evaluated[1], evaluated[2]) if evaluated is not None else []
+        elif stage == "gates":
+            decision, failed = gate_decision(out)
+            verdicts.append(f"- gates: the aligned model was **{decision}**" + _failed(failed) + ".")
+        elif (line := stage_verdict(stage, manifest)) is not None:
+            verdicts.append(line)
     return verdicts
 
 
