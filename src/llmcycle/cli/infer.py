@@ -36,6 +36,8 @@ Stop = Annotated[Optional[List[str]], typer.Option("--stop", help="Stop string (
 StopIds = Annotated[Optional[List[int]], typer.Option("--stop-token-id", help="Stop token id (repeatable).",
                                                       rich_help_panel=Knob)]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.", rich_help_panel=Knob)]
+JsonSchema = Annotated[Optional[Path], typer.Option("--json-schema", help="JSON schema file: every reply is JSON "
+                                                   "valid under it (grammar-constrained decoding).")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, fp32, bf16, fp16.")]
 Quant = Annotated[Optional[str], typer.Option("--quantize", help="Weight-only quantization: bf16, int8, int4 or int4:GROUP (32|64|128).")]
@@ -105,10 +107,11 @@ def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None,
              num_beams: Beams = None, length_penalty: LenPen = None, do_sample: Sample = None, stop: Stop = None,
              stop_token_id: StopIds = None, seed: Seed = None, device: Device = None, dtype: Dtype = None,
              quantize: Quant = None, threads: Threads = None, fast: Fast = None,
-             batch_size: BatchSize = None) -> None:
+             batch_size: BatchSize = None, json_schema: JsonSchema = None) -> None:
     """Generate for one --prompt (printed) or every line of --input (written to --out)."""
     from llmcycle.errors import ConfigError
     from llmcycle.infer.batch import generate_file
+    from llmcycle.infer.constrain import read_schema
 
     if (prompt is None) == (input is None):
         raise ConfigError("give exactly one of --prompt TEXT or --input FILE.jsonl")
@@ -126,8 +129,11 @@ def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None,
         from llmcycle.infer.batch import read_requests
 
         read_requests(input)  # bad input fails before the model loads
+    schema = read_schema(json_schema) if json_schema is not None else None
     engine = _engine(cfg)
     settings = cfg.settings_for(engine)
+    if schema is not None:
+        settings = settings.replace(grammar=engine.json_grammar(schema))
     if prompt is not None:
         [completion] = engine.generate([prompt], settings)
         print(completion.text)
