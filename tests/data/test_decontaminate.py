@@ -101,3 +101,35 @@ def test_a_copied_test_conversation_is_found_and_a_shared_task_prompt_is_not():
              chat("hello?", "hi! I can't see my chats either, can you?")]
     report = find_contamination(train, [records_set("test_split", test)])
     assert report.records == [0] and report.flagged[0] == ["test_split:0 (near copy)"]
+
+
+def test_the_index_saved_to_the_cache_dir_finds_the_same_items_and_new_words_do_not_collide(tmp_path):
+    from llmcycle.data.decontaminate import EvalIndex
+    from llmcycle.data.shipped_index import load, save
+
+    built = EvalIndex(EVAL)
+    save(built, ["gsm8k: not installed"], tmp_path / "index")
+    loaded, skipped = load(tmp_path / "index")
+    records = PLANTED + CLEAN
+    assert loaded.check(records).flagged == built.check(records).flagged
+    assert skipped == ("gsm8k: not installed",)
+    fresh = loaded.vocab.encode(["zebra", "quokka"])  # words no eval text has: codes unlike any eval word's
+    assert not set(fresh.tolist()) & set(loaded.vocab.codes[:len(loaded.vocab.ids) - 2].tolist())
+
+
+def test_the_shipped_index_is_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from llmcycle.data import shipped_index as cache
+
+    monkeypatch.setenv("LLMCYCLE_CACHE", str(tmp_path))
+    built = []
+    monkeypatch.setattr(cache, "benchmark_sets", lambda names: (built.append(names) or EVAL, []))
+    cache.shipped_index.cache_clear()
+    try:
+        first, _ = cache.shipped_index(("arc_easy",))
+        cache.shipped_index.cache_clear()
+        second, _ = cache.shipped_index(("arc_easy",))
+    finally:
+        cache.shipped_index.cache_clear()
+    assert built == [("arc_easy",)]  # the second process-level call read the files
+    assert len(list((tmp_path / "decontam").glob("*.npz"))) == 1
+    assert second.check(PLANTED).flagged == first.check(PLANTED).flagged
