@@ -41,6 +41,12 @@ def test_eval_with_a_judge_writes_the_judged_table(make_tiny_model, uniform_mode
     assert judged["n"] == 4 and judged["wins"] + judged["ties"] + judged["losses"] == 4
     assert judged["ci95"][0] <= judged["win_rate"] <= judged["ci95"][1]
     assert "Judged comparisons" in (out / "report.md").read_text()
+    record = read_manifest(out, "eval")["reproducibility"]
+    assert {"torch", "transformers", "llmcycle"} <= set(record["packages"]) and record["torch_threads"] >= 1
+    assert record["seed"] == 0 and record["generation"]["max_new_tokens"] == SMALL["max_new_tokens"]
+    assert set(record["dtypes"]) == {model.name, uniform_model_dir.name}
+    assert set(record["data"]) == {"train.jsonl", "val.jsonl", "test.jsonl"}
+    assert all(len(h) == 64 for h in record["models"][model.name].values()) and record["models"][model.name]
 
 
 def test_eval_judge_errors_are_one_line_and_write_nothing(make_tiny_model, chat_data_dir, tmp_path, capsys):

@@ -192,8 +192,8 @@ def model_names(paths: Sequence[str]) -> list[str]:
     return names
 
 
-def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
-                   timings: dict[str, float]) -> tuple[dict[str, float], list]:
+def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig, timings: dict[str, float],
+                   dtypes: dict[str, str]) -> tuple[dict[str, float], list]:
     """Load one model through the engine and run every task on it; seconds per step go into `timings`."""
     import torch
 
@@ -205,6 +205,8 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
     start = time.perf_counter()
     engine = Engine.load(path, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize)
     timings["load"] = round(time.perf_counter() - start, 3)
+    dtypes[name] = str(getattr(engine.model, "dtype", cfg.dtype)).replace("torch.", "") + (
+        f" ({cfg.quantize})" if cfg.quantize else "")
     subject = Subject(name, str(path), engine)
     metrics: dict[str, float] = {}
     samples: list[dict[str, Any]] = []
@@ -275,6 +277,7 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
         compare: Sequence[str | Path] = ()) -> Path:
     """The `eval` stage: MODEL (and every COMPARE model) on DATA_DIR's test split and the shipped probes -> OUT."""
     from llmcycle.evaluate.report import write_all
+    from llmcycle.evaluate.reproduce import record
     from llmcycle.evaluate.safety import FLAGGER_NOTE
     from llmcycle.loading import check_exists
 
@@ -299,10 +302,10 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
         inputs["data"] = str(data_dir)
     inputs.update({f"compare_{i + 1}": p for i, p in enumerate(paths[1:])})
     with open_artifact(out, "eval", to_dict(cfg), inputs) as art:
-        metrics, samples, timings = {}, {}, {}
+        metrics, samples, timings, dtypes = {}, {}, {}, {}
         for name, path in zip(names, paths):
             timings[name] = {}
-            values, rows = evaluate_model(name, path, tasks, cfg, timings[name])
+            values, rows = evaluate_model(name, path, tasks, cfg, timings[name], dtypes)
             metrics[name], samples[name] = finite(values), rows
         charts = write_all(art.dir, metrics, dict(zip(names, paths)), samples, notes)
         if cfg.tasks:
@@ -313,6 +316,8 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
         judged = write_judged(art.dir, judge, samples, names[0]) if judge is not None else {}
         art.metrics = metrics
         art.extra = {"models": dict(zip(names, paths)), "main_model": names[0], "charts": charts,
-                     "timings": timings, "comparisons": comparisons, "judged": judged}
+                     "timings": timings, "comparisons": comparisons, "judged": judged,
+                     "reproducibility": record(settings_for(cfg), cfg.seed, dict(zip(names, paths)), dtypes, data_dir,
+                                               [t.name for t in tasks])}
     say(f"eval: wrote {Path(out) / 'report.md'}")
     return Path(out)
