@@ -56,6 +56,8 @@ def test_a_near_tie_is_inconclusive_and_says_how_many_prompts_would_decide_it():
     assert decision == "inconclusive" and win["status"] == "inconclusive"
     assert win["ci95"][0] < 0.5 < win["ci95"][1] and win["needed_prompts"] > 64
     assert "34 won" in win["why"] and f"about {win['needed_prompts']} prompts" in win["why"]
+    rows, decision = gates_for(VARIED[::-1], Planted(set(), ties=set(range(64))))  # the judge cannot tell them apart
+    assert decision == "inconclusive" and rows["win_rate"]["status"] == "inconclusive"
 
 
 def test_a_clear_win_is_promoted():

@@ -69,7 +69,7 @@ def win_gate(name: str, result: dict[str, Any], threshold: float) -> dict[str, A
     numbers = (f"{rate:.3f} [{lo:.3f}, {hi:.3f}] on {n} prompts ({result['wins']} won, {result['ties']} tied, "
                f"{result['losses']} lost) under {result['judge']}")
     extra = {"ci95": [lo, hi], "n": n, "judge": result["judge"]}
-    if lo >= threshold:
+    if lo >= threshold and (rate > threshold or threshold == 0):  # all ties: an interval of one point, no win
         return row(name, PASS, rate, 1 - rate, f"lower bound >= {threshold}", numbers, **extra)
     if hi < threshold:
         return row(name, FAIL, rate, 1 - rate, f"lower bound >= {threshold}", numbers + "; upper bound below",
