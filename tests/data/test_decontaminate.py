@@ -134,6 +134,10 @@ def test_the_shipped_index_is_built_once_then_read_from_the_cache(tmp_path, monk
         cache.shipped_index.cache_clear()
     assert built == [("arc_easy",)]  # the second process-level call read the files
     assert len(list((tmp_path / "decontam").glob("*.npz"))) == 1
+    for i in range(4):  # older indexes beyond the newest few are removed
+        cache.save(first, [], tmp_path / "decontam" / f"old{i}")
+    cache.prune(tmp_path / "decontam", keep=2)
+    assert len(list((tmp_path / "decontam").glob("*.npz"))) == 2 == len(list((tmp_path / "decontam").glob("*.json")))
     assert second.check(PLANTED).flagged == first.check(PLANTED).flagged
 
 

