@@ -169,7 +169,8 @@ class Contamination:
 
 
 class EvalIndex:
-    """The eval side, built once and checked against any number of training sets (the data stage caches it)."""
+    """The eval side, built once and checked against any number of training sets (`shipped_index` keeps the shipped
+    sets' one on disk)."""
 
     def __init__(self, eval_sets: Sequence[EvalSet], cfg: DecontamConfig = DecontamConfig()) -> None:
         self.cfg = cfg
