@@ -89,3 +89,12 @@ def test_perplexity_fails_only_when_significantly_worse():
     assert rows["perplexity"]["status"] == "fail" and decision == "reject"
     rows, _ = gates_for(VARIED[::-1], clear, nll_scale=1.0)
     assert rows["perplexity"]["status"] == "pass" and rows["perplexity"]["ci95"][0] < 0 < rows["perplexity"]["ci95"][1]
+
+
+def test_a_second_judge_of_another_kind_must_agree():
+    cand, cur = model(VARIED[::-1], seed=1), model(VARIED)
+    wins = [head_to_head(j, PROMPTS, cand["replies"], cur["replies"])
+            for j in (Planted(set(range(52))), Planted(set(range(20))))]
+    rows = {r["gate"]: r for r in decide(cand, cur, wins, GateConfig())}
+    assert rows["win_rate"]["status"] == "pass" and rows["win_rate_second_judge"]["status"] == "fail"
+    assert verdict(list(rows.values())) == "reject"
