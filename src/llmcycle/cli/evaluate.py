@@ -38,6 +38,7 @@ def eval_command(
     judge: Optional[str] = typer.Option(None, "--judge", help="Judge the main model's replies against each --compare "
                                         "model's: a reward model dir, a local model dir or GGUF, or an "
                                         "OpenAI-compatible URL (e.g. http://127.0.0.1:8000/v1)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ... (default cpu)."),
     allow_unsafe_exec: bool = typer.Option(False, "--allow-unsafe-exec", help="Run generated code (HumanEval) "
                                            "even where this machine cannot isolate it (no Linux namespaces)."),
     config: ConfigOpt = None,
@@ -58,7 +59,7 @@ def eval_command(
         return
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     cfg = load_config(EvalConfig, config, sets or [], section="eval", tasks=names, shots=shots, limit=limit,
-                      quantize=quantize, allow_unsafe_exec=allow_unsafe_exec or None, judge=judge)
+                      quantize=quantize, device=device, allow_unsafe_exec=allow_unsafe_exec or None, judge=judge)
     if data is None and not cfg.tasks:
         raise ConfigError("--data is required unless --tasks names benchmarks to run")
     result = run(cfg, model, data, out, compare=compare or [])

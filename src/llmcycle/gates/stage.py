@@ -36,6 +36,9 @@ from llmcycle.train import reward
 from llmcycle.train.reward import RewardConfig
 
 
+DECISIONS = {"promote": "promoted", "reject": "rejected", "inconclusive": "inconclusive"}  # as the run report words it
+
+
 class GatesStageConfig(StageConfig):
     """The run's `gates` stage: a judge trained on rated chats disjoint from the ranker's, then the gates."""
 
@@ -144,7 +147,8 @@ def gate_candidate(gates_cfg: GateConfig, current: str, cand_dir: str, data_dir:
     gates = decide(cand, cur, wins, gates_cfg, judge_record(judge), manifest_metrics(trained, "align"))
     decision = verdict(gates)
     blocking = [g["gate"] for g in gates if g["status"] != PASS]
-    atomic_write_json(art.dir / "gates.json", {"gates": gates, "verdict": decision, "promoted": decision == "promote",
+    atomic_write_json(art.dir / "gates.json", {"gates": gates, "verdict": decision, "decision": DECISIONS[decision],
+                                               "promoted": decision == "promote",
                                                "judges": [{k: v for k, v in w.items() if k != "verdicts"}
                                                           for w in wins]})
     (art.dir / "report.md").write_text(report_md(gates, decision, shown_candidate or cand_dir, current))
