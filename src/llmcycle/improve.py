@@ -92,11 +92,12 @@ def run(cfg: ImproveConfig, out: str | Path, model: Optional[str] = None, pointe
         judge = judge or made["reward"]
         cand_dir = made.get("merge") or candidate or made["align"]
         final_candidate = _shown(cand_dir, art)
-        gates, failed, win = gate_candidate(cfg.gates, current, cand_dir, data_dir, judge, art, final_candidate)
+        gates, failed, win = gate_candidate(cfg.gates, current, cand_dir, data_dir, judge, art, final_candidate,
+                                            made.get("align"))
         art.extra = {"candidate": final_candidate, "judge": _shown(judge, art)}
     if not failed and pointer is not None:
         promote(Path(pointer), final_candidate)
-    verdict = "promoted" if not failed else f"rejected (failed gate: {', '.join(failed)})"
+    verdict = "promoted" if not failed else f"not promoted (gates not passed: {', '.join(failed)})"
     say(f"improve: {attempt.name} {verdict}; win rate {win:.2f}; report {attempt / 'report.md'}")
     return {"attempt": attempt, "promoted": not failed, "failed": failed, "candidate": final_candidate}
 

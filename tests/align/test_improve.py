@@ -19,7 +19,9 @@ def improve_config():
         judge={"train": {"max_steps": 30, "batch_size": 8, "lr": 3e-3, "warmup_steps": 0, "eval_every": 30,
                          "save_every": 30}, "max_seq_len": 64},
         gates={"max_prompts": 16, "max_ppl_records": 16, "max_safety_prompts": 4, "max_bias_pairs": 4,
-               "max_new_tokens": 8, "max_bias_increase": 1.0})
+               "max_new_tokens": 8, "max_bias_increase": 1.0,
+               # 12 DPO steps on a tiny model narrow its 8-token replies: the loop's plumbing is under test here
+               "max_stock_share": 1.0, "min_distinct_ratio": 0.0})
 
 
 @pytest.fixture(scope="module")
@@ -83,4 +85,4 @@ def test_a_planted_bad_candidate_is_rejected_and_the_pointer_kept(first_attempt,
     assert "perplexity" in second["failed"]
     assert second["attempt"].name == "attempt-002"
     assert pointer.read_text() == served
-    assert "**no**" in (second["attempt"] / "report.md").read_text()
+    assert "**fail**" in (second["attempt"] / "report.md").read_text()
