@@ -100,9 +100,11 @@ def create_app(cfg: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         _load_in_background(state)
         yield
-        state.host.stop()
+        log.info("shutting down: %d streams open", state.streams)
+        await asyncio.to_thread(state.host.stop)
         if state.store is not None:
             state.store.close()
+        log.info("shut down")
 
     app = FastAPI(title="llmcycle", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.llm = state

@@ -83,12 +83,13 @@ class ModelHost:
             self._watcher = threading.Thread(target=self._watch, name="llmcycle-watch", daemon=True)
         if not path:
             raise ConfigError("no model: pass --model DIR or --watch POINTER")
-        self.load(path)
+        self.load(path, "startup")
         if self._watcher is not None:
             self._watcher.start()
 
-    def load(self, path: str) -> Served:
+    def load(self, path: str, cause: str = "admin reload") -> Served:
         """Load `path` and make it current; the previous model drains in the background."""
+        log.info("loading %s (%s)", path, cause)
         with self._lock:
             self.loading = True
             try:
@@ -101,7 +102,9 @@ class ModelHost:
                                                      time.time())
         if old is not None:
             threading.Thread(target=old.scheduler.close, name="llmcycle-drain", daemon=True).start()
-            log.info("serving %s (was %s)", path, old.path)
+            log.info("serving %s (%s); draining %s", path, cause, old.path)
+        else:
+            log.info("serving %s (%s)", path, cause)
         return self.current
 
     def _watch(self) -> None:
@@ -117,13 +120,17 @@ class ModelHost:
             try:
                 target = read_pointer(pointer)
                 if self.current is None or target != self.current.path:
-                    self.load(target)
+                    self.load(target, f"{pointer} changed")
             except (UserError, OSError) as exc:  # a bad promotion keeps the old model serving
                 log.error("model swap from %s failed: %s", pointer, exc)
             except Exception as exc:  # noqa: BLE001 - the watcher must survive a broken model dir
                 log.error("model swap from %s failed: %s: %s", pointer, type(exc).__name__, exc)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Shutdown: the requests still in flight (past the server's drain) are cancelled and the scheduler ends."""
         self._stop.set()
         if self.current is not None:
-            self.current.scheduler.close(wait=False)
+            cancelled = self.current.scheduler.cancel_all()
+            if cancelled:
+                log.warning("shutdown: cancelling %d requests still in flight", cancelled)
+            self.current.scheduler.close(wait=True, timeout=timeout)
