@@ -124,3 +124,31 @@ def test_shutdown_drains_then_cancels_what_is_in_flight(start_live, make_tiny_mo
     except (httpx.HTTPError, openai.APIError):
         pass
     assert received < 4000  # cancelled, not run to its end
+
+
+def test_a_request_failing_at_prefill_fails_alone(live_server, monkeypatch):
+    original = continuous.Sequence_.choose
+
+    def choose(self, logits):
+        if self.settings.seed == POISON:
+            raise ValueError("poisoned prompt")
+        return original(self, logits)
+
+    monkeypatch.setattr(continuous.Sequence_, "choose", choose)
+    client = live_server.client()
+    outcomes: list = [None] * 4
+
+    def ask(i: int) -> None:
+        try:
+            outcomes[i] = client.chat.completions.create(model="", messages=ASK, max_tokens=8, temperature=1.0,
+                                                         seed=POISON if i == 0 else i)
+        except openai.APIStatusError as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes[0].status_code == 500 and "poisoned prompt" in outcomes[0].body["message"]
+    assert all(o.choices[0].finish_reason in ("length", "stop") for o in outcomes[1:])
