@@ -17,6 +17,8 @@ from llmcycle.artifacts import atomic_write_json
 from llmcycle.errors import DataError
 from llmcycle.evaluate.judges import Judge, Pair, load_judge
 from llmcycle.evaluate.stats import sign_test, win_rate_interval
+from llmcycle.data.sources.feedback import feedback_records
+from llmcycle.train.reward import RewardConfig, split_pairs
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,6 @@ def balanced(chosen_rejected: Sequence[tuple[list, list]], seed: int) -> list[Pa
 
 def data_dir_pairs(cfg: HumanPairsConfig) -> list[tuple[list, list]]:
     """(chosen, rejected) conversations of a data dir split, built as the reward stage builds them."""
-    from llmcycle.train.reward import RewardConfig, split_pairs
-
     reward_cfg = RewardConfig(min_rating_gap=cfg.min_rating_gap, pairs_per_record=cfg.pairs_per_record,
                               record_offset=cfg.record_offset, record_stride=cfg.record_stride, seed=cfg.seed)
     return split_pairs(cfg.data_dir, cfg.split, reward_cfg, None)
@@ -54,8 +54,6 @@ def data_dir_pairs(cfg: HumanPairsConfig) -> list[tuple[list, list]]:
 
 def feedback_pairs(db: str | Path) -> list[tuple[list, list]]:
     """(prompt + chosen, prompt + rejected) of the feedback store's pairwise choices."""
-    from llmcycle.data.sources.feedback import feedback_records
-
     records = [r for r in feedback_records(Path(db)) if "chosen" in r]
     if not records:
         raise DataError(f"{db}: the feedback database holds no pairwise choices (thumbs alone make no pairs)")

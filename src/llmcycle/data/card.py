@@ -10,6 +10,7 @@ from typing import Any
 
 from llmcycle.artifacts import atomic_write_json, atomic_write_text
 from llmcycle.data.example import Example, SourceData, StepReport
+from llmcycle.plots import histograms
 
 HISTOGRAM = "card_lengths.png"
 
@@ -110,7 +111,6 @@ def contamination_markdown(section: dict[str, Any] | None) -> list[str]:
 
 
 def write_card(root: Path, card: dict[str, Any], splits: dict[str, list[Example]]) -> None:
-    from llmcycle.plots import histograms
 
     lengths = {name: [record_words(e) for e in examples] for name, examples in splits.items()}
     cap = max(1, percentile(sorted(w for ws in lengths.values() for w in ws), 0.99))  # a few huge records

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from llmcycle.errors import UserError
+from llmcycle.records import load_split
 
 
 @dataclass
@@ -53,7 +54,7 @@ def answer_of(item: Any) -> str:
 
 def benchmark_set(name: str, root: str | Path | None = None) -> EvalSet:
     """One benchmark's items (scored and few-shot) read through its llmcycle loader."""
-    from llmcycle.evaluate.bench import _specs
+    from llmcycle.evaluate.bench import _specs  # lazy: the benchmark package pulls in torch
 
     split = _specs()[name].loader(root=root)
     items, questions = [], {}
@@ -68,7 +69,7 @@ def benchmark_set(name: str, root: str | Path | None = None) -> EvalSet:
 def benchmark_sets(names: Sequence[str] | None = None, root: str | Path | None = None
                    ) -> tuple[list[EvalSet], list[str]]:
     """The benchmarks whose data is installed (all of them unless `names`), and a note for each one skipped."""
-    from llmcycle.evaluate.bench import TASK_NAMES, check_names
+    from llmcycle.evaluate.bench import TASK_NAMES, check_names  # lazy: pulls in torch
 
     if names is not None:
         check_names(list(names))
@@ -83,6 +84,7 @@ def benchmark_sets(names: Sequence[str] | None = None, root: str | Path | None =
 
 def probe_sets() -> list[EvalSet]:
     """The shipped safety prompts and bias pairs, which the eval stage puts to every model."""
+    # lazy: the evaluate package pulls in torch; checking records alone stays light
     from llmcycle.evaluate.bias import load_pairs
     from llmcycle.evaluate.safety import load_prompts
 
@@ -99,8 +101,6 @@ def records_set(name: str, records: Iterable[dict[str, Any]]) -> EvalSet:
 
 def test_split_set(data_dir: str | Path) -> EvalSet | None:
     """The data dir's test split, or None when it has none."""
-    from llmcycle.records import load_split
-
     if not (Path(data_dir) / "test.jsonl").is_file():
         return None
     return records_set("test_split", load_split(data_dir, "test"))

@@ -20,6 +20,7 @@ from llmcycle.data.split import leaked_groups, split_examples
 from llmcycle.errors import DataError
 from llmcycle.progress import say
 from llmcycle.records import write_jsonl
+from llmcycle.data.augment import counterfactual
 
 Step = Callable[[list[Example], DataConfig], tuple[list[Example], StepReport]]
 
@@ -99,8 +100,6 @@ def prepare(cfg: DataConfig) -> Prepared:
     splits = split_examples(examples, cfg)
     timings["split"] = round(time.perf_counter() - start, 3)
     if cfg.counterfactual != "off":
-        from llmcycle.data.augment import counterfactual
-
         start = time.perf_counter()
         splits["train"], report = counterfactual(splits["train"], cfg.counterfactual, cfg.seed)
         timings["counterfactual"] = round(time.perf_counter() - start, 3)
@@ -108,6 +107,7 @@ def prepare(cfg: DataConfig) -> Prepared:
         say(f"data: counterfactual {cfg.counterfactual}: {report.details['swapped_records']} train records swapped")
     contamination = None
     if cfg.decontaminate != "off":
+        # lazy: the shipped index loads the benchmark specs (torch); `llmcycle --help` imports this module
         from llmcycle.data.shipped_index import decontaminate_train
 
         start = time.perf_counter()
@@ -127,7 +127,7 @@ def prepare(cfg: DataConfig) -> Prepared:
 
 def run(cfg: DataConfig, out: str | Path) -> Path:
     """Build the data artifact dir `out` (train/val/test.jsonl, card.json, card.md, card_lengths.png, manifest)."""
-    from llmcycle.data.card import build_card, write_card
+    from llmcycle.data.card import build_card, write_card  # lazy: matplotlib; `llmcycle --help` imports this module
 
     began = time.time()  # reading and filtering happen before the artifact dir opens; the manifest counts them
     inputs = source_inputs(cfg)

@@ -19,6 +19,9 @@ from typing import Any, Literal, Protocol, Sequence
 from llmcycle.errors import ModelLoadError, UserError, first_line
 from llmcycle.evaluate.stats import sign_test, win_rate_interval
 from llmcycle.loading import resolve
+from llmcycle.infer import Engine
+from llmcycle.infer.scoring import score_questions
+from llmcycle.train.reward import RewardModel
 
 Verdict = Literal["A", "B", "tie"]
 CHOICES: tuple[Verdict, ...] = ("A", "B", "tie")
@@ -67,8 +70,6 @@ class RewardModelJudge:
     """A reward model's scores of both sides; |score A - score B| <= margin is a tie."""
 
     def __init__(self, path: str | Path, margin: float = 0.0, batch_size: int = 16):
-        from llmcycle.train.reward import RewardModel
-
         self.name, self.margin, self.batch_size = f"reward model {Path(path).name}", margin, batch_size
         self.model = RewardModel(path)
 
@@ -118,8 +119,6 @@ class LocalChoices:
     """A local model dir (or GGUF file) through the engine: the likeliest answer among the constrained choices."""
 
     def __init__(self, path: str | Path, batch_size: int = 8, max_prompt_tokens: int | None = None):
-        from llmcycle.infer import Engine
-
         try:
             self.engine = Engine.load(path)
         except UserError:
@@ -134,8 +133,6 @@ class LocalChoices:
 
     def choose(self, questions: Sequence[list[dict[str, str]]]) -> list[Verdict]:
         """One forward per question: the choices share its context (the engine's multiple-choice scoring)."""
-        from llmcycle.infer.scoring import score_questions
-
         contexts = [self.engine.encode_chat(q)[-self.max_prompt_tokens:] for q in questions]
         scored = score_questions(self.engine, [(c, self.choice_ids) for c in contexts], self.batch_size)
         out: list[Verdict] = []

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from llmcycle.artifacts import atomic_write_json, atomic_write_text
 from llmcycle.records import write_jsonl
+from llmcycle.plots import bar_chart
 
 Metrics = Mapping[str, Mapping[str, float]]  # model name -> metric -> value
 
@@ -84,8 +85,6 @@ def merge_samples(per_model: Mapping[str, Sequence[dict[str, Any]]]) -> list[dic
 
 def write_charts(out: Path, metrics: Metrics) -> list[str]:
     """PNG bar charts of the headline numbers; returns the file names written."""
-    from llmcycle.plots import bar_chart
-
     specs = [
         ("perplexity.png", {"bits_per_byte": "bits per byte"}, "Test bits per byte (lower is better)", "bits/byte"),
         ("generation.png", {"bleu": "BLEU", "chrf": "chrF", "rouge_l_pct": "ROUGE-L x100"},

@@ -16,13 +16,26 @@ from typing import Any, Literal, Optional, Sequence
 
 from pydantic import Field
 
-from llmcycle.artifacts import open_artifact
+from llmcycle.artifacts import atomic_write_text, open_artifact
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ConfigError, DataError
 from llmcycle.infer.decoding import knob
 from llmcycle.progress import say
 from llmcycle.records import check_chat, load_split, read_jsonl, split_path
 from llmcycle.safety.sandbox import require_isolation
+from llmcycle.evaluate.bench import build
+from llmcycle.evaluate.bench.report import write_bench_section
+from llmcycle.evaluate.bias import BiasTask, load_pairs
+from llmcycle.evaluate.compare import compare_models, comparison_markdown, judged_comparisons, judged_markdown
+from llmcycle.evaluate.generation import GenerationTask, prompts_from
+from llmcycle.evaluate.intervals import PerplexityWithIntervals, task_intervals
+from llmcycle.evaluate.judges import load_judge
+from llmcycle.evaluate.report import write_all
+from llmcycle.evaluate.reproduce import record
+from llmcycle.evaluate.safety import FLAGGER_NOTE, SafetyTask, load_prompts
+from llmcycle.evaluate.tasks import Subject
+from llmcycle.infer import Engine, GenerationSettings
+from llmcycle.loading import check_exists
 
 PROBES = ("ppl", "generation", "safety", "bias")
 Probe = Literal["ppl", "generation", "safety", "bias"]
@@ -69,7 +82,6 @@ class EvalConfig(StageConfig):
 
 
 def settings_for(cfg: EvalConfig) -> Any:
-    from llmcycle.infer import GenerationSettings
 
     return GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                               top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
@@ -119,8 +131,6 @@ def read_test_split(data_dir: str | Path) -> list[dict[str, Any]]:
 
 def build_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) -> list[Any]:
     """The selected probes and benchmarks, each holding the exact examples every model will see."""
-    from llmcycle.evaluate.bench import build
-
     if any(t in CODE_TASKS for t in cfg.tasks):
         require_isolation(cfg.allow_unsafe_exec)  # before any model runs: refuse now, not after generating
     bench = build(cfg.tasks, cfg.shots, cfg.limit, cfg.seed, cfg.batch_size, cfg.bench_root) if cfg.tasks else []
@@ -135,11 +145,6 @@ def build_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
 
 def probe_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) -> list[Any]:
     """The selected probes on DATA_DIR's test split and the shipped prompts (safety and bias need no data dir)."""
-    from llmcycle.evaluate.bias import BiasTask, load_pairs
-    from llmcycle.evaluate.generation import GenerationTask, prompts_from
-    from llmcycle.evaluate.intervals import PerplexityWithIntervals
-    from llmcycle.evaluate.safety import SafetyTask, load_prompts
-
     needs_data = [p for p in cfg.probes if p in ("ppl", "generation")]
     if data_dir is None and needs_data:
         raise ConfigError(f"probe {needs_data[0]!r} needs a data dir with a test split (--data)")
@@ -197,9 +202,6 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig, 
     """Load one model through the engine and run every task on it; seconds per step go into `timings`."""
     import torch
 
-    from llmcycle.evaluate.intervals import task_intervals
-    from llmcycle.evaluate.tasks import Subject
-    from llmcycle.infer import Engine
 
     say(f"eval: {name} ({path})")
     start = time.perf_counter()
@@ -230,9 +232,6 @@ def finite(metrics: dict[str, float]) -> dict[str, float | None]:
 
 def write_comparisons(out: Path, samples: dict[str, list], main: str, tasks: list[str], seed: int) -> dict:
     """Each compared model against the main one (paired intervals), appended to report.md."""
-    from llmcycle.artifacts import atomic_write_text
-    from llmcycle.evaluate.compare import compare_models, comparison_markdown
-
     comparisons = compare_models(samples, main, tasks, seed)
     section = comparison_markdown(comparisons, main)
     if section:
@@ -243,9 +242,6 @@ def write_comparisons(out: Path, samples: dict[str, list], main: str, tasks: lis
 
 def write_judged(out: Path, judge: Any, samples: dict[str, list], main: str) -> dict:
     """The main model against each compared one under the judge (generation prompts), appended to report.md."""
-    from llmcycle.artifacts import atomic_write_text
-    from llmcycle.evaluate.compare import judged_comparisons, judged_markdown
-
     say(f"eval: judging replies with {judge.name}")
     judged = judged_comparisons(judge, samples, main)
     section = judged_markdown(judged, main)
@@ -276,18 +272,11 @@ def contamination_note(data_dir: str | Path | None) -> list[str]:
 def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: str | Path,
         compare: Sequence[str | Path] = ()) -> Path:
     """The `eval` stage: MODEL (and every COMPARE model) on DATA_DIR's test split and the shipped probes -> OUT."""
-    from llmcycle.evaluate.report import write_all
-    from llmcycle.evaluate.reproduce import record
-    from llmcycle.evaluate.safety import FLAGGER_NOTE
-    from llmcycle.loading import check_exists
-
     paths = [str(model)] + [str(c) for c in compare]
     for path in paths:
         check_exists(path)
     judge = None
     if cfg.judge:
-        from llmcycle.evaluate.judges import load_judge
-
         if not compare:
             raise ConfigError("eval: a judge compares models: give --compare MODEL as well")
         judge = load_judge(cfg.judge)  # before any model runs: a judge that cannot load fails now
@@ -309,8 +298,6 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
             metrics[name], samples[name] = finite(values), rows
         charts = write_all(art.dir, metrics, dict(zip(names, paths)), samples, notes)
         if cfg.tasks:
-            from llmcycle.evaluate.bench.report import write_bench_section
-
             charts += write_bench_section(art.dir, metrics, [t.name for t in tasks])
         comparisons = write_comparisons(art.dir, samples, names[0], [t.name for t in tasks], cfg.seed)
         judged = write_judged(art.dir, judge, samples, names[0]) if judge is not None else {}

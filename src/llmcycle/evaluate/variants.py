@@ -28,6 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmcycle.config import read_yaml, validate
 from llmcycle.errors import ConfigError
+from llmcycle.artifacts import atomic_write_json, atomic_write_text, open_artifact
+from llmcycle.evaluate.bench import build, check_names
+from llmcycle.evaluate.bench.common import Prompting
+from llmcycle.evaluate.bench.report import headline
+from llmcycle.evaluate.report import fmt
+from llmcycle.evaluate.stage import EvalConfig, probe_tasks
+from llmcycle.evaluate.tasks import Subject
+from llmcycle.infer import Engine
+from llmcycle.loading import check_exists
+from llmcycle.plots import bar_chart
+from llmcycle.records import load_split
 
 LOWER_IS_BETTER = {"realtoxicity_toxic_rate"}
 
@@ -68,7 +79,6 @@ PROBE_COLUMNS = {"generation": ["chrf", "rouge_l", "eos_share"], "safety": ["saf
 
 
 def load_variants(path: str | Path, data: str | Path | None = None) -> VariantsFile:
-    from llmcycle.evaluate.bench import check_names
 
     spec = validate(VariantsFile, read_yaml(path), str(path))
     check_names(spec.tasks)
@@ -87,8 +97,6 @@ def load_variants(path: str | Path, data: str | Path | None = None) -> VariantsF
 
 def score_parts(metrics: dict[str, float], spec: VariantsFile) -> dict[str, float]:
     """Each benchmark's headline and each scored chat probe as a higher-is-better value in [0, 1]."""
-    from llmcycle.evaluate.bench.report import headline
-
     parts = {}
     for t in spec.tasks:
         key = headline(t)
@@ -113,7 +121,6 @@ def demonstrations(data: str | Path, shots: int, seed: int) -> list[list[dict[st
     """`shots` user/assistant exchanges (each record's first) from the train split, a seeded choice."""
     import random
 
-    from llmcycle.records import load_split
 
     pool = []
     for record in load_split(data, "train"):
@@ -145,8 +152,6 @@ def chat_frame(variant: Variant, demos: list[list[dict[str, str]]]) -> Callable 
 
 def probe_plan(spec: VariantsFile) -> list[Any]:
     """The chat probes, built once so every variant answers the same conversations."""
-    from llmcycle.evaluate.stage import EvalConfig, probe_tasks
-
     if not spec.probes:
         return []
     cfg = EvalConfig(probes=spec.probes, max_examples=spec.max_examples, max_new_tokens=spec.max_new_tokens,
@@ -158,12 +163,6 @@ def run(path: str | Path, model: str | Path, out: str | Path, apply_to: str | Pa
         bench_root: str | Path | None = None, data: str | Path | None = None) -> Path:
     import torch
 
-    from llmcycle.artifacts import open_artifact
-    from llmcycle.evaluate.bench import build
-    from llmcycle.evaluate.bench.common import Prompting
-    from llmcycle.evaluate.tasks import Subject
-    from llmcycle.infer import Engine
-    from llmcycle.loading import check_exists
 
     spec = load_variants(path, data)
     check_exists(str(model))
@@ -194,11 +193,6 @@ def run(path: str | Path, model: str | Path, out: str | Path, apply_to: str | Pa
 
 def write_outputs(out: Path, metrics: dict[str, dict[str, float]], spec: VariantsFile, best: str,
                   best_cfg: dict[str, Any]) -> None:
-    from llmcycle.artifacts import atomic_write_json, atomic_write_text
-    from llmcycle.evaluate.bench.report import headline
-    from llmcycle.evaluate.report import fmt
-    from llmcycle.plots import bar_chart
-
     keys = [headline(t) for t in spec.tasks] + [k for p in spec.probes for k in PROBE_COLUMNS[p]] + ["score"]
     lines = ["# Prompt variants", "", "| variant | chat template on benchmarks | system | shots | " + " | ".join(keys) + " |",
              "|---|---|---|---|" + "---|" * len(keys)]
@@ -218,8 +212,6 @@ def write_outputs(out: Path, metrics: dict[str, dict[str, float]], spec: Variant
 
 def apply_best(config: str | Path, best_cfg: dict[str, Any]) -> None:
     """Set the best variant's system message in a run config's `chat:` section (the rest of the file kept)."""
-    from llmcycle.artifacts import atomic_write_text
-
     data = read_yaml(config) if Path(config).is_file() else {}
     data.setdefault("chat", {})["system"] = best_cfg["chat"]["system"]
     atomic_write_text(Path(config), yaml.safe_dump(data, sort_keys=False))

@@ -109,7 +109,7 @@ def run(cfg: PruneConfig, model_dir: str | Path, data_dir: str | Path | None, ou
 
 def heal_model(model: Any, tokenizer: Any, config: Any, data_dir: Path, cfg: PruneConfig, out: Path) -> Any:
     """The pruned model saved to a scratch dir, LoRA-healed on DATA_DIR, merged (see `llmcycle.prune.heal`)."""
-    from llmcycle.prune.heal import heal
+    from llmcycle.prune.heal import heal  # lazy: healing pulls in transformers and peft; most prunes skip it
 
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.heal-", dir=out.parent) as scratch:
         unhealed = Path(scratch) / "pruned"

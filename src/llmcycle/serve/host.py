@@ -18,6 +18,9 @@ from typing import Any, Callable
 from llmcycle.errors import ConfigError, UserError
 from llmcycle.infer.continuous import Scheduler
 from llmcycle.serve.config import ServeConfig
+from llmcycle.artifacts import input_identity, sha256_json
+from llmcycle.infer import Engine
+from llmcycle.infer.prefix_cache import PrefixCache
 
 log = logging.getLogger("llmcycle.serve")
 
@@ -34,8 +37,6 @@ class Served:
 
 def model_hash(path: str) -> str:
     """The artifact's identity: its manifest's output hashes (or its files' listing), hashed."""
-    from llmcycle.artifacts import input_identity, sha256_json
-
     try:
         return sha256_json(input_identity(Path(path)))[:16]
     except Exception:  # a hub id or an odd dir: the hash is only a label
@@ -64,10 +65,6 @@ class ModelHost:
         self._pointer_mtime: float | None = None
 
     def _load_engine(self, path: str) -> Any:
-        from llmcycle.infer import Engine
-
-        from llmcycle.infer.prefix_cache import PrefixCache
-
         engine = Engine.load(path, device=self.cfg.device, dtype=self.cfg.dtype, quantize=self.cfg.quantize,
                              fast=self.cfg.fast, threads=self.cfg.threads)
         if hasattr(engine.backend, "prefix_cache"):  # requests sharing a system prompt reuse its keys/values

@@ -39,7 +39,7 @@ def resolve(cfg: ServeConfig) -> ServeConfig:
 
 
 def build(cfg: ServeConfig):
-    from llmcycle.serve.app import create_app
+    from llmcycle.serve.app import create_app  # lazy: the app loads torch; `resolve` checks settings without it
 
     app = create_app(cfg)
     if cfg.cors_origins:

@@ -8,6 +8,12 @@ from pathlib import Path
 from llmcycle.data.config import DataConfig
 from llmcycle.data.example import SourceData
 from llmcycle.errors import DataError
+from llmcycle.data.sources.chitchat import package_path, read_chitchat
+from llmcycle.data.sources.cornell import read_cornell
+from llmcycle.data.sources.feedback import read_feedback
+from llmcycle.data.sources.jsonl import read_jsonl_source
+from llmcycle.data.sources.preference import read_preference_source
+from llmcycle.data.sources.text import read_text
 
 
 def source_path(cfg: DataConfig) -> Path | None:
@@ -24,8 +30,6 @@ def source_path(cfg: DataConfig) -> Path | None:
 
 def source_inputs(cfg: DataConfig) -> dict[str, Path]:
     """The input files a data artifact depends on, for the manifest and for skip-if-done checks."""
-    from llmcycle.data.sources.chitchat import package_path
-
     path = source_path(cfg)
     return {"source": path if path is not None else package_path()}
 
@@ -33,28 +37,16 @@ def source_inputs(cfg: DataConfig) -> dict[str, Path]:
 def read_source(cfg: DataConfig) -> SourceData:
     path = source_path(cfg)
     if cfg.source == "cornell":
-        from llmcycle.data.sources.cornell import read_cornell
-
         data = read_cornell(path, cfg.cornell_assistant, cfg.join_with, cfg.limit)
     elif cfg.source == "chitchat":
-        from llmcycle.data.sources.chitchat import read_chitchat
-
         data = read_chitchat(path, cfg.join_with, cfg.limit)
     elif cfg.source == "jsonl":
-        from llmcycle.data.sources.jsonl import read_jsonl_source
-
         data = read_jsonl_source(path, cfg.limit)
     elif cfg.source == "preference":
-        from llmcycle.data.sources.preference import read_preference_source
-
         data = read_preference_source(path, cfg.limit)
     elif cfg.source == "feedback":
-        from llmcycle.data.sources.feedback import read_feedback
-
         data = read_feedback(path, cfg.limit)
     elif cfg.source == "text":
-        from llmcycle.data.sources.text import read_text
-
         data = read_text(path, cfg.text_chunk_chars, cfg.limit)
     else:  # pragma: no cover - the config's Literal rules this out
         raise DataError(f"unknown source {cfg.source!r}")

@@ -14,6 +14,7 @@ from llmcycle.data.example import SourceData
 from llmcycle.data.sources.preference import check_preference, stats_of, to_examples
 from llmcycle.errors import DataError
 from llmcycle.progress import say
+from llmcycle.feedback.store import FeedbackStore
 
 
 def prompt_of(messages: list[dict]) -> list[dict[str, str]]:
@@ -25,8 +26,6 @@ def feedback_records(path: Path, limit: Optional[int] = None,
     """Preference records from a feedback DB, in feedback order; rows that cannot be records are counted by reason
     in `skipped`: real feedback is messy (a reply the store lost, a pair answering two conversations), and one such
     row must not block the rest."""
-    from llmcycle.feedback.store import FeedbackStore
-
     if not path.is_file():
         raise DataError(f"{path}: no such feedback database")
     records: list[dict[str, Any]] = []

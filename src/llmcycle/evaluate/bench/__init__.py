@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from llmcycle.errors import ConfigError
+from llmcycle.evaluate.bench import bias, generation, mc_tasks, toxicity
+from llmcycle.evaluate.bench.bias import BiasTask
+from llmcycle.evaluate.bench.common import Prompting, check_shots
+from llmcycle.evaluate.bench.generation import GenerationTask
+from llmcycle.evaluate.bench.mc import MultipleChoiceTask
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,6 @@ class Spec:
 
 
 def _specs() -> dict[str, Spec]:
-    from llmcycle.evaluate.bench import bias, generation, mc_tasks, toxicity
 
     return {
         "arc_easy": Spec(partial(mc_tasks.arc, "arc_easy", "ARC-Easy"), "mc"),
@@ -56,11 +60,6 @@ def check_names(names: list[str]) -> None:
 def build(names: list[str], shots: int = 0, limit: int | None = None, seed: int = 0, batch_size: int = 8,
           root: str | Path | None = None, max_new_tokens: int | None = None, prompting: Any = None) -> list[Any]:
     """One Task per benchmark name, its data loaded now (so a missing package fails before any model loads)."""
-    from llmcycle.evaluate.bench.bias import BiasTask
-    from llmcycle.evaluate.bench.common import Prompting, check_shots
-    from llmcycle.evaluate.bench.generation import GenerationTask
-    from llmcycle.evaluate.bench.mc import MultipleChoiceTask
-
     check_names(names)
     specs, tasks = _specs(), []
     prompting = prompting or Prompting()

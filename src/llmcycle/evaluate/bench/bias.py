@@ -15,7 +15,7 @@ from typing import Any
 
 from llmcycle.evaluate.bench.common import Item, Split, limit_items
 from llmcycle.evaluate.bench.data import package_dir, read_csv, read_jsonl
-from llmcycle.evaluate.bench.mc import choose
+from llmcycle.evaluate.bench.mc import choose, score_items
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
 
@@ -68,8 +68,6 @@ class BiasTask(Task):
     def logliks(self, engine: Any, label: str) -> list[list[float]]:
         """Every item's sentence log-likelihoods, many items per forward (thousands of short items: one forward
         each would leave the cores idle between them)."""
-        from llmcycle.evaluate.bench.mc import score_items
-
         rows: list[list[float] | None] = [None] * len(self.items)
         chunk = 32 * self.batch_size
         with bar(total=len(self.items), desc=f"{label}: {self.name}", unit="q") as progress:

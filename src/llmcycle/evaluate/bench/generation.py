@@ -12,6 +12,8 @@ from llmcycle.evaluate.bench.data import package_dir, read_jsonl
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
 from llmcycle.safety.sandbox import run_program
+from llmcycle.evaluate.bench.rouge import rouge_scores
+from llmcycle.infer import GenerationSettings
 
 NUMBER = re.compile(r"-?[\d,]*\.?\d+")
 
@@ -83,8 +85,6 @@ class GenerationTask(Task):
         return self.prompting.render(text, tokenizer)
 
     def evaluate(self, subject: Subject) -> TaskResult:
-        from llmcycle.infer import GenerationSettings
-
         settings = GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=0.0, stop=self.stop)
         prompts = [self.prompt(i, item, subject.tokenizer) for i, item in enumerate(self.items)]
         replies: list[str] = []
@@ -119,8 +119,6 @@ def humaneval_metric(replies: Sequence[str], items: Sequence[Item],
 
 def rouge_metric(prefix: str):
     def metric(replies: Sequence[str], items: Sequence[Item]) -> tuple[dict[str, float], list[float]]:
-        from llmcycle.evaluate.bench.rouge import rouge_scores
-
         rows = [rouge_scores(r, it.gold if isinstance(it.gold, list) else [it.gold]) for r, it in zip(replies, items)]
         n = max(1, len(rows))
         out = {f"{prefix}_{k}": sum(row[k] for row in rows) / n for k in ("rouge1", "rouge2", "rougeL")}

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from llmcycle.evaluate.bench.common import Item, Prompting, Split, fewshot_examples, limit_items
 from llmcycle.evaluate.tasks import Subject, Task, TaskResult
 from llmcycle.progress import bar
+from llmcycle.infer.scoring import score_questions
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
@@ -81,8 +82,6 @@ class MultipleChoiceTask(Task):
 
 def score_items(engine: Any, prompts: Sequence[str], items: Sequence[Item], batch_size: int) -> list[list[float]]:
     """Summed log-likelihood of each item's choices, questions batched through `score_questions`."""
-    from llmcycle.infer.scoring import score_questions
-
     results: list[list[float] | None] = [None] * len(items)
     batched, where = [], []
     for i, (prompt, item) in enumerate(zip(prompts, items)):

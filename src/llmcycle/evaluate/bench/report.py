@@ -8,6 +8,8 @@ from typing import Mapping, Sequence
 
 from llmcycle.artifacts import atomic_write_text
 from llmcycle.evaluate.report import Metrics, fmt
+from llmcycle.evaluate.bench import TASK_NAMES
+from llmcycle.plots import bar_chart
 
 HEADLINE = {"gsm8k": "gsm8k_exact_match", "humaneval": "humaneval_pass@1", "xsum": "xsum_rougeL",
             "truthfulqa": "truthfulqa_rougeL", "realtoxicity": "realtoxicity_toxic_rate",
@@ -34,9 +36,6 @@ def bench_table(metrics: Metrics, tasks: Sequence[str]) -> str:
 
 def write_bench_section(out: Path, metrics: Mapping[str, Mapping[str, float]], tasks: Sequence[str]) -> list[str]:
     """Append the table to report.md and draw bench.png; returns the chart names."""
-    from llmcycle.evaluate.bench import TASK_NAMES
-    from llmcycle.plots import bar_chart
-
     tasks = [t for t in tasks if t in TASK_NAMES]
     groups = {name: {headline(t): (values.get(headline(t)) or 0.0) * SCALE.get(headline(t), 1.0) for t in tasks}
               for name, values in metrics.items()}
