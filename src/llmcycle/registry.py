@@ -75,6 +75,8 @@ STAGES: tuple[Stage, ...] = (
           only_if="adapter", summary="adapter folded into its base, parity-checked"),
     Stage("eval", "llmcycle.evaluate.stage:EvalConfig", {"model": FINAL_MODEL, "data": "data", "compare": BASE_MODEL},
           "eval", f"{_S}:run_eval", summary="the model and its base side by side"),
+    Stage("prune", "llmcycle.prune.config:PruneConfig", {"model": FINAL_MODEL, "data": "data"}, "pruned",
+          f"{_S}:run_prune", core=False, summary="sparser or structurally smaller weights, optionally LoRA-healed"),
     Stage("export", "llmcycle.gguf.config:ExportConfig", {"model": FINAL_MODEL}, "export", f"{_S}:run_export",
           core=False, summary="GGUF for llama.cpp"),
     Stage("reward", "llmcycle.train.reward:RewardConfig", {"data": "data", "base": FINAL_MODEL}, "reward",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmcycle import data, merge, tokenizer
+from llmcycle import data, merge, prune, tokenizer
 from llmcycle.artifacts import is_up_to_date
 from llmcycle.config import to_dict
 from llmcycle.data.config import DataConfig
@@ -17,6 +17,7 @@ from llmcycle.gates import GatesStageConfig, run_gates as gates
 from llmcycle.gguf.config import ExportConfig
 from llmcycle.export import export_gguf
 from llmcycle.merge import MergeConfig
+from llmcycle.prune import PruneConfig
 from llmcycle.tokenizer import TokenizerConfig
 from llmcycle.train import align, finetune, onpolicy, pretrain, reward
 from llmcycle.train.align import AlignConfig
@@ -50,6 +51,10 @@ def run_merge(cfg: MergeConfig, inputs: Inputs, out: Path, resume: bool) -> Path
 def run_eval(cfg: EvalConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
     compare = [inputs["compare"]] if inputs.get("compare") else []
     return evaluate(cfg, inputs["model"], inputs.get("data"), out, compare=compare)
+
+
+def run_prune(cfg: PruneConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
+    return prune.run(cfg, inputs["model"], inputs.get("data"), out)
 
 
 def run_export(cfg: ExportConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
