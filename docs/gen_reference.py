@@ -118,6 +118,9 @@ def walk(model: BaseModel | type[BaseModel], prefix: str = "") -> Iterator[tuple
         item = element_model(field.annotation)
         if item is not None:  # a dict or list of models (a sweep's params): each item's keys
             yield from walk(item, f"{prefix}{name}.{'NAME.' if typing.get_origin(field.annotation) is dict else '[].'}")
+        optional = [a for a in typing.get_args(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if value is None and optional:  # an optional block, off by default (e.g. `fim:`): the keys it takes
+            yield from walk(optional[0], f"{prefix}{name}.")
 
 
 def element_model(annotation: Any) -> type[BaseModel] | None:

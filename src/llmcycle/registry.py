@@ -65,6 +65,8 @@ _S = "llmcycle.stages"
 STAGES: tuple[Stage, ...] = (
     Stage("data", "llmcycle.data.config:DataConfig", {}, "data", f"{_S}:run_data",
           summary="corpus -> cleaned, deduplicated splits"),
+    Stage("synth", "llmcycle.synth.config:SynthConfig", {}, "synth", f"{_S}:run_synth", core=False,
+          summary="instruction data from a teacher model, filtered like the data stage"),
     Stage("tokenizer", "llmcycle.tokenizer:TokenizerConfig", {"data": "data"}, "tokenizer", f"{_S}:run_tokenizer",
           only_if="from scratch", summary="byte-level BPE on the train split"),
     Stage("pretrain", "llmcycle.train.pretrain:PretrainConfig", {"data": "data", "tokenizer": "tokenizer"}, "base",

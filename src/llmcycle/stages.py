@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmcycle import data, merge, prune, tokenizer
+from llmcycle import data, merge, prune, synth, tokenizer
 from llmcycle.artifacts import is_up_to_date
 from llmcycle.config import to_dict
 from llmcycle.data.config import DataConfig
@@ -18,6 +18,7 @@ from llmcycle.gguf.config import ExportConfig
 from llmcycle.export import export_gguf
 from llmcycle.merge import MergeConfig
 from llmcycle.prune import PruneConfig
+from llmcycle.synth import SynthConfig
 from llmcycle.tokenizer import TokenizerConfig
 from llmcycle.train import align, finetune, onpolicy, pretrain, reward
 from llmcycle.train.align import AlignConfig
@@ -30,6 +31,10 @@ Inputs = dict[str, Path]
 
 def run_data(cfg: DataConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
     return data.run(cfg, out)
+
+
+def run_synth(cfg: SynthConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
+    return synth.run(cfg, out)
 
 
 def run_tokenizer(cfg: TokenizerConfig, inputs: Inputs, out: Path, resume: bool) -> Path:

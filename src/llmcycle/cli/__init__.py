@@ -41,9 +41,10 @@ def _root(
 
 
 def _register_all() -> None:
-    from llmcycle.cli import align, data, evaluate, export, finetune, infer, pipeline, prune, serve, sweep, train
+    from llmcycle.cli import (align, data, evaluate, export, finetune, infer, pipeline, prune, serve, sweep, synth,
+                              train)
 
-    for module in (data, train, finetune, prune, infer, evaluate, export, serve, pipeline, align, sweep):
+    for module in (data, synth, train, finetune, prune, infer, evaluate, export, serve, pipeline, align, sweep):
         module.register(app)
 
 
