@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmcycle.feedback.store import FeedbackStore
 from llmcycle.safety import Moderator, parse_policy
+from llmcycle.safety.classifier import default_classifier
 from llmcycle.serve import generation as gen
 from llmcycle.serve.config import ServeConfig
 from llmcycle.serve.errors import APIError, error_body, from_validation
@@ -44,6 +45,8 @@ class State:
         self.host = host or ModelHost(cfg)
         self.metrics = Metrics(self.gauges)
         self.moderator = Moderator(parse_policy(cfg.moderation), listeners=[self.metrics.moderated, self._log_flag])
+        if self.moderator.enabled:
+            default_classifier()  # a missing or corrupt classifier stops the start: never serve unmoderated
         self.store = FeedbackStore(cfg.feedback_db) if cfg.feedback_db else None
         self.reqlog = RequestLog(cfg.request_log) if cfg.request_log else None
         self.streams = 0

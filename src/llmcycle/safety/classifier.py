@@ -1,0 +1,197 @@
+"""The learned moderation classifier: hashed word and character n-grams into a linear softmax over "safe" and the
+hazard categories S1-S14 (fastText-style: fast on a CPU, multilingual by construction, a few MB of weights).
+
+The weights ship as package data (`resources/safety/moderation.npz`, built by `python -m
+llmcycle.safety.train_classifier`), with the held-out measurements beside them (`moderation_card.json`), so
+nothing is downloaded at run time. A missing or corrupt artifact raises `ClassifierError` naming the file: a
+moderator never falls back to allowing everything.
+
+Long texts are decided on bounded windows (head, tail and evenly spaced windows in between, at most
+`MAX_WINDOWS` of `WINDOW` characters), so the cost of a 100,000-character prompt is fixed; a harmful passage
+anywhere in the windows decides the whole text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+import zipfile
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from llmcycle.errors import ArtifactError
+from llmcycle.safety.toxicity import WORD as TERM_WORD
+from llmcycle.safety.toxicity import ToxicityScorer
+
+ARTIFACT = "resources/safety/moderation.npz"
+GLOSS = "resources/safety/gloss.tsv"
+CARD = "resources/safety/moderation_card.json"
+FORMAT = "llmcycle-moderation-1"
+WINDOW = 1000  # characters per window of a long text
+SINGLE = 2000  # texts up to this long are one window
+MAX_WINDOWS = 16
+TOKEN = re.compile(r"\w+", re.UNICODE)
+MAX_WORD = 24  # longer "words" (hashes, base64) add no char n-grams
+
+
+class ClassifierError(ArtifactError):
+    """The moderation classifier's weights are missing or unreadable."""
+
+
+def normalize(text: str) -> str:
+    """Lower case, compatibility forms folded (full-width letters, ligatures), accents kept: they carry meaning."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def read_gloss(text: str) -> dict[str, str]:
+    """word<TAB>english lines (comments start with #)."""
+    pairs = (line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return {word: english for word, english in pairs}
+
+
+def feature_strings(text: str, scorer: ToxicityScorer | None = None, gloss: dict[str, str] | None = None) -> list[str]:
+    """Words, word pairs, character 3-5-grams of each word (with boundary marks), toxicity-list levels, and the
+    words and pairs of the English-glossed sequence where a gloss applies (shared with the English features)."""
+    lowered = normalize(text)
+    words = TOKEN.findall(lowered)
+    feats = [f"w {w}" for w in words]
+    feats += [f"b {a} {b}" for a, b in zip(words, words[1:])]
+    if gloss:
+        glossed = [gloss.get(w, w) for w in words]
+        changed = [g != w for g, w in zip(glossed, words)]
+        feats += [f"w {g}" for g, c in zip(glossed, changed) if c]
+        feats += [f"b {a} {b}" for a, b, c, d in zip(glossed, glossed[1:], changed, changed[1:]) if c or d]
+    for word in words:
+        if len(word) > MAX_WORD:
+            continue
+        marked = f"<{word}>"
+        for n in (3, 4, 5):
+            feats += [marked[i:i + n] for i in range(len(marked) - n + 1)]
+    if scorer is not None:
+        feats += [f"t {level}" for level in map(scorer.severity, TERM_WORD.findall(lowered)) if level]
+    return feats
+
+
+def hashed(feats: Sequence[str], buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bucket ids and log-scaled, L2-normalised weights (crc32: stable across processes, unlike hash())."""
+    if not feats:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    ids = np.fromiter((zlib.crc32(f.encode("utf-8")) for f in feats), np.int64, len(feats)) % buckets
+    uniq, counts = np.unique(ids, return_counts=True)
+    vals = 1.0 + np.log(counts.astype(np.float32))
+    return uniq, vals / np.linalg.norm(vals)
+
+
+def windows(text: str) -> list[str]:
+    """The parts of `text` that are classified: all of a short text; head, tail and spread-out windows of a long one
+    (deterministic, so the same prompt always gets the same decision)."""
+    if len(text) <= SINGLE:
+        return [text]
+    starts = list(range(0, len(text) - WINDOW // 2, WINDOW - 100))
+    if len(starts) > MAX_WINDOWS:
+        head, tail = starts[:4], starts[-4:]
+        middle = starts[4:-4]
+        step = len(middle) / (MAX_WINDOWS - 8)
+        starts = head + [middle[int(i * step)] for i in range(MAX_WINDOWS - 8)] + tail
+    return [text[s:s + WINDOW] for s in starts]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The classifier's answer for one text: the most likely hazard category, P(harmful) and whether it passes
+    the threshold."""
+
+    category: str | None
+    harm: float
+    harmful: bool
+
+
+class Classifier:
+    def __init__(self, weights: np.ndarray, bias: np.ndarray, classes: list[str], threshold: float, path: str,
+                 gloss: dict[str, str]):
+        self.weights, self.bias, self.classes, self.gloss = weights, bias, classes, gloss
+        self.threshold, self.path = threshold, path
+        self.buckets = weights.shape[0]
+        self.safe = classes.index("safe")
+        self.scorer = ToxicityScorer()
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """Softmax over `classes` for each text (no windowing)."""
+        logits = np.empty((len(texts), len(self.classes)), np.float32)
+        for row, text in enumerate(texts):
+            ids, vals = hashed(feature_strings(text, self.scorer, self.gloss), self.buckets)
+            logits[row] = vals @ self.weights[ids] + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def verdict(self, text: str) -> Verdict:
+        """The decision for `text`, from its most harmful window."""
+        probs = self.probabilities(windows(text))
+        harm = 1.0 - probs[:, self.safe]
+        worst = int(np.argmax(harm))
+        row = probs[worst].copy()
+        row[self.safe] = -1.0
+        category = self.classes[int(np.argmax(row))]
+        return Verdict(category, float(harm[worst]), bool(harm[worst] >= self.threshold))
+
+
+def _fail(path: Path, what: str) -> ClassifierError:
+    return ClassifierError(f"{path}: moderation classifier {what} (rebuild it: python -m "
+                           f"llmcycle.safety.train_classifier --out {path.parent})")
+
+
+def load(path: str | Path) -> Classifier:
+    """Read and verify an artifact: format tag, shapes, class list and the weights' sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "artifact not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            weights = np.asarray(data["weights"])
+            bias = np.asarray(data["bias"], np.float32)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _fail(path, f"artifact is corrupt ({type(exc).__name__})") from None
+    if meta.get("format") != FORMAT:
+        raise _fail(path, f"artifact has format {meta.get('format')!r}, expected {FORMAT!r}")
+    classes = list(meta.get("classes", []))
+    if weights.ndim != 2 or weights.shape[1] != len(classes) or bias.shape != (len(classes),) or "safe" not in classes:
+        raise _fail(path, f"artifact has inconsistent shapes {weights.shape}/{bias.shape} for {len(classes)} classes")
+    if hashlib.sha256(weights.tobytes()).hexdigest() != meta.get("weights_sha256"):
+        raise _fail(path, "weights do not match their checksum (file damaged)")
+    return Classifier(weights.astype(np.float32), bias, classes, float(meta["threshold"]), str(path),
+                      dict(meta.get("gloss", {})))
+
+
+def artifact_path() -> Path:
+    return Path(str(resources.files("llmcycle").joinpath(ARTIFACT)))
+
+
+@lru_cache(maxsize=1)
+def default_classifier() -> Classifier:
+    """The shipped classifier, loaded once per process."""
+    return load(artifact_path())
+
+
+def card() -> dict:
+    """The shipped classifier's held-out measurements (what eval reports beside every safety figure)."""
+    path = Path(str(resources.files("llmcycle").joinpath(CARD)))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ClassifierError(f"{path}: moderation classifier card unreadable ({type(exc).__name__})") from None
+
+
+def accuracy_summary() -> dict:
+    """{precision, recall, false_block_rate, n} of the shipped classifier on its held-out set."""
+    overall = card()["heldout"]["overall"]
+    return {k: overall[k] for k in ("precision", "recall", "false_block_rate", "n")}

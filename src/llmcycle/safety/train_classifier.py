@@ -1,0 +1,150 @@
+"""Build the moderation classifier's artifact: `python -m llmcycle.safety.train_classifier --out DIR`.
+
+Deterministic: the corpus split is fixed by crc32 of each example's group, the optimiser is full-batch L-BFGS from
+zeros, so the same packages give the same weights. The threshold on P(harmful) is chosen on a development part of
+the training split (never the held-out part): the lowest threshold that blocks at most `--max-false-block` of its
+benign prompts. The held-out part is scored once, at the end, into the card file beside the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import zlib
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import optimize, sparse
+
+from llmcycle.safety.classifier import (FORMAT, GLOSS, Classifier, ToxicityScorer, feature_strings, hashed,
+                                         read_gloss)
+from llmcycle.safety.corpus import Example, build
+from llmcycle.safety.metrics import evaluate
+
+CLASSES = ["safe"] + [f"S{i}" for i in range(1, 15)]
+MIN_LANG_SHARE = 0.5
+
+
+def shipped_gloss() -> dict[str, str]:
+    return read_gloss(resources.files("llmcycle").joinpath(GLOSS).read_text(encoding="utf-8"))
+
+
+def design(examples: Sequence[Example], buckets: int, gloss: dict[str, str]) -> sparse.csr_matrix:
+    scorer = ToxicityScorer()
+    rows, cols, vals = [], [], []
+    for row, example in enumerate(examples):
+        ids, weights = hashed(feature_strings(example.text, scorer, gloss), buckets)
+        rows.append(np.full(len(ids), row)), cols.append(ids), vals.append(weights)
+    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(len(examples), buckets), dtype=np.float64)
+
+
+def sample_weights(labels: np.ndarray, langs: np.ndarray) -> np.ndarray:
+    """Harmful and safe weigh the same in total within each language, and every language weighs at least
+    `MIN_LANG_SHARE` of English (a few hundred hand-written lines must not drown in thousands of English ones)."""
+    weights = np.zeros(len(labels))
+    counts = {lang: int((langs == lang).sum()) for lang in set(langs.tolist())}
+    biggest = max(counts.values())
+    for lang, count in counts.items():
+        share = max(count, MIN_LANG_SHARE * biggest)
+        for harmful in (True, False):
+            mask = (langs == lang) & ((labels != 0) == harmful)
+            if mask.any():
+                weights[mask] = 0.5 * share / mask.sum()
+    return weights / weights.sum()
+
+
+def fit(x: sparse.csr_matrix, labels: np.ndarray, sample_w: np.ndarray, l2: float,
+        iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted softmax regression, L2 on the weights."""
+    n, d = x.shape
+    k = len(CLASSES)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), labels] = 1.0
+
+    def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = flat[:d * k].reshape(d, k), flat[d * k:]
+        logits = x @ w + b
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        value = -(sample_w * (onehot * logp).sum(axis=1)).sum() + 0.5 * l2 * (w * w).sum()
+        delta = (np.exp(logp) - onehot) * sample_w[:, None]
+        grad = np.concatenate([(x.T @ delta + l2 * w).ravel(), delta.sum(axis=0)])
+        return value, grad
+
+    result = optimize.minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
+                               options={"maxiter": iters})
+    return result.x[:d * k].reshape(d, k), result.x[d * k:]
+
+
+def pick_threshold(harm: np.ndarray, safe: np.ndarray, max_false_block: float) -> float:
+    """Lowest threshold whose false-block rate on the benign development prompts stays within the bound."""
+    benign = np.sort(harm[safe])[::-1]
+    allowed = int(max_false_block * len(benign))
+    return float(min(0.95, max(0.2, benign[allowed] + 1e-6))) if len(benign) > allowed else 0.5
+
+
+def model(weights: np.ndarray, bias: np.ndarray, threshold: float, gloss: dict[str, str]) -> Classifier:
+    return Classifier(weights.astype(np.float16).astype(np.float32), bias.astype(np.float32), CLASSES, threshold,
+                      "(in training)", gloss)
+
+
+def train(buckets: int, l2: float, iters: int, max_false_block: float, seed: int) -> tuple[Classifier, dict]:
+    data = build(seed)
+    train_set: list[Example] = data["train"]
+    dev_mask = np.array([zlib.crc32(e.group.encode()) % 5 == 0 for e in train_set])
+    labels = np.array([CLASSES.index(e.label) for e in train_set])
+    langs = np.array([e.lang for e in train_set])
+    gloss = shipped_gloss()
+    x = design(train_set, buckets, gloss)
+    w, b = fit(x[~dev_mask], labels[~dev_mask], sample_weights(labels[~dev_mask], langs[~dev_mask]), l2, iters)
+    dev = [e for e, m in zip(train_set, dev_mask) if m]
+    probs = model(w, b, 0.5, gloss).probabilities([e.text for e in dev])
+    threshold = pick_threshold(1 - probs[:, 0], np.array([e.label == "safe" for e in dev]), max_false_block)
+    w, b = fit(x, labels, sample_weights(labels, langs), l2, iters)
+    clf = model(w, b, threshold, gloss)
+    card = {"heldout": evaluate(clf, data["heldout"]), "train_size": len(train_set),
+            "dropped_near_duplicates": data["dropped_near_duplicates"],
+            "settings": {"buckets": buckets, "l2": l2, "iters": iters, "seed": seed, "threshold": threshold,
+                         "max_false_block_dev": max_false_block}}
+    return clf, card
+
+
+def save(clf: Classifier, card: dict, out: Path) -> None:
+    """Weights as float16 (the checksum covers exactly what is loaded), then the card; each written to a temporary
+    name and renamed, so a crash leaves no half-written artifact."""
+    out.mkdir(parents=True, exist_ok=True)
+    weights = clf.weights.astype(np.float16)
+    meta = {"format": FORMAT, "classes": clf.classes, "threshold": clf.threshold, "gloss": clf.gloss,
+            "weights_sha256": hashlib.sha256(weights.tobytes()).hexdigest()}
+    tmp = out / "moderation.tmp.npz"
+    np.savez_compressed(tmp, weights=weights, bias=clf.bias, meta=np.array(json.dumps(meta)))
+    tmp.replace(out / "moderation.npz")
+    tmp_card = out / "moderation_card.tmp.json"
+    tmp_card.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    tmp_card.replace(out / "moderation_card.json")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="dir for moderation.npz and moderation_card.json")
+    parser.add_argument("--buckets", type=int, default=1 << 17)
+    parser.add_argument("--l2", type=float, default=1e-6)
+    parser.add_argument("--iters", type=int, default=150)
+    parser.add_argument("--max-false-block", type=float, default=0.02)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    clf, card = train(args.buckets, args.l2, args.iters, args.max_false_block, args.seed)
+    save(clf, card, args.out)
+    overall = card["heldout"]["overall"]
+    print(f"held-out n={overall['n']}: recall {overall['recall']:.3f}, false-block {overall['false_block_rate']:.3f}"
+          f", threshold {clf.threshold:.3f} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
