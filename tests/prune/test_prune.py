@@ -148,7 +148,7 @@ def test_structured_refuses_fused_projections(make_tiny_model, tmp_path):
 def test_structured_model_exports_to_gguf_and_runs_in_llamacpp(make_tiny_model, tmp_path):
     from transformers import AutoTokenizer
 
-    from llmcycle.gguf.export import export_gguf
+    from llmcycle.export import export_gguf
     from llmcycle.gguf.llamacpp import LlamaCpp
 
     base = make_tiny_model("llama", seed=1, initializer_range=0.25)  # confident logits: no greedy near-ties
