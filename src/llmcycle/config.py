@@ -6,8 +6,10 @@ stage. `load_config` accepts either a stage-only file or a run file (it then tak
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -89,17 +91,81 @@ def set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def validate(cls: type[T], data: Mapping[str, Any], source: str = "config") -> T:
-    """Build `cls` from a mapping; every problem is reported with its key path in one line."""
+def validate(cls: type[T], data: Mapping[str, Any], source: str = "config", stage: str | None = None) -> T:
+    """Build `cls` from a mapping; every problem is reported with its key path in one line. An unknown key is
+    answered with the close matches among its section's keys and where the keys are listed."""
     try:
         return cls.model_validate(dict(data))
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            loc = [str(p) for p in err["loc"]]
+            key = ".".join(loc) or "(top level)"
+            msg = unknown_key_message(cls, loc) if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{key}: {msg}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+        unknown = any(err["type"] == "extra_forbidden" for err in exc.errors())
+        hint = f" (keys: `llmcycle config show {stage or 'run'}`, or docs/reference/config.md)" if unknown else ""
+        raise ConfigError(f"{source}: " + "; ".join(problems) + hint) from None
+
+
+def unknown_key_message(cls: type[BaseModel], loc: list[str]) -> str:
+    """'unknown key (did you mean lora.r?)': close matches among the keys beside it, else among every key."""
+    section = section_class(cls, loc[:-1])
+    siblings = list(section.model_fields) if section is not None else []
+    prefix = ".".join(loc[:-1] + [""]) if loc[:-1] else ""
+    close = [prefix + m for m in difflib.get_close_matches(loc[-1], siblings, n=3, cutoff=0.6)]
+    if not close:  # the right key in another section: `--set rank=8` for lora.r
+        everywhere = [key for key, _, _ in walk_keys(cls)]
+        close = difflib.get_close_matches(".".join(loc), everywhere, n=3, cutoff=0.6)
+        close += [k for k in everywhere if k.rsplit(".", 1)[-1] == loc[-1] and k not in close][:3]
+    return f"unknown key (did you mean {' or '.join(close)}?)" if close else "unknown key"
+
+
+def section_class(cls: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    """The config class that holds the keys under `path` (a.b -> the model class of field b of field a)."""
+    for name in path:
+        field = cls.model_fields.get(name)
+        inner = model_class(field.annotation) if field is not None else None
+        if inner is None:
+            return None
+        cls = inner
+    return cls
+
+
+def model_class(annotation: Any) -> type[BaseModel] | None:
+    """The config class of a field's annotation (`LoraOptions`, `LoraOptions | None`), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    found = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return found[0] if len(found) == 1 and typing.get_origin(annotation) not in (dict, list) else None
+
+
+def walk_keys(model: BaseModel | type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, pydantic field, default value) for every leaf key, nested sections flattened into dotted keys.
+    `model` is an instance (its values are the defaults: a run's can differ from the class's) or a class."""
+    cls = model if isinstance(model, type) else type(model)
+    for name, field in cls.model_fields.items():
+        value = field.get_default(call_default_factory=True) if isinstance(model, type) else getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from walk_keys(value, f"{prefix}{name}.")
+            continue
+        yield f"{prefix}{name}", field, value
+        item = element_model(field.annotation)
+        if item is not None:  # a dict or list of sections (a sweep's params): each item's keys
+            mark = "NAME." if typing.get_origin(field.annotation) is dict else "[]."
+            yield from walk_keys(item, f"{prefix}{name}.{mark}")
+        optional = model_class(field.annotation)
+        if value is None and optional is not None:  # an optional section, off by default (`fim:`): its keys
+            yield from walk_keys(optional, f"{prefix}{name}.")
+
+
+def element_model(annotation: Any) -> type[BaseModel] | None:
+    """The model class held by a `dict[str, Model]` or `list[Model]` annotation, else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (dict, list) and args and isinstance(args[-1], type) \
+            and issubclass(args[-1], BaseModel):
+        return args[-1]
+    return None
 
 
 def load_config(
@@ -130,7 +196,7 @@ def load_config(
     for key, value in flags.items():
         if value is not None:
             data[key] = value
-    return validate(cls, data, source)
+    return validate(cls, data, source, section)
 
 
 def to_dict(cfg: BaseModel) -> dict[str, Any]:

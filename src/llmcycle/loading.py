@@ -6,7 +6,10 @@ one-line errors.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,56 @@ def resolve(name_or_path: str | Path) -> str:
     return resolve_gguf(name_or_path)
 
 
+# A hub id: `gpt2`, `distilgpt2`, `owner/name`; letters, digits, `.`, `_`, `-`, neither `--` nor `..` inside.
+HUB_ID = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+HUB_HINT = "check the name, pass a local model dir, or set HF_HUB_OFFLINE=1 to load from the local cache only"
+PROBE_TIMEOUT_S = 10.0
+
+
+def is_hub_id(text: str) -> bool:
+    return bool(HUB_ID.match(text)) and not text.endswith((".", "-"))
+
+
 def check_exists(name_or_path: str | Path, what: str = "model") -> None:
-    """A path-looking argument that does not exist is a user error, not a hub lookup."""
+    """A path-looking argument that does not exist is a user error, not a hub lookup; a hub id that the hub (or,
+    offline, the cache) does not have fails here in one line, before transformers retries for a minute."""
     text = resolve(name_or_path)
-    looks_local = text.startswith((".", "/", "~")) or Path(text).exists() or text.count("/") != 1
-    if looks_local and not Path(text).expanduser().exists():
-        raise ModelLoadError(f"{text}: no such {what} dir (and not a hub id of the form owner/name)")
+    if Path(text).expanduser().exists():
+        return
+    if text.startswith((".", "/", "~")) or not is_hub_id(text):
+        raise ModelLoadError(f"{text}: no such {what} dir (and not a hub id such as gpt2 or owner/name)")
+    hub_files(text)
+
+
+@functools.lru_cache(maxsize=64)
+def hub_files(repo_id: str) -> dict[str, Any]:
+    """How to load a hub id: `{}` (from the hub), or `{"local_files_only": True}` when the hub cannot be reached
+    and the cache holds the model. One quick request decides, once per id and process."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    cached = isinstance(try_to_load_from_cache(repo_id, "config.json"), str) or \
+        isinstance(try_to_load_from_cache(repo_id, "tokenizer_config.json"), str)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or constants.HF_HUB_OFFLINE:
+        if cached:
+            return {"local_files_only": True}
+        raise ModelLoadError(f"{repo_id}: not a local dir, and not in the hub cache while HF_HUB_OFFLINE is set "
+                             f"({HUB_HINT.replace(', or set HF_HUB_OFFLINE=1 to load from the local cache only', '')}"
+                             ", or unset HF_HUB_OFFLINE to download it)")
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    try:
+        HfApi(endpoint=endpoint).model_info(repo_id, timeout=PROBE_TIMEOUT_S)
+    except GatedRepoError:
+        return {}  # it exists; transformers says what access it needs
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"{repo_id}: not a local dir, and no such model on the Hugging Face hub (or a private "
+                             f"one: log in with `hf auth login`); check the name or pass a local model dir") from None
+    except Exception as exc:  # no network: DNS, refused, timeout, proxy
+        if cached:
+            return {"local_files_only": True}
+        raise ModelLoadError(f"{repo_id}: not a local dir, and the Hugging Face hub at {endpoint} cannot be reached "
+                             f"({type(exc).__name__}: {first_line(exc, 80)}); {HUB_HINT}") from None
+    return {}
 
 
 def resolve_dtype(dtype: str | Any, device: str = "cpu"):
@@ -70,6 +117,8 @@ def load_base_model(name_or_path: str | Path, dtype: str | Any = "auto", device:
 
     name_or_path = resolve(name_or_path)
     check_exists(name_or_path)
+    if not Path(str(name_or_path)).expanduser().exists():
+        kwargs = {**hub_files(str(name_or_path)), **kwargs}
     if quiet():
         hf_logging.disable_progress_bar()
     try:
@@ -109,8 +158,9 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     check_exists(path, "tokenizer")
+    hub = {} if Path(str(path)).expanduser().exists() else hub_files(str(path))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path), **hub)
     except Exception as exc:  # transformers raises many types here
         raise ModelLoadError(f"{path}: tokenizer does not load ({type(exc).__name__}: {first_line(exc)})") from None
     if tokenizer.pad_token is None:

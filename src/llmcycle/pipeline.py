@@ -162,8 +162,9 @@ def check_inputs(cfg: Any, run_dir: Path, stage: str, inputs: dict[str, str]) ->
             raise ArtifactError(f"{path}: input {name!r} of {stage} was not produced by this run's {producer} stage")
 
 
-def run(cfg: Any, run_dir: str | Path, force: bool = False) -> list[StageResult]:
-    """Run every selected stage in order, skipping up-to-date ones and resuming killed ones; then write report.md."""
+def run(cfg: Any, run_dir: str | Path, force: bool = False, config_ref: str | None = None) -> list[StageResult]:
+    """Run every selected stage in order, skipping up-to-date ones and resuming killed ones; then write report.md
+    (`config_ref`: the config as the user named it, for the report's chat command)."""
     run_dir = Path(run_dir)
     check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +172,7 @@ def run(cfg: Any, run_dir: str | Path, force: bool = False) -> list[StageResult]
     plan = stage_plan(cfg, run_dir)
     results = [run_step(cfg, run_dir, step, f"[{i}/{len(plan)}] {step.stage:<9}", force)
                for i, step in enumerate(plan, 1)]
-    write_report(run_dir, [r.out for r in results], {r.stage: r.status for r in results})
+    write_report(run_dir, [r.out for r in results], {r.stage: r.status for r in results}, config_ref)
     return results
 
 

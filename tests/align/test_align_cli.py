@@ -7,7 +7,7 @@ import json
 
 def test_align_cli_runs_dpo(cli, pref_data_dir, make_tiny_model, tmp_path):
     out = tmp_path / "aligned"
-    code, stdout, err = cli("align", "--data", pref_data_dir, "--base", make_tiny_model("llama"), "--out", out,
+    code, stdout, err = cli("align", "--data", pref_data_dir, "--model", make_tiny_model("llama"), "--out", out,
                             "--max-steps", "2", "--set", "train.batch_size=4", "--set", "max_seq_len=64")
     assert code == 0, err
     assert json.loads((out / "manifest.json").read_text())["stage"] == "align"
@@ -18,7 +18,7 @@ def test_bad_preference_data_is_one_line(cli, make_tiny_model, tmp_path):
     data.mkdir()
     (data / "train.jsonl").write_text(json.dumps({"prompt": "hi", "chosen": "same", "rejected": "same"}) + "\n")
     out = tmp_path / "aligned"
-    code, _, err = cli("align", "--data", data, "--base", make_tiny_model("llama"), "--out", out)
+    code, _, err = cli("align", "--data", data, "--model", make_tiny_model("llama"), "--out", out)
     assert code == 2
     assert err.strip().count("\n") == 0 and "train.jsonl:1" in err and "same reply" in err
     assert not out.exists() and not (tmp_path / "aligned.partial").exists()

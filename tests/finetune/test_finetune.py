@@ -113,8 +113,8 @@ def test_qlora_refuses_without_cuda(make_tiny_model, chat_data_dir, tmp_path, sm
     assert not torch.cuda.is_available()
     with pytest.raises(HardwareError, match="qlora needs a CUDA GPU"):
         finetune.run(small_config(method="qlora"), chat_data_dir, make_tiny_model("llama"), tmp_path / "q")
-    code, _, err = cli("finetune", "--data", chat_data_dir, "--base", make_tiny_model("llama"), "--out",
-                       tmp_path / "q", "--method", "qlora")
+    code, _, err = cli("finetune", "--data", chat_data_dir, "--model", make_tiny_model("llama"), "--out",
+                       tmp_path / "q", "--tuning", "qlora")
     assert "needs a CUDA GPU" in one_line_error(code, err)
     assert not (tmp_path / "q").exists() and not (tmp_path / "q.partial").exists()
 

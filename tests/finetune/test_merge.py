@@ -55,9 +55,9 @@ def test_check_parity_cli(phi3_adapter, make_tiny_model, tmp_path, cli, one_line
 
 
 def test_merge_refuses_a_dir_that_is_not_an_adapter(make_tiny_model, tmp_path, cli, one_line_error):
-    code, _, err = cli("merge", "--adapter", make_tiny_model("llama"), "--out", tmp_path / "m")
+    code, _, err = cli("merge", "--model", make_tiny_model("llama"), "--out", tmp_path / "m")
     assert "is a full model dir, not an adapter" in one_line_error(code, err)
-    code, _, err = cli("merge", "--adapter", tmp_path, "--out", tmp_path / "m")
+    code, _, err = cli("merge", "--model", tmp_path, "--out", tmp_path / "m")
     assert "not an adapter dir" in one_line_error(code, err)
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
 
@@ -69,7 +69,7 @@ def test_merge_refuses_an_adapter_whose_base_is_missing(phi3_adapter, tmp_path, 
     cfg = json.loads(cfg_file.read_text())
     cfg["base_model_name_or_path"] = str(tmp_path / "gone")
     cfg_file.write_text(json.dumps(cfg))
-    code, _, err = cli("merge", "--adapter", orphan, "--out", tmp_path / "m")
+    code, _, err = cli("merge", "--model", orphan, "--out", tmp_path / "m")
     assert f"base model {tmp_path / 'gone'} is missing" in one_line_error(code, err)
     assert not (tmp_path / "m").exists()
 

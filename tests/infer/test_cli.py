@@ -97,7 +97,7 @@ def test_generate_prompt_and_file(make_tiny_model, chat_data_dir, tmp_path, caps
     source = tmp_path / "in.jsonl"
     source.write_text((chat_data_dir / "test.jsonl").read_text().splitlines()[0] + "\n" + '{"prompt": "we went"}\n')
     target = tmp_path / "out.jsonl"
-    code, _, err = run_cli(["generate", "--model", model, "--input", str(source), "--output", str(target), *GREEDY],
+    code, _, err = run_cli(["generate", "--model", model, "--input", str(source), "--out", str(target), *GREEDY],
                            capsys)
     assert code == 0, err
     lines = [json.loads(line) for line in target.read_text().splitlines()]
@@ -112,7 +112,7 @@ def test_generate_prompt_and_file(make_tiny_model, chat_data_dir, tmp_path, caps
     (["generate", "--prompt", "   "], "empty prompt"),
     (["generate", "--prompt", "hi", "--quantize", "int3"], "quantize"),
     (["generate", "--prompt", "hi", "--quantize", "int4:128"], "does not divide"),
-    (["generate", "--input", "IN", "--output", "OUT"], "bad.jsonl:1"),
+    (["generate", "--input", "IN", "--out", "OUT"], "bad.jsonl:1"),
     (["chat", "--max-turns", "-1"], "max_turns"),
 ])
 def test_bad_input_exits_2_with_one_line(make_tiny_model, tmp_path, capsys, args, message):

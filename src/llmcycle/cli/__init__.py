@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover
     from click import ClickException
 
 from llmcycle import __version__
+from llmcycle.cli.aliases import rewrite
 from llmcycle.errors import UserError
 
 app = typer.Typer(
@@ -41,10 +42,11 @@ def _root(
 
 
 def _register_all() -> None:
-    from llmcycle.cli import (align, data, evaluate, export, finetune, infer, pipeline, prune, serve, sweep, synth,
-                              train)
+    from llmcycle.cli import (align, configcmd, data, evaluate, export, finetune, infer, pipeline, prune, serve,
+                              sweep, synth, train)
 
-    for module in (data, synth, train, finetune, prune, infer, evaluate, export, serve, pipeline, align, sweep):
+    for module in (data, synth, train, finetune, prune, infer, evaluate, export, serve, pipeline, align, sweep,
+                   configcmd):
         module.register(app)
 
 
@@ -54,7 +56,7 @@ _register_all()
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(args=argv, prog_name="llmcycle", standalone_mode=False)
+        app(args=rewrite(list(sys.argv[1:] if argv is None else argv)), prog_name="llmcycle", standalone_mode=False)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from llmcycle.cli.common import ConfigOpt, SetOpt
+from llmcycle.data.config import SOURCES
 
 
 def register(app: typer.Typer) -> None:
@@ -17,10 +18,11 @@ def register(app: typer.Typer) -> None:
     def data(
         out: Path = typer.Option(..., "--out", "-o", help="Artifact dir to write (train/val/test.jsonl, card)."),
         source: Optional[str] = typer.Option(
-            None, "--source", help="cornell | chitchat | jsonl | text (default: chitchat)."
+            None, "--source", help=f"{' | '.join(SOURCES)} (default: read from --path's shape; chitchat, the "
+            "packaged corpus, without --path)."
         ),
         path: Optional[Path] = typer.Option(
-            None, "--path", "-p", help="Corpus file or folder (Cornell folder or zip, .jsonl, text files)."
+            None, "--path", help="Corpus file or folder (Cornell folder or zip, .jsonl, text files)."
         ),
         val_frac: Optional[float] = typer.Option(None, "--val-frac", help="Share of records for val."),
         test_frac: Optional[float] = typer.Option(None, "--test-frac", help="Share of records for test."),

@@ -34,6 +34,7 @@ def eval_command(
                                             "system message into this run config's chat section."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Weight-only quantization of every model "
                                            "evaluated: bf16, int8, int4 or int4:GROUP."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ... (default cpu)."),
     allow_unsafe_exec: bool = typer.Option(False, "--allow-unsafe-exec", help="Run generated code (HumanEval) "
                                            "even where this machine cannot isolate it (no Linux namespaces)."),
     config: ConfigOpt = None,
@@ -54,7 +55,7 @@ def eval_command(
         return
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     cfg = load_config(EvalConfig, config, sets or [], section="eval", tasks=names, shots=shots, limit=limit,
-                      quantize=quantize, allow_unsafe_exec=allow_unsafe_exec or None)
+                      quantize=quantize, device=device, allow_unsafe_exec=allow_unsafe_exec or None)
     if data is None and not cfg.tasks:
         raise ConfigError("--data is required unless --tasks names benchmarks to run")
     result = run(cfg, model, data, out, compare=compare or [])

@@ -12,7 +12,7 @@ from llmcycle.cli.common import ConfigOpt, SetOpt
 
 def import_(
     file: str = typer.Argument(..., help="A .gguf file, or a named GGUF base (smollm2-135m-instruct)."),
-    out: Path = typer.Option(..., "--out", help="Output dir: an ordinary Hugging Face model dir."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dir: an ordinary Hugging Face model dir."),
 ) -> None:
     """Dequantize a GGUF model into a Hugging Face model dir (safetensors, tokenizer, chat template)."""
     from llmcycle.gguf.importer import import_gguf
@@ -25,7 +25,7 @@ def import_(
 
 def export(
     model: str = typer.Option(..., "--model", "-m", help="Model dir (full, merged or adapter), .gguf or named base."),
-    out: Path = typer.Option(..., "--out", help="Output dir; the file is OUT/model.gguf."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dir; the file is OUT/model.gguf."),
     format: Optional[str] = typer.Option(None, "--format", help="gguf (the only format)."),
     quant: Optional[str] = typer.Option(None, "--quant", help="f32 | f16 | q8_0 | q4_0 (default f16)."),
     config: ConfigOpt = None,

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from llmcycle.cli.common import ConfigOpt, MaxStepsOpt, ResumeOpt, SetOpt, train_overrides
+from llmcycle.cli.common import ConfigOpt, MaxStepsOpt, ResumeOpt, SetOpt, TrainDeviceOpt, train_overrides, use_device
 
 
 def quiet_loading() -> None:
@@ -18,10 +18,13 @@ def quiet_loading() -> None:
 
 
 def finetune(
-    data: Path = typer.Option(..., "--data", help="Data dir with train.jsonl / val.jsonl chat records."),
-    base: str = typer.Option(..., "--base", help="Base model: a hub id or a local model dir (e.g. pretrain's)."),
-    out: Path = typer.Option(..., "--out", help="Output dir (adapter dir; a full model dir for --method full)."),
-    method: Optional[str] = typer.Option(None, "--method", help="lora | dora | qlora | full (default lora)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Data dir with train.jsonl / val.jsonl chat records."),
+    model: str = typer.Option(..., "--model", "-m", help="Model to fine-tune: a hub id (gpt2, owner/name) or a "
+                              "local model dir (e.g. pretrain's)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dir (adapter dir; a full model dir for --tuning "
+                             "full)."),
+    tuning: Optional[str] = typer.Option(None, "--tuning", help="lora | dora | qlora | full (default lora)."),
+    device: TrainDeviceOpt = None,
     resume: ResumeOpt = False,
     max_steps: MaxStepsOpt = None,
     config: ConfigOpt = None,
@@ -31,14 +34,15 @@ def finetune(
     from llmcycle.config import load_config
     from llmcycle.train.finetune import FinetuneConfig, run
 
+    use_device(device)
     quiet_loading()
-    cfg = load_config(FinetuneConfig, config, train_overrides(sets, max_steps), section="finetune", method=method)
-    run(cfg, data, base, out, resume=resume)
+    cfg = load_config(FinetuneConfig, config, train_overrides(sets, max_steps), section="finetune", method=tuning)
+    run(cfg, data, model, out, resume=resume)
 
 
 def merge(
-    adapter: Path = typer.Option(..., "--adapter", help="Adapter dir written by `llmcycle finetune`."),
-    out: Path = typer.Option(..., "--out", help="Output dir for the merged full model."),
+    model: Path = typer.Option(..., "--model", "-m", help="Adapter dir written by `llmcycle finetune`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dir for the merged full model."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (the base's) | fp32 | bf16 | fp16."),
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -49,7 +53,7 @@ def merge(
 
     quiet_loading()
     cfg = load_config(MergeConfig, config, sets or [], section="merge", dtype=dtype)
-    run(cfg, adapter, out)
+    run(cfg, model, out)
 
 
 def check_parity(

@@ -14,7 +14,7 @@ System = Annotated[Optional[str], typer.Option("--system", help="System message.
 MaxTurns = Annotated[Optional[int], typer.Option("--max-turns", help="Show the model at most N earlier turns.")]
 Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="One raw text prompt.")]
 Input = Annotated[Optional[Path], typer.Option("--input", "-i", help="JSONL: chat records or {\"prompt\"}.")]
-Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL: each input line + reply.")]
+Output = Annotated[Optional[Path], typer.Option("--out", "-o", help="JSONL file: each input line + reply.")]
 Prefix = Annotated[Optional[str], typer.Option("--prefix", help="Infill: the text before the middle.")]
 Suffix = Annotated[Optional[str], typer.Option("--suffix", help="Infill: the text after the middle.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Prompts decoded together.")]
@@ -38,6 +38,8 @@ Stop = Annotated[Optional[List[str]], typer.Option("--stop", help="Stop string (
 StopIds = Annotated[Optional[List[int]], typer.Option("--stop-token-id", help="Stop token id (repeatable).",
                                                       rich_help_panel=Knob)]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.", rich_help_panel=Knob)]
+JsonSchema = Annotated[Optional[Path], typer.Option("--json-schema", help="JSON schema file: every reply is JSON "
+                                                   "valid under it (grammar-constrained decoding).")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto, fp32, bf16, fp16.")]
 Quant = Annotated[Optional[str], typer.Option("--quantize", help="Weight-only quantization: bf16, int8, int4 or int4:GROUP (32|64|128).")]
@@ -100,25 +102,27 @@ def chat(model: ModelOpt = None, system: System = None, max_turns: MaxTurns = No
     run_chat(session, sys.stdin)
 
 
-def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None, output: Output = None,
-             prefix: Prefix = None, suffix: Suffix = None, config: ConfigOpt = None, sets: SetOpt = None, max_new_tokens: MaxNew = None,
+def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None, out: Output = None,
+             prefix: Prefix = None, suffix: Suffix = None, config: ConfigOpt = None, sets: SetOpt = None,
+             max_new_tokens: MaxNew = None,
              min_new_tokens: MinNew = None, temperature: Temp = None, top_k: TopK = None, top_p: TopP = None,
              min_p: MinP = None, repetition_penalty: RepPen = None, no_repeat_ngram_size: NoRep = None,
              num_beams: Beams = None, length_penalty: LenPen = None, do_sample: Sample = None, stop: Stop = None,
              stop_token_id: StopIds = None, seed: Seed = None, device: Device = None, dtype: Dtype = None,
              quantize: Quant = None, threads: Threads = None, fast: Fast = None,
-             batch_size: BatchSize = None) -> None:
+             batch_size: BatchSize = None, json_schema: JsonSchema = None) -> None:
     """Generate for one --prompt (printed), one --prefix/--suffix (the middle, printed) or every line of --input
-    (written to --output)."""
+    (written to --out)."""
     from llmcycle.errors import ConfigError
     from llmcycle.infer.batch import generate_file
+    from llmcycle.infer.constrain import read_schema
     from llmcycle.infer.infill import infill
 
     pair = None if prefix is None and suffix is None else (prefix or "", suffix or "")
     if sum(x is not None for x in (prompt, input, pair)) != 1:
         raise ConfigError("give exactly one of --prompt TEXT, --prefix/--suffix TEXT or --input FILE.jsonl")
-    if input is not None and output is None:
-        raise ConfigError("--input needs --output FILE.jsonl")
+    if input is not None and out is None:
+        raise ConfigError("--input needs --out FILE.jsonl")
     cfg = _config(config, sets, model=model, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                   temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                   repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
@@ -131,8 +135,11 @@ def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None,
         from llmcycle.infer.batch import read_requests
 
         read_requests(input)  # bad input fails before the model loads
+    schema = read_schema(json_schema) if json_schema is not None else None
     engine = _engine(cfg)
     settings = cfg.settings_for(engine)
+    if schema is not None:
+        settings = settings.replace(grammar=engine.json_grammar(schema))
     if pair is not None:
         [completion] = infill(engine, [pair], settings)
         print(completion.text)
@@ -141,7 +148,7 @@ def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None,
         [completion] = engine.generate([prompt], settings)
         print(completion.text)
         return
-    generate_file(engine, settings, input, output, cfg.batch_size)
+    generate_file(engine, settings, input, out, cfg.batch_size)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,9 +12,9 @@ from llmcycle.cli.common import ConfigOpt, SetOpt
 
 def prune(
     model: Annotated[Path, typer.Option("--model", "-m", help="Model dir to prune (full weights).")],
-    out: Annotated[Path, typer.Option("--out", help="Output dir: an ordinary Hugging Face model dir.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output dir: an ordinary Hugging Face model dir.")],
     data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Data dir: calibration text for wanda, and the heal fine-tune's records.")] = None,
+        "--data", "-d", help="Data dir: calibration text for wanda, and the heal fine-tune's records.")] = None,
     method: Annotated[Optional[str], typer.Option("--method", help="wanda | magnitude (default wanda).")] = None,
     pattern: Annotated[Optional[str], typer.Option(
         "--pattern", help="unstructured | N:M (e.g. 2:4) | structured (default unstructured).")] = None,

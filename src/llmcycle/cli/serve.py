@@ -14,7 +14,7 @@ def serve(
     watch: Annotated[Optional[str], typer.Option("--watch", help="Pointer file naming the model dir; swaps on "
                                                  "change.")] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", "-p", help="Port (default 8000).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8000).")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="Key clients must send "
                                                    "(or $LLMCYCLE_API_KEY).")] = None,
     admin_key: Annotated[Optional[str], typer.Option("--admin-key", help="Key for /admin/reload.")] = None,

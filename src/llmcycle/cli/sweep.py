@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from llmcycle.cli.common import SetOpt
+from llmcycle.cli.common import SetOpt, run_config_help
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def sweep_command(
-    config: str = typer.Option(..., "--config", "-c", help="Run config (YAML file or preset name, e.g. tiny)."),
+    config: str = typer.Option(..., "--config", "-c", help=run_config_help("Run config")),
     space: Path = typer.Option(..., "--space", help="Search space YAML (keys of the run config and ranges)."),
     trials: int = typer.Option(10, "--trials", "-n", min=1, help="Finished trials the study should hold."),
     out: Path = typer.Option(..., "--out", "-o", help="Sweep dir (study.db, trials, best.yaml); rerun to resume."),

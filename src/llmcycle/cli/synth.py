@@ -11,7 +11,7 @@ from llmcycle.cli.common import ConfigOpt, SetOpt
 
 
 def synth(
-    out: Annotated[Path, typer.Option("--out", help="Data dir to write (train/val/test.jsonl and a card).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Data dir to write (train/val/test.jsonl and a card).")],
     teacher: Annotated[Optional[str], typer.Option(
         "--teacher", help="Model dir, .gguf, named GGUF base, or OpenAI-compatible URL (llmcycle serve too).")] = None,
     topics: Annotated[Optional[List[str]], typer.Option("--topic", help="A subject to write prompts about "

@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from llmcycle.cli.common import ConfigOpt, MaxStepsOpt, ResumeOpt, SetOpt, train_overrides
+from llmcycle.cli.common import ConfigOpt, MaxStepsOpt, ResumeOpt, SetOpt, TrainDeviceOpt, train_overrides, use_device
 
 
 def tokenizer(
-    data: Annotated[Path, typer.Option("--data", help="Data dir (its train split is used).")],
-    out: Annotated[Path, typer.Option("--out", help="Tokenizer dir to write.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data dir (its train split is used).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer dir to write.")],
     vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="BPE vocabulary size.")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -26,11 +26,13 @@ def tokenizer(
 
 
 def pretrain(
-    data: Annotated[Path, typer.Option("--data", help="Data dir (train split; val split if present).")],
-    out: Annotated[Path, typer.Option("--out", help="Base model dir to write.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Data dir (train split; val split if present).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Base model dir to write.")],
     tokenizer_dir: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer dir.")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny, default, small, ...")] = None,
-    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Continue pretraining this model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Continue pretraining this model (default: "
+                                                 "a fresh one from --preset).")] = None,
+    device: TrainDeviceOpt = None,
     resume: ResumeOpt = False,
     max_steps: MaxStepsOpt = None,
     config: ConfigOpt = None,
@@ -40,8 +42,9 @@ def pretrain(
     from llmcycle.config import load_config
     from llmcycle.train.pretrain import PretrainConfig, run
 
+    use_device(device)
     overrides = train_overrides(sets, max_steps)
-    cfg = load_config(PretrainConfig, config, overrides, section="pretrain", preset=preset, init_from=init_from)
+    cfg = load_config(PretrainConfig, config, overrides, section="pretrain", preset=preset, init_from=model)
     result = run(cfg, data, tokenizer_dir, out, resume=resume)
     from llmcycle.train.loop import distributed_state
 

@@ -7,6 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from llmcycle.config import StageConfig
+from llmcycle.data.detect import detect_source
 
 SOURCES = ("cornell", "chitchat", "jsonl", "text", "preference", "feedback")
 
@@ -14,7 +15,9 @@ SOURCES = ("cornell", "chitchat", "jsonl", "text", "preference", "feedback")
 class DataConfig(StageConfig):
     """Where the corpus comes from, which cleaning steps run (each on by default) and how it is split."""
 
-    source: Literal["cornell", "chitchat", "jsonl", "text", "preference", "feedback"] = "chitchat"
+    source: Literal["cornell", "chitchat", "jsonl", "text", "preference", "feedback"] = Field(
+        "chitchat", description="Where the corpus comes from; left out with a `path`, read from the path's shape "
+        "(.jsonl -> jsonl or preference, a folder or zip with movie_lines.txt -> cornell, .txt -> text).")
     path: Optional[str] = Field(None, description="Corpus file or folder; None = the chitchat-dataset package.")
     seed: int = 0
     val_frac: float = Field(0.05, ge=0.0, lt=1.0)
@@ -64,6 +67,16 @@ class DataConfig(StageConfig):
     counterfactual: Literal["off", "add", "swap"] = Field(
         "off", description="Counterfactual augmentation of the train split: add a gender-swapped copy of each "
         "record with gendered words or names, or swap half of them in place (llmcycle.data.augment).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_from_path(cls, data):
+        """No `source` but a `path`: the source the corpus's shape says (a .jsonl is jsonl, ...)."""
+        if isinstance(data, dict) and data.get("source") is None and data.get("path"):
+            detected = detect_source(str(data["path"]))
+            if detected is not None:
+                data = {**data, "source": detected}
+        return data
 
     @field_validator("near_dedup", "counterfactual", "decontaminate", mode="before")
     @classmethod

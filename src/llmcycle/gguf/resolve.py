@@ -1,4 +1,4 @@
-"""GGUF files and named GGUF bases as model arguments: `--base x.gguf`, `--model smollm2-135m-instruct`.
+"""GGUF files and named GGUF bases as model arguments: `--model x.gguf`, `--model smollm2-135m-instruct`.
 
 Each resolves to an imported HF dir in the cache (`$LLMCYCLE_CACHE`, default `~/.cache/llmcycle`), made once
 per file version, so every stage loads an ordinary model dir and records it as its input.

@@ -62,7 +62,7 @@ class DecodeRun:
         self.stop_ids = set(int(t) for t in settings.stop_token_ids) - self.eos_ids
         self.pad_id, self.device = pad_id, device
         self.rows = [Row(list(p)) for p in prompts]
-        self.pipeline = LogitsPipeline(settings, sorted(self.eos_ids | self.stop_ids), device)
+        self.pipeline = LogitsPipeline(settings, sorted(self.eos_ids | self.stop_ids), device, len(self.rows))
         self.max_stop_len = max((len(s) for s in settings.stop), default=0)
 
     def steps(self) -> Iterator[int]:

@@ -16,6 +16,7 @@ from transformers import AutoConfig
 from llmcycle import modeldir
 from llmcycle.errors import DataError
 from llmcycle.infer.beam import beam_search
+from llmcycle.infer.constrain import Compiler, Grammar, refuse_beams
 from llmcycle.infer.context import fit_prompt, model_context
 from llmcycle.infer.decode import Completion, DecodeRun, HFBackend, Row, streamable_length
 from llmcycle.infer.fast_llama import FastLlama
@@ -66,6 +67,7 @@ class Engine:
                 self.backend.quantize(quantize)
         if self.backend is None:
             self.backend = HFBackend(self.model)
+        self._compiler: Compiler | None = None
 
     # ---- construction -----------------------------------------------------------------------------------
     @classmethod
@@ -112,14 +114,31 @@ class Engine:
             raise DataError("empty prompt: give some text to continue")
         return list(self.tokenizer(prompt)["input_ids"])
 
-    def chat_text(self, messages: Sequence[dict]) -> str:
-        """The chat template applied with the generation prompt for the assistant's next turn."""
-        if not messages or not any(str(m.get("content", "")).strip() for m in messages):
+    def chat_text(self, messages: Sequence[dict], tools: Sequence[dict] | None = None) -> str:
+        """The chat template applied with the generation prompt for the assistant's next turn (and the `tools`
+        the model may call, rendered by the template)."""
+        if not messages or not any(str(m.get("content") or "").strip() for m in messages):
             raise DataError("empty conversation: give at least one message with content")
-        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        extra = {"tools": list(tools)} if tools else {}
+        return self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False,
+                                                  **extra)
 
-    def encode_chat(self, messages: Sequence[dict]) -> list[int]:
-        return list(self.tokenizer(self.chat_text(messages), add_special_tokens=False)["input_ids"])
+    def encode_chat(self, messages: Sequence[dict], tools: Sequence[dict] | None = None) -> list[int]:
+        return list(self.tokenizer(self.chat_text(messages, tools), add_special_tokens=False)["input_ids"])
+
+    # ---- constraints ------------------------------------------------------------------------------------
+    @property
+    def grammars(self) -> Compiler:
+        """This model's grammar compiler (built on first use: most decoding is unconstrained)."""
+        if self._compiler is None:
+            vocab = int(getattr(self.model.config, "vocab_size", 0) or len(self.tokenizer))
+            self._compiler = Compiler(self.tokenizer, max(vocab, len(self.tokenizer)), self.eos_token_ids)
+        return self._compiler
+
+    def json_grammar(self, schema: dict | None = None) -> Grammar:
+        """A grammar for JSON valid under `schema` (any JSON object when None), for `settings.replace(grammar=)`.
+        GrammarError (a UserError) names what is wrong with the schema."""
+        return self.grammars.json_schema(schema)
 
     # ---- generation -------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], settings: GenerationSettings | None = None,
@@ -148,6 +167,7 @@ class Engine:
             owner: str = "model") -> GenerationSettings:
         """`settings` fitted to what the longest prompt leaves of `context` (the model's by default): the
         one prompt check of chat, generate, eval and serve (see infer.context)."""
+        refuse_beams(settings)
         return fit_prompt(prompts, settings, context or self.context_length, owner)
 
     def _generate_batch(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> list[Completion]:

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from llmcycle.infer.constrain import advance_all, apply_masks
 from llmcycle.infer.settings import GenerationSettings
 
 NEG_INF = float("-inf")
@@ -92,9 +93,12 @@ def min_p(logits: torch.Tensor, value: float) -> torch.Tensor:
 class LogitsPipeline:
     """All of one request's processors in transformers' order, then the choice of the next token."""
 
-    def __init__(self, settings: GenerationSettings, eos_ids: Sequence[int], device: str | torch.device = "cpu"):
+    def __init__(self, settings: GenerationSettings, eos_ids: Sequence[int], device: str | torch.device = "cpu",
+                 rows: int = 1):
         self.s = settings
         self.eos_ids = list(eos_ids)
+        # a grammar gives every row its own parser state: rows of one batch advance independently
+        self.matchers = [settings.grammar.matcher(self.eos_ids) for _ in range(rows)] if settings.grammar else None
         self.sampling = settings.sampling
         self.generator = None
         if self.sampling:
@@ -123,7 +127,14 @@ class LogitsPipeline:
         return logits
 
     def choose(self, logits: torch.Tensor, history: torch.Tensor | None, n_generated: int) -> torch.Tensor:
-        """Next token id per row, [batch] int64."""
+        """Next token id per row, [batch] int64 (a constrained row's token is one its grammar allows)."""
+        if self.matchers is None:
+            return self._choose(logits, history, n_generated)
+        tokens = self._choose(apply_masks(logits, self.matchers), history, n_generated)
+        advance_all(self.matchers, tokens.tolist())
+        return tokens
+
+    def _choose(self, logits: torch.Tensor, history: torch.Tensor | None, n_generated: int) -> torch.Tensor:
         if self.trivial:
             return logits.argmax(dim=-1)
         logits = self.process(logits, history, n_generated)

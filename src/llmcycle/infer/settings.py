@@ -38,6 +38,9 @@ class GenerationSettings:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     seed: int | None = None
+    # a compiled constraint (infer.constrain.Grammar) every row's tokens must follow; not a knob: set by the
+    # engine's grammar compiler, never from text, and left out of `to_dict`
+    grammar: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -84,7 +87,7 @@ class GenerationSettings:
         return self.temperature != 1.0 or self.top_p < 1.0 or self.top_k > 1 or self.min_p > 0
 
     def replace(self, **changes: Any) -> "GenerationSettings":
-        unknown = [k for k in changes if k not in KNOBS]
+        unknown = [k for k in changes if k not in KNOBS and k != "grammar"]
         if unknown:
             raise ConfigError(f"unknown decoding knob {unknown[0]!r} (knobs: {', '.join(KNOBS)})")
         return dataclasses.replace(self, **changes)
@@ -94,7 +97,7 @@ class GenerationSettings:
         return self.replace(**{name: parse_knob(name, text)})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "grammar"}
 
     # ---- defaults from a model ----------------------------------------------------------------------------
     @classmethod
@@ -128,6 +131,10 @@ class GenerationSettings:
                 gen = GenerationConfig.from_dict(json.loads(file.read_text(encoding="utf-8")))
             return cls.from_generation_config(gen, **overrides)
         return cls.from_generation_config(getattr(model, "generation_config", None), **overrides)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
 
 
 def parse_knob(name: str, text: str) -> Any:

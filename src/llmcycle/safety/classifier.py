@@ -104,6 +104,10 @@ def windows(text: str) -> list[str]:
     return [text[s:s + WINDOW] for s in starts]
 
 
+MIN_WORDS = 3
+LETTER_WORD = re.compile(r"[^\W\d_]{2,}|[^\W\d_]\b")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The classifier's answer for one text: the most likely hazard category, P(harmful) and whether it passes
@@ -134,7 +138,11 @@ class Classifier:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def verdict(self, text: str) -> Verdict:
-        """The decision for `text`, from its most harmful window."""
+        """The decision for `text`, from its most harmful window. Under MIN_WORDS words there is too little
+        evidence for a category (a streamed reply is moderated from its first piece: "I" or "<t" must not
+        decide anything), so such a text is never harmful here; personal data is still found by the patterns."""
+        if len(LETTER_WORD.findall(text)) < MIN_WORDS:
+            return Verdict(None, 0.0, False)
         probs = self.probabilities(windows(text))
         harm = 1.0 - probs[:, self.safe]
         worst = int(np.argmax(harm))

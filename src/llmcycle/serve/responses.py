@@ -14,13 +14,26 @@ from llmcycle.infer.engine import Completion
 from llmcycle.safety import Moderator
 from llmcycle.serve.generation import (Job, OutputGuard, cancel, chat_logprobs, events, failed, finish_reason,
                                        sse, text_logprobs, usage)
+from llmcycle.serve.tools import ParsedReply, parse_reply
 
 OnChoice = Callable[[Job, int, str, str, int], None]
 
 
+def _calls(job: Job, text: str, reason: str) -> ParsedReply | None:
+    """The reply's tool calls when the request offered tools (a filtered reply is never read as a call)."""
+    if not job.tool_names or reason == "content_filter":
+        return None
+    return parse_reply(text, job.tool_names)
+
+
 def _choice(job: Job, index: int, text: str, reason: str, logprobs: list[dict] | None) -> dict:
     if job.kind == "chat":
-        body = {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
+        message = {"role": "assistant", "content": text, "refusal": None}
+        parsed = _calls(job, text, reason)
+        if parsed is not None:
+            message.update(content=parsed.content, tool_calls=parsed.calls)
+            reason = "tool_calls"
+        body = {"index": index, "message": message,
                 "logprobs": chat_logprobs(logprobs) if logprobs is not None else None, "finish_reason": reason}
     else:
         body = {"index": index, "text": text, "logprobs": text_logprobs(logprobs) if logprobs is not None else None,
@@ -92,6 +105,14 @@ def _delta_chunk(job: Job, index: int, text: str | None, reason: str | None, log
     return {**_envelope(job, chunk=True), "choices": [choice]}
 
 
+def _tool_chunk(job: Job, index: int, parsed: ParsedReply) -> dict:
+    """One delta with every call complete (its arguments whole: they are only known once they parse)."""
+    calls = [{"index": i, **call} for i, call in enumerate(parsed.calls)]
+    chunk = _delta_chunk(job, index, None, None, None)
+    chunk["choices"][0]["delta"] = {"tool_calls": calls}
+    return chunk
+
+
 async def stream(job: Job, moderator: Moderator, on_choice: OnChoice) -> AsyncIterator[bytes]:
     """SSE bytes: a first chunk per choice (chat: the role), content deltas, a chunk with each finish_reason,
     a usage chunk with `choices: []` when asked for, then `data: [DONE]`. A client that goes away cancels its
@@ -118,6 +139,7 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
         yield b"data: [DONE]\n\n"
         return
     guards = [OutputGuard(moderator) for _ in range(job.n)]
+    held: list[list[Piece]] = [[] for _ in range(job.n)]
     tokens = 0
     async for index, event in events(job):
         guard = guards[index]
@@ -127,6 +149,9 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
         if isinstance(event, Piece):
             if job.first_token is None:
                 job.first_token = time.perf_counter()
+            if job.tool_names:  # a reply that may be a tool call is judged and sent whole, once it can be parsed
+                held[index].append(event)
+                continue
             text = guard.feed(event.text, event.logprobs if want_logprobs else ())
             entries = guard.ready_logprobs()
             if text or entries:
@@ -134,11 +159,20 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
             if guard.blocked is not None:
                 job.handles[index].cancel()  # stop generating what will not be shown
             continue
-        rest = guard.feed("", final=True) if guard.blocked is None else ""
+        pending = held[index]  # empty unless tools are on
+        rest = guard.feed("".join(p.text for p in pending),
+                          [e for p in pending for e in p.logprobs] if want_logprobs else (),
+                          final=True) if guard.blocked is None else ""
         entries = guard.ready_logprobs()
+        reason = finish_reason(event, guard)
+        if job.tool_names:
+            rest = "" if guard.blocked else guard.sent
+            parsed = _calls(job, rest, reason)
+            if parsed is not None:
+                rest, reason = parsed.content, "tool_calls"
+                yield sse(_tool_chunk(job, index, parsed))
         if rest or entries:
             yield sse(_delta_chunk(job, index, rest, None, entries or None))
-        reason = finish_reason(event, guard)
         job.moderation += guard.flags()
         tokens += event.completion_tokens
         on_choice(job, index, guard.blocked.refusal if guard.blocked else guard.sent, reason,

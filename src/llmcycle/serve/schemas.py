@@ -7,13 +7,15 @@ extra fields, as vLLM's do (`extra_body` in the openai client).
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmcycle.infer.decoding import knob
+from llmcycle.serve.tools import history_calls
 
-ROLES = ("system", "developer", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant", "tool")
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class Loose(BaseModel):
@@ -25,9 +27,59 @@ class TextPart(Loose):
     text: str
 
 
+class FunctionCall(Loose):
+    name: str
+    arguments: Union[str, dict] = "{}"
+
+
+class ToolCall(Loose):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Function(Loose):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: Optional[str] = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class Tool(Loose):
+    type: Literal["function"]
+    function: Function
+
+
+class NamedFunction(Loose):
+    name: str
+
+
+class NamedToolChoice(Loose):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(Loose):
+    name: str = "response"
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(Loose):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JSONSchemaFormat] = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object with a schema")
+        return self
+
+
 class Message(Loose):
     role: str
     content: Union[str, list[TextPart], None] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    tool_call_id: Optional[str] = None
 
     @field_validator("role")
     @classmethod
@@ -36,10 +88,16 @@ class Message(Loose):
             raise ValueError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         return role
 
-    def plain(self) -> dict[str, str]:
-        """The message as the chat template wants it: a string content, developer as system."""
+    def plain(self) -> dict[str, Any]:
+        """The message as the chat template wants it: a string content, developer as system, past tool calls
+        with their arguments as objects."""
         content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+        out: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        if self.tool_calls:
+            out["tool_calls"] = history_calls(self.tool_calls)
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 class StreamOptions(Loose):
@@ -66,6 +124,7 @@ class Sampling(Loose):
     repetition_penalty: Optional[float] = knob("repetition_penalty")
     no_repeat_ngram_size: Optional[int] = knob("no_repeat_ngram_size")
     min_tokens: Optional[int] = knob("min_new_tokens")
+    response_format: Optional[ResponseFormat] = None
 
     @field_validator("stop")
     @classmethod
@@ -97,14 +156,21 @@ class ChatRequest(Sampling):
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+    tools: Optional[list[Tool]] = None
+    tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
 
     @model_validator(mode="after")
     def _check(self):
-        if not any((m.plain()["content"] or "").strip() for m in self.messages):
+        if not any((m.plain()["content"] or "").strip() or m.tool_calls for m in self.messages):
             raise ValueError("messages: no message has any content")
-        if self.messages[-1].role not in ("user", "system", "developer"):
-            pass  # an assistant prefix continues that turn's reply through the template; allowed
         return self
+
+    @property
+    def tool_mode(self) -> str:
+        """"off" (no tools, or tool_choice none), "auto" (the model may call), "forced" (required or named)."""
+        if not self.tools or self.tool_choice == "none":
+            return "off"
+        return "auto" if self.tool_choice in (None, "auto") else "forced"
 
     @property
     def requested_tokens(self) -> Optional[int]:

@@ -4,6 +4,7 @@ an explicit --insecure) is given, CORS only for the origins asked for."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from llmcycle.errors import ConfigError
@@ -42,16 +43,35 @@ def build(cfg: ServeConfig):
     return app
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a busy port is one line and exit 2, not a traceback
+    after a success message. uvicorn serves on this very socket, so nothing can take the port in between."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses the port at once
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        busy = exc.errno in (98, 48, 10048)  # EADDRINUSE on Linux, macOS, Windows
+        reason = "is already in use (another server?)" if busy else f"cannot be bound ({exc.strerror or exc})"
+        raise ConfigError(f"--port {port}: {host}:{port} {reason}; choose another with --port N, "
+                          f"or --host ADDR") from None
+    return sock
+
+
 def serve(cfg: ServeConfig) -> None:
     import logging
 
     import uvicorn
 
     cfg = resolve(cfg)
+    sock = bind(cfg.host, cfg.port)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("llmcycle.serve")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)  # model swaps and moderation decisions, one line each
+    server = uvicorn.Server(uvicorn.Config(build(cfg), log_level="warning", access_log=False))
     print(f"llmcycle serve: http://{cfg.host}:{cfg.port}/  (OpenAI API under /v1, metrics at /metrics)", flush=True)
-    uvicorn.run(build(cfg), host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    server.run(sockets=[sock])

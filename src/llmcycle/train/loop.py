@@ -37,7 +37,7 @@ from llmcycle.config import StageConfig
 from llmcycle.errors import TrainingError
 from llmcycle.progress import bar
 from llmcycle.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
-from llmcycle.train.metrics import MetricsLog
+from llmcycle.train.metrics import LOSS_LABELS, MetricsLog
 from llmcycle.train.mfu import flops_per_token, measured_peak_flops
 from llmcycle.train.objectives import CrossEntropy
 from llmcycle.train.objectives import summed_cross_entropy as _summed_loss
@@ -180,7 +180,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     finally:
         progress.close()
         log.close()
-    log.plot(f"{desc}: loss")
+    log.plot(f"{desc}: loss", LOSS_LABELS.get(getattr(objective, "name", ""), "cross-entropy loss"))
     accelerator.wait_for_everyone()
     return _result(state, log, stopped_early, fpt, peak, accelerator.num_processes)
 

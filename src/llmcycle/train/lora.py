@@ -86,7 +86,7 @@ def quiet_peft() -> Iterator[None]:
 def require_cuda_for_qlora() -> None:
     """QLoRA's 4-bit kernels (bitsandbytes) need a CUDA GPU: say so in one line before loading anything."""
     if not torch.cuda.is_available():
-        raise HardwareError("method qlora needs a CUDA GPU (4-bit bitsandbytes); none found: use --method lora")
+        raise HardwareError("method qlora needs a CUDA GPU (4-bit bitsandbytes); none found: use --tuning lora")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

@@ -16,6 +16,12 @@ from llmcycle.artifacts import atomic_write_text
 from llmcycle.plots import line_plot
 
 
+# The loss plot's axis, by objective name (`objectives.py`): a DPO loss is not a cross-entropy.
+LOSS_LABELS = {"cross_entropy": "cross-entropy loss", "dpo": "DPO loss", "kto": "KTO loss",
+               "orpo": "ORPO loss (cross-entropy + odds-ratio term)", "bradley_terry": "Bradley-Terry loss",
+               "distillation": "distillation loss", "grpo": "GRPO loss"}
+
+
 class MetricsLog:
     def __init__(self, work_dir: Path, enabled: bool, history: list[dict[str, Any]] | None = None):
         self.work_dir = Path(work_dir)
@@ -40,15 +46,15 @@ class MetricsLog:
                 if key not in ("step", "split") and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"{split}/{key}", value, record["step"])
 
-    def plot(self, title: str) -> Path | None:
-        """loss.png: train loss and val loss against the optimizer step."""
+    def plot(self, title: str, ylabel: str = "cross-entropy loss") -> Path | None:
+        """loss.png: train loss and val loss against the optimizer step, the axis named by the objective."""
         if not self.enabled:
             return None
 
         train = [(r["step"], r["loss"]) for r in self.history if r.get("split") == "train" and "loss" in r]
         val = [(r["step"], r["val_loss"]) for r in self.history if r.get("split") == "val"]
         series = {"train": tuple(zip(*train)) if train else ((), ()), "val": tuple(zip(*val)) if val else ((), ())}
-        return line_plot(self.work_dir / "loss.png", series, title, "optimizer step", "cross-entropy loss")
+        return line_plot(self.work_dir / "loss.png", series, title, "optimizer step", ylabel)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -15,6 +15,9 @@ from llmcycle.data.example import Example, SourceData
 from llmcycle.errors import DataError
 
 
+OTHER_SOURCES = "jsonl for chat/prompt-response/Alpaca/text rows, preference, cornell, text, feedback"
+
+
 def package_path() -> Path:
     """The JSON file shipped inside the chitchat-dataset package (no download)."""
     try:
@@ -61,9 +64,11 @@ def read_chitchat(path: Optional[Path] = None, join_with: str = "\n", limit: Opt
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         line = f":{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise DataError(f"{file}{line}: not valid chitchat JSON ({getattr(exc, 'msg', exc)})") from None
+        raise DataError(f"{file}{line}: not valid chitchat JSON ({getattr(exc, 'msg', exc)}); "
+                        f"another format needs --source ({OTHER_SOURCES})") from None
     if not isinstance(data, dict) or not data:
-        raise DataError(f"{file}: expected a non-empty object mapping conversation ids to conversations")
+        raise DataError(f"{file}: expected a non-empty object mapping conversation ids to conversations (chitchat "
+                        f"format); another format needs --source ({OTHER_SOURCES})")
     examples = []
     for conv_id, convo in data.items():
         if limit is not None and len(examples) >= limit:

@@ -1,0 +1,73 @@
+"""The run report says what happened: verdicts with direction marks from intervals, base before fine-tuned,
+readable samples, the gate decision in words, and one chat command naming the model the run recommends (the
+promoted candidate, or the current model when the gates rejected it) with the run's config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmcycle.report import compare_metric, final_lines, recommended_model, write_report
+
+
+def artifact(run: Path, name: str, stage: str, inputs: dict[str, Path] | None = None, **extra) -> Path:
+    out = run / name
+    out.mkdir(parents=True)
+    manifest = {"stage": stage, "inputs": {k: {"path": str(v), "id": "0" * 16} for k, v in (inputs or {}).items()},
+                "metrics": extra.pop("metrics", {}), "duration_s": 1.0, **extra}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    if stage in ("finetune", "merge", "align"):
+        (out / "config.json").write_text("{}", encoding="utf-8")
+    return out
+
+
+def closed_loop_run(tmp_path: Path, promoted: bool) -> tuple[Path, list[Path]]:
+    run = tmp_path / "run"
+    merged = artifact(run, "merged", "merge", metrics={"parity_passed": True, "parity_max_abs_logit_diff": 1e-7})
+    eval_dir = artifact(run, "eval", "eval", models={"merged": str(merged), "gpt2": "gpt2"}, main_model="merged")
+    metrics = {"merged": {"perplexity": 20.0, "perplexity_ci95": [18.0, 22.0], "chrf": 10.0,
+                          "chrf_ci95": [8.0, 12.0]},
+               "gpt2": {"perplexity": 30.0, "perplexity_ci95": [27.0, 33.0], "chrf": 11.0, "chrf_ci95": [9.0, 13.0]}}
+    (eval_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    prompt = [{"role": "user", "content": "hello | there\nfriend"}]
+    (eval_dir / "samples.jsonl").write_text(json.dumps(
+        {"probe": "generation", "id": 0, "prompt": prompt, "reference": "hi!",
+         "replies": {"merged": "hey " * 200, "gpt2": "\n\n"}}) + "\n", encoding="utf-8")
+    aligned = artifact(run, "aligned", "align")
+    gates = artifact(run, "gates", "gates", {"current": merged, "candidate": aligned})
+    rows = [{"gate": "win_rate", "candidate": 0.7, "current": 0.3, "limit": ">= 0.5", "passed": promoted}]
+    (gates / "gates.json").write_text(json.dumps({"gates": rows, "promoted": promoted}), encoding="utf-8")
+    (gates / "report.md").write_text("# improve\n\n| gate |\n", encoding="utf-8")
+    return run, [merged, eval_dir, aligned, gates]
+
+
+@pytest.mark.parametrize("promoted, model, word", [(True, "aligned", "promoted"), (False, "merged", "rejected")])
+def test_report_recommends_the_promoted_or_the_current_model(tmp_path, promoted, model, word):
+    run, outs = closed_loop_run(tmp_path, promoted)
+    assert recommended_model(outs) == run / model
+    text = write_report(run, outs, {}, "configs/default.yaml").read_text(encoding="utf-8")
+    command = f"llmcycle chat --model {run / model} -c configs/default.yaml"
+    assert text.count("llmcycle chat") == 1 and command in text
+    assert f"the aligned model was **{word}**" in text and f"Decision: **{word}**" in text
+    terminal = final_lines(outs, "configs/default.yaml")
+    assert terminal[-1] == f"chat:   {command}" and any(word in line for line in terminal)
+
+
+def test_report_orders_models_marks_directions_and_shows_readable_samples(tmp_path):
+    run, outs = closed_loop_run(tmp_path, True)
+    text = write_report(run, outs, {}).read_text(encoding="utf-8")
+    assert "| metric | base `gpt2` | fine-tuned `merged` |" in text  # base before fine-tuned
+    assert "| perplexity | 30 [27, 33] | 20 [18, 22] ↑ |" in text  # intervals apart: better
+    assert "| chrf | 11 [9, 13] | 10 [8, 12] ≈ |" in text  # intervals overlap: inconclusive
+    assert "**better** on perplexity; **inconclusive** on chrf" in text
+    assert "> **user:** hello \\| there<br>friend" in text and "| base `gpt2` | *(only whitespace)* |" in text
+    long_reply = next(line for line in text.splitlines() if line.startswith("| fine-tuned"))
+    assert long_reply.endswith("hey … |") and len(long_reply) < 400  # cut at a word, not mid-JSON
+
+
+def test_compare_metric_without_intervals_says_so():
+    assert compare_metric("perplexity", {"perplexity": 5.0}, {"perplexity": 6.0}) == "better (no interval)"
+    assert compare_metric("chrf", {"chrf": 5.0}, {"chrf": 6.0}) == "worse (no interval)"
+    assert compare_metric("chrf", {"chrf": 5.0}, {"chrf": 5.0}) == "same"
