@@ -61,3 +61,11 @@ def test_run_help_lists_every_registered_stage():
                          cwd=ROOT, env={"COLUMNS": "200", "PATH": "", "PYTHONPATH": str(ROOT / "src")}).stdout
     for name in STAGES:
         assert name in out, name
+
+
+def test_eval_covers_the_aligned_model_only_in_a_run_that_aligns(tmp_path):
+    aligning = {s.stage: s for s in stage_plan(RunConfig(stages=list(STAGES)), tmp_path)}
+    assert aligning["eval"].inputs["aligned"] == str(tmp_path / "aligned")
+    assert list(aligning).index("eval") > list(aligning).index("align")  # the aligned model exists by then
+    core = {s.stage: s for s in stage_plan(RunConfig(), tmp_path)}
+    assert "aligned" not in core["eval"].inputs and "compare" in core["eval"].inputs

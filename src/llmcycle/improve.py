@@ -5,17 +5,27 @@ An attempt is a preset run of registered stages (data -> reward -> align -> merg
 followed by the gates stage's measurements (`llmcycle.gates`). Every attempt is an artifact dir (`attempt-NNN/`,
 with manifest) holding its dataset, its judge, its candidate and `gates.json` + `report.md`, so the lineage report
 shows the loop. The judge is a reward model trained on a split disjoint from the one the candidate was aligned on.
+
+Concurrent runs are safe: attempt numbers are reserved under the attempts folder's lock (a run in progress keeps
+its number), a finished candidate is made read-only, and promotion is a compare-and-swap on the pointer: it
+happens only if the pointer still names the model the candidate was gated against, so a stale candidate never
+overwrites a newer promotion.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from pydantic import Field
 
-from llmcycle.artifacts import ArtifactRun, atomic_write_text, open_artifact
+from llmcycle.artifacts import ArtifactRun, open_artifact, partial_dir, publish
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.data.config import DataConfig
 from llmcycle.errors import ArtifactError, ConfigError
@@ -48,10 +58,30 @@ def current_model(model: Optional[str], pointer: Optional[Path]) -> str:
     return named
 
 
+ATTEMPT = re.compile(r"attempt-(\d+)(\.partial)?$")
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on `path`, held for the block: concurrent `improve` runs take turns here."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def next_attempt(root: Path) -> Path:
+    """Reserve the next attempt number: under the folder's lock, one past every attempt-NNN and attempt-NNN.partial
+    (a run still in progress), its work dir made at once so no other run can take or delete it."""
     root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name.split("-")[1]) for p in root.glob("attempt-*") if p.name.split("-")[1].isdigit()]
-    return root / f"attempt-{max(taken, default=0) + 1:03d}"
+    with locked(root / ".improve.lock"):
+        taken = [int(m.group(1)) for m in map(ATTEMPT.match, os.listdir(root)) if m]
+        attempt = root / f"attempt-{max(taken, default=0) + 1:03d}"
+        partial_dir(attempt).mkdir()
+    return attempt
 
 
 def preset(cfg: ImproveConfig, current: str, work: Path, feedback: Optional[Path] = None,
@@ -82,23 +112,27 @@ def run(cfg: ImproveConfig, out: str | Path, model: Optional[str] = None, pointe
     """One attempt under OUT; returns {"attempt", "promoted", "failed", "candidate"}. `candidate` gates an
     already-trained model instead of aligning one; `judge` uses a given reward model instead of training one."""
     current = current_model(model, pointer)
+    gated_against = read_pointer_text(pointer)
     attempt = next_attempt(Path(out))
     inputs = {"current": current, **{k: str(v) for k, v in (("feedback", feedback), ("data", data),
                                                               ("judge", judge), ("candidate", candidate)) if v}}
-    with open_artifact(attempt, "improve", to_dict(cfg), inputs) as art:
+    with open_artifact(attempt, "improve", to_dict(cfg), inputs, resume=True) as art:  # resume: keep the reservation
         steps = preset(cfg, current, art.dir, feedback, data, judge, candidate)
         made = {r.stage: str(r.out) for r in run_preset(steps)}
         data_dir = Path(data) if data is not None else art.dir / "data"
         judge = judge or made["reward"]
         cand_dir = made.get("merge") or candidate or made["align"]
         final_candidate = _shown(cand_dir, art)
-        gates, failed, win = gate_candidate(cfg.gates, current, cand_dir, data_dir, judge, art, final_candidate)
+        gates, failed, win = gate_candidate(cfg.gates, current, cand_dir, data_dir, judge, art, final_candidate,
+                                            made.get("align"))
         art.extra = {"candidate": final_candidate, "judge": _shown(judge, art)}
-    if not failed and pointer is not None:
-        promote(Path(pointer), final_candidate)
-    verdict = "promoted" if not failed else f"rejected (failed gate: {', '.join(failed)})"
+    if Path(final_candidate).resolve().is_relative_to(attempt.resolve()):
+        freeze(Path(final_candidate))
+    promoted = not failed and (pointer is None or promote(Path(pointer), final_candidate, gated_against))
+    verdict = ("promoted" if promoted else f"not promoted (gates not passed: {', '.join(failed)})" if failed
+               else "passed its gates, not promoted (the pointer moved meanwhile)")
     say(f"improve: {attempt.name} {verdict}; win rate {win:.2f}; report {attempt / 'report.md'}")
-    return {"attempt": attempt, "promoted": not failed, "failed": failed, "candidate": final_candidate}
+    return {"attempt": attempt, "promoted": bool(promoted), "failed": failed, "candidate": final_candidate}
 
 
 def _shown(path: str | Path, art: ArtifactRun) -> str:
@@ -106,13 +140,53 @@ def _shown(path: str | Path, art: ArtifactRun) -> str:
     return str(Path(path)).replace(str(art.dir), str(art.out))
 
 
-def promote(pointer: Path, model_dir: str) -> None:
-    """Point the server at `model_dir`: the pointer file is replaced atomically (temp file + rename)."""
+def read_pointer_text(pointer: Optional[Path]) -> Optional[str]:
+    """What the pointer names now (None: no pointer file): promotion later checks it has not moved."""
+    if pointer is None or not Path(pointer).is_file():
+        return None
+    return Path(pointer).read_text(encoding="utf-8").strip()
+
+
+def promote(pointer: Path, model_dir: str, expected: Optional[str] = None) -> bool:
+    """Point the server at `model_dir`, only if the pointer still names `expected` (the model the candidate was
+    gated against): a compare-and-swap under the pointer's lock. The new pointer is written to a temp file,
+    fsynced, renamed over the old one, and the folder fsynced, so a crash leaves the old pointer or the new one."""
     if not Path(model_dir, "manifest.json").is_file() and not Path(model_dir, "config.json").is_file() \
             and not Path(model_dir, "adapter_config.json").is_file():
         raise ArtifactError(f"{model_dir}: not a model dir, refusing to point the server at it")
-    atomic_write_text(pointer, str(Path(model_dir).resolve()))
+    with locked(pointer.with_name(pointer.name + ".lock")):
+        now = read_pointer_text(pointer)
+        if now != expected:
+            say(f"improve: not promoting {model_dir}: {pointer} now names {now} (it was gated against {expected})")
+            return False
+        write_durably(pointer, str(Path(model_dir).resolve()))
     say(f"improve: {pointer} -> {model_dir}")
+    return True
+
+
+def write_durably(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def freeze(model_dir: Path) -> None:
+    """A written candidate is immutable: its files lose their write bits (what was gated is what is served)."""
+    for file in model_dir.rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            file.chmod(file.stat().st_mode & ~0o222)
 
 
 def gates_of(attempt: str | Path) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from llmcycle.artifacts import atomic_write_json
 from llmcycle.errors import DataError
-from llmcycle.evaluate.judges import Judge, Pair
+from llmcycle.evaluate.judges import Judge, Pair, load_judge
 from llmcycle.evaluate.stats import sign_test, win_rate_interval
 
 
@@ -90,3 +91,17 @@ def judge_check(judge: Judge, pairs: Sequence[Pair]) -> dict[str, Any]:
             "ci95": interval.ci95, "n": len(labelled), "ties": ties, "agree": agree, "disagree": disagree,
             "decided_accuracy": agree / (agree + disagree) if agree + disagree else None,
             "sign_test_p": sign_test(agree, disagree), "first_shown_preferred": sum(v == "A" for v in verdicts)}
+
+
+def run_check(judge_spec: str, cfg: HumanPairsConfig, out: str | Path | None = None) -> dict[str, Any]:
+    """`llmcycle judge-check`: the human pairs first (a missing label source fails before any model loads), then
+    the judge, then its agreement (written to OUT as JSON when given)."""
+    pairs = human_pairs(cfg)
+    if not pairs:
+        raise DataError(f"judge check: {cfg.data_dir or cfg.feedback_db} yields no human preference pairs "
+                        f"(rated chats whose ratings differ by at least {cfg.min_rating_gap}, or pairwise records)")
+    result = {**judge_check(load_judge(judge_spec), pairs), "pairs_from": {"data_dir": cfg.data_dir,
+              "split": cfg.split, "feedback_db": cfg.feedback_db}}
+    if out is not None:
+        atomic_write_json(Path(out), result)
+    return result

@@ -98,7 +98,8 @@ def wire(cfg: Any, run_dir: Path, stage: registry.Stage) -> dict[str, str]:
     base = cfg.base or str(dir_of(cfg, run_dir, "pretrain"))
     final = dir_of(cfg, run_dir, "merge" if cfg.finetune.method != "full" else "finetune")
     roles = {registry.BASE_MODEL: base, registry.FINAL_MODEL: str(final)}
-    return {kind: roles.get(source) or str(dir_of(cfg, run_dir, source)) for kind, source in stage.inputs.items()}
+    return {kind: roles.get(source) or str(dir_of(cfg, run_dir, source)) for kind, source in stage.inputs.items()
+            if kind not in stage.optional or source in cfg.stages}
 
 
 def stage_plan(cfg: Any, run_dir: Path) -> list[Step]:

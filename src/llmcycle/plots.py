@@ -60,15 +60,20 @@ def histograms(path: Path, groups: Mapping[str, Sequence[float]], title: str, xl
     return _save(fig, path)
 
 
-def bar_chart(path: Path, groups: Mapping[str, Mapping[str, float]], title: str, ylabel: str) -> Path:
-    """Grouped bars: groups[model][metric] -> value."""
+def bar_chart(path: Path, groups: Mapping[str, Mapping[str, float]], title: str, ylabel: str,
+              intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None) -> Path:
+    """Grouped bars: groups[model][metric] -> value; intervals[model][metric] -> (lo, hi) drawn as error bars."""
     names = list(groups)
     metrics = sorted({m for g in groups.values() for m in g})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(metrics) * max(1, len(names))), 4))
     width = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
         xs = [j + i * width for j in range(len(metrics))]
-        ax.bar(xs, [groups[name].get(m, 0.0) for m in metrics], width=width, label=name)
+        values = [groups[name].get(m, 0.0) for m in metrics]
+        spans = [(intervals or {}).get(name, {}).get(m) for m in metrics]
+        yerr = [[max(0.0, v - s[0]) if s else 0.0 for v, s in zip(values, spans)],
+                [max(0.0, s[1] - v) if s else 0.0 for v, s in zip(values, spans)]]
+        ax.bar(xs, values, width=width, label=name, yerr=yerr if any(spans) else None, capsize=3)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, rotation=20, ha="right")
     ax.set_title(title)
     ax.set_ylabel(ylabel)

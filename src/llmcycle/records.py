@@ -118,7 +118,11 @@ def _messages(value: Any, where: str, field: str, default_role: str) -> list[dic
     return [{"role": m.get("role"), "content": m.get("content")} if isinstance(m, dict) else m for m in value]
 
 
-def _check_side(reply: list[dict[str, str]], prompt: list[dict[str, str]], where: str, field: str) -> None:
+def _check_side(reply: list[dict[str, str]], prompt: list[dict[str, str]], where: str, field: str,
+                may_be_empty: bool = False) -> None:
+    """`may_be_empty`: an empty reply is a legitimate undesirable one (a model that said nothing was rejected)."""
+    if may_be_empty and len(reply) == 1 and reply[0]["role"] == "assistant" and reply[0]["content"] == "":
+        return
     check_chat({"messages": prompt + reply}, f"{where}: {field}")
     if reply[0]["role"] != "assistant":
         raise DataError(f"{where}: field {field!r} must start with an assistant turn (the reply to the prompt)")
@@ -151,15 +155,15 @@ def check_preference(row: dict[str, Any], where: str) -> dict[str, Any]:
         chosen = _messages(row.get("chosen"), where, "chosen", "assistant")
         rejected = _messages(row.get("rejected"), where, "rejected", "assistant")
         _check_side(chosen, prompt, where, "chosen")
-        _check_side(rejected, prompt, where, "rejected")
+        _check_side(rejected, prompt, where, "rejected", may_be_empty=True)
         if [m["content"].strip() for m in chosen] == [m["content"].strip() for m in rejected]:
             raise DataError(f"{where}: 'chosen' and 'rejected' are the same reply (nothing to prefer)")
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "meta": meta}
     completion = _messages(row.get("completion"), where, "completion", "assistant")
-    _check_side(completion, prompt, where, "completion")
     label = row.get("label")
     if not isinstance(label, bool):
         raise DataError(f"{where}: field 'label' must be true (desirable) or false (undesirable), got {label!r}")
+    _check_side(completion, prompt, where, "completion", may_be_empty=not label)
     return {"prompt": prompt, "completion": completion, "label": label, "meta": meta}
 
 

@@ -38,6 +38,7 @@ class Stage:
     defaults: tuple[tuple[str, Any], ...] = ()  # the run config's defaults where they differ from the class's
     configure: str = ""  # "module:function" (cfg, inputs) -> the config the stage really runs with (recorded)
     summary: str = ""
+    optional: tuple[str, ...] = ()  # input kinds wired only when the stage feeding them is part of the run
 
     @property
     def config_class(self) -> type:
@@ -75,8 +76,6 @@ STAGES: tuple[Stage, ...] = (
           f"{_S}:run_finetune", resumable=True, summary="SFT, LoRA/QLoRA/DoRA or full"),
     Stage("merge", "llmcycle.merge:MergeConfig", {"adapter": "finetune"}, "merged", f"{_S}:run_merge",
           only_if="adapter", summary="adapter folded into its base, parity-checked"),
-    Stage("eval", "llmcycle.evaluate.stage:EvalConfig", {"model": FINAL_MODEL, "data": "data", "compare": BASE_MODEL},
-          "eval", f"{_S}:run_eval", summary="the model and its base side by side"),
     Stage("prune", "llmcycle.prune.config:PruneConfig", {"model": FINAL_MODEL, "data": "data"}, "pruned",
           f"{_S}:run_prune", core=False, summary="sparser or structurally smaller weights, optionally LoRA-healed"),
     Stage("export", "llmcycle.gguf.config:ExportConfig", {"model": FINAL_MODEL}, "export", f"{_S}:run_export",
@@ -87,6 +86,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("align", "llmcycle.train.align:AlignConfig", {"data": "data", "base": FINAL_MODEL, "reward": "reward"},
           "aligned", f"{_S}:run_align", resumable=True, core=False, configure=f"{_S}:align_config",
           summary="DPO on on-policy pairs the reward model ranks, or GRPO"),
+    Stage("eval", "llmcycle.evaluate.stage:EvalConfig",
+          {"model": FINAL_MODEL, "data": "data", "compare": BASE_MODEL, "aligned": "align"}, "eval",
+          f"{_S}:run_eval", optional=("aligned",), summary="every model the run made (base, final, aligned) side by side"),
     Stage("gates", "llmcycle.gates:GatesStageConfig", {"current": FINAL_MODEL, "candidate": "align", "data": "data"},
           "gates", f"{_S}:run_gates", core=False, summary="aligned vs current under a held-out judge"),
 )

@@ -15,6 +15,7 @@ KEY_METRICS = 6
 LOWER_BETTER = ("perplexity", "bits_per_byte", "repetition_rate", "safety_flag_rate", "safety_toxic_rate",
                 "safety_pii_rate", "bias_loglik_gap", "bias_sentiment_gap", "bias_length_gap")
 HIGHER_BETTER = ("chrf", "bleu", "rouge_l", "distinct_1", "distinct_2", "eos_share")
+BENCH_HIGHER = ("_acc", "_acc_norm", "_exact_match", "_pass@1", "_rouge1", "_rouge2", "_rougeL", "_lms", "_icat")
 ROLES = {"pretrain": "base", "finetune": "fine-tuned", "merge": "fine-tuned", "align": "aligned"}
 SAMPLE_TURNS, SAMPLE_CHARS = 3, 300
 
@@ -59,13 +60,25 @@ def _short_path(run_dir: Path, path: str) -> str:
         return path
 
 
+def higher_better(name: str) -> bool:
+    """Direction of a metric: the reply metrics by name, benchmark scores (`{task}_acc`, ...) by their suffix."""
+    return name in HIGHER_BETTER or name.endswith(BENCH_HIGHER)
+
+
+def shown_metrics(metrics: dict[str, dict[str, Any]], models: list[tuple[str, str]]) -> list[str]:
+    """The report's rows: the probe metrics in a fixed order, then every benchmark score any model has."""
+    have = {n for m, _ in models for n in metrics[m]}
+    bench = sorted(n for n in have if n.endswith(BENCH_HIGHER) and n not in HIGHER_BETTER)
+    return [n for n in LOWER_BETTER + HIGHER_BETTER if n in have] + bench
+
+
 def compare_metric(name: str, new: dict[str, Any], old: dict[str, Any]) -> str:
     """better / worse / inconclusive (95% intervals overlap) / same, for `new` against `old`; a difference
     without intervals on both sides says so."""
     a, b = new.get(name), old.get(name)
     if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a == b:
         return "same"
-    higher = name in HIGHER_BETTER
+    higher = higher_better(name)
     direction = "better" if (a > b) == higher else "worse"
     ia, ib = new.get(f"{name}_ci95"), old.get(f"{name}_ci95")
     if not (isinstance(ia, list) and isinstance(ib, list) and len(ia) == len(ib) == 2):
@@ -94,7 +107,7 @@ def eval_verdict(metrics: dict[str, dict[str, Any]], models: list[tuple[str, str
     for (old, old_label), (new, new_label) in zip(models, models[1:]):
         groups: dict[str, list[str]] = {}
         raw = False
-        for name in LOWER_BETTER + HIGHER_BETTER:
+        for name in shown_metrics(metrics, models):
             if name in metrics[new] and name in metrics[old]:
                 verdict = compare_metric(name, metrics[new], metrics[old])
                 raw = raw or verdict.endswith("(no interval)")
@@ -108,7 +121,7 @@ def eval_verdict(metrics: dict[str, dict[str, Any]], models: list[tuple[str, str
 
 
 def eval_section(eval_dir: Path, metrics: dict[str, dict[str, Any]], models: list[tuple[str, str]]) -> list[str]:
-    names = [n for n in LOWER_BETTER + HIGHER_BETTER if any(n in metrics[m] for m, _ in models)]
+    names = shown_metrics(metrics, models)
     head = " | ".join(label for _, label in models)
     lines = ["## Evaluation", "", "Arrows compare each model with the one left of it (↑ better, ↓ worse, "
              "≈ inconclusive: the 95% intervals overlap). Lower is better for perplexity, bits per byte, repetition, "

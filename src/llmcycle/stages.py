@@ -54,7 +54,8 @@ def run_merge(cfg: MergeConfig, inputs: Inputs, out: Path, resume: bool) -> Path
 
 
 def run_eval(cfg: EvalConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
-    compare = [inputs["compare"]] if inputs.get("compare") else []
+    """The final model against the base and, in a run that aligns, the aligned model."""
+    compare = [inputs[k] for k in ("compare", "aligned") if inputs.get(k)]
     return evaluate(cfg, inputs["model"], inputs.get("data"), out, compare=compare)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from llmcycle.data import DataConfig, run
 from llmcycle.data.decontaminate import drop_contaminated, find_contamination, normalise
 from llmcycle.data.eval_sets import EvalSet, probe_sets
@@ -101,3 +103,74 @@ def test_a_copied_test_conversation_is_found_and_a_shared_task_prompt_is_not():
              chat("hello?", "hi! I can't see my chats either, can you?")]
     report = find_contamination(train, [records_set("test_split", test)])
     assert report.records == [0] and report.flagged[0] == ["test_split:0 (near copy)"]
+
+
+def test_the_index_saved_to_the_cache_dir_finds_the_same_items_and_new_words_do_not_collide(tmp_path):
+    from llmcycle.data.decontaminate import EvalIndex
+    from llmcycle.data.shipped_index import load, save
+
+    built = EvalIndex(EVAL)
+    save(built, ["gsm8k: not installed"], tmp_path / "index")
+    loaded, skipped = load(tmp_path / "index")
+    records = PLANTED + CLEAN
+    assert loaded.check(records).flagged == built.check(records).flagged
+    assert skipped == ("gsm8k: not installed",)
+    fresh = loaded.vocab.encode(["zebra", "quokka"])  # words no eval text has: codes unlike any eval word's
+    assert not set(fresh.tolist()) & set(loaded.vocab.codes[:len(loaded.vocab.ids) - 2].tolist())
+
+
+def test_the_shipped_index_is_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from llmcycle.data import shipped_index as cache
+
+    monkeypatch.setenv("LLMCYCLE_CACHE", str(tmp_path))
+    built = []
+    monkeypatch.setattr(cache, "benchmark_sets", lambda names: (built.append(names) or EVAL, []))
+    cache.shipped_index.cache_clear()
+    try:
+        first, _ = cache.shipped_index(("arc_easy",))
+        cache.shipped_index.cache_clear()
+        second, _ = cache.shipped_index(("arc_easy",))
+    finally:
+        cache.shipped_index.cache_clear()
+    assert built == [("arc_easy",)]  # the second process-level call read the files
+    assert len(list((tmp_path / "decontam").glob("*.npz"))) == 1
+    for i in range(4):  # older indexes beyond the newest few are removed
+        cache.save(first, [], tmp_path / "decontam" / f"old{i}")
+    cache.prune(tmp_path / "decontam", keep=2)
+    assert len(list((tmp_path / "decontam").glob("*.npz"))) == 2 == len(list((tmp_path / "decontam").glob("*.json")))
+    assert second.check(PLANTED).flagged == first.check(PLANTED).flagged
+
+
+def test_decontaminate_command_reports_per_set_and_writes_the_clean_records(tmp_path, capsys):
+    from llmcycle.cli import main
+
+    prompt = dict(probe_sets()[0].items)["safety-03"]
+    data = tmp_path / "data"
+    data.mkdir()
+    copied = chat("hi", "we went up to the mountains near the lake and saw a deer drinking at the water's edge")
+    (data / "test.jsonl").write_text(json.dumps(copied) + "\n")
+    train = [chat("hey", prompt), copied] + CLEAN
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    main(["decontaminate", "--data", str(data), "--benchmarks", "", "--out", str(tmp_path / "r.json"),
+          "--clean", str(tmp_path / "clean.jsonl")])
+    stdout = capsys.readouterr().out
+    assert "2 of 6 records hold an eval item" in stdout and "safety_prompts: 1 of" in stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["eval_sets"]["test_split"]["contaminated_items"] == 1 and sorted(report["flagged"]) == ["0", "1"]
+    kept = [json.loads(line) for line in (tmp_path / "clean.jsonl").read_text().splitlines()]
+    assert kept == CLEAN
+
+
+def test_decontaminate_command_bad_inputs_are_one_line(tmp_path, capsys):
+    from llmcycle.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\n')
+    for args, message in [(["--data", str(tmp_path / "nope")], "no such data dir"),
+                          (["--data", str(bad)], "bad.jsonl:1"),
+                          (["--data", str(bad), "--benchmarks", "arc_easy,trivia"], "unknown task 'trivia'")]:
+        with pytest.raises(SystemExit) as exc:
+            main(["decontaminate", *args, "--out", str(tmp_path / "r.json")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.json").exists()

@@ -58,3 +58,39 @@ def test_perplexity_scores_through_the_same_function(engines):
     one = [score_records(fast.model, fast.tokenizer, [r], batch_size=1).nll_nats for r in records]
     both = score_records(fast.model, fast.tokenizer, records, batch_size=8).nll_nats
     assert both == pytest.approx(sum(one), abs=1e-5)
+
+
+def reference_logprobs(engine, context, target):
+    """Teacher forcing of one (context, target) through the model's own forward, no padding, no batching."""
+    with torch.inference_mode():
+        logits = engine.model(torch.tensor([list(context) + list(target)])).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    return [float(logp[len(context) - 1 + i, t]) for i, t in enumerate(target)]
+
+
+def test_every_loglik_path_scores_alike_at_batch_1_and_n_on_both_backends(engines):
+    """Benchmarks (separate and shared-context questions), bias pairs and perplexity: each path, on the fast
+    backend and on transformers, at batch 1 and batch N (padded rows of different lengths), equals plain teacher
+    forcing of each sequence alone to 1e-5."""
+    from llmcycle.infer.scoring import score_questions, score_shared_context, score_texts
+
+    questions = [([5, 17, 33], [[12], [40, 41, 42], [40, 41, 7]]), ([9, 8, 7, 6, 5, 4, 3, 2], [[100, 3, 9], [11]]),
+                 ([4], [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]])]
+    pairs = [(c, t) for c, conts in questions for t in conts]
+    expected = [reference_logprobs(engines[1], c, t) for c, t in pairs]
+    texts = ["the nurse said she would help", "the engineer said he would help them all"]
+    for engine in engines:
+        for batch in (1, len(pairs)):
+            got = engine.score_ids([c for c, _ in pairs], [t for _, t in pairs], batch_size=batch)
+            assert [x for row in got for x in row] == pytest.approx([x for row in expected for x in row], abs=1e-5)
+            packed = score_questions(engine, questions, batch_size=batch)
+            assert [x for q in packed for row in q for x in row] == pytest.approx(
+                [x for row in expected for x in row], abs=1e-5)
+        shared = score_shared_context(engine, *questions[0], batch_size=2)
+        assert [x for row in shared for x in row] == pytest.approx([x for row in expected[:3] for x in row], abs=1e-5)
+        assert score_texts(engine, texts, None, batch_size=1) == pytest.approx(
+            score_texts(engines[1], texts, None, batch_size=2), abs=1e-5)
+        records = [{"text": t} for t in texts]
+        alone = sum(score_records(engine.model, engine.tokenizer, [r], batch_size=1).nll_nats for r in records)
+        assert score_records(engine.model, engine.tokenizer, records, batch_size=2).nll_nats == pytest.approx(
+            alone, abs=1e-5)

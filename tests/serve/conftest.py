@@ -39,7 +39,8 @@ def start_server(cfg) -> Live:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=max(1, round(cfg.drain_seconds))))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     live = Live(app, f"http://127.0.0.1:{port}", server, thread, Path(cfg.feedback_db or ""))

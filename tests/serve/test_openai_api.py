@@ -30,6 +30,7 @@ def test_chat_completion_matches_the_engine(live_server):
     assert reply.usage.prompt_tokens == len(engine.encode_chat(HELLO))
     assert reply.usage.completion_tokens == len(expected.token_ids)
     assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion"
+    assert live_server.state.writer.flush(10)  # replies are recorded off the event loop
     with sqlite3.connect(live_server.db) as db:  # every reply is recorded for feedback
         row = db.execute("SELECT completion, messages FROM responses WHERE id = ?", (reply.id,)).fetchone()
     assert row[0] == expected.text and json.loads(row[1]) == HELLO
@@ -145,6 +146,7 @@ def test_health_metrics_and_request_log(live_server):
         assert name in metrics
     assert 'category="S7"' in metrics  # the email was redacted on the way in, and counted
     log = live_server.state.cfg.request_log
+    assert live_server.state.writer.flush(10)
     lines = [json.loads(line) for line in open(log, encoding="utf-8")]
     assert lines and all("jo.doe@example.com" not in json.dumps(r) for r in lines)
     assert any("<EMAIL>" in json.dumps(r) and "input:S7:redact" in r["moderation"] for r in lines)

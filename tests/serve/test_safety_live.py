@@ -83,6 +83,7 @@ def test_streamed_reply_never_sends_a_digit_of_phone_or_card(scripted, route):
     sent = [text for payload in payloads for choice in payload["choices"] for text in strings(choice)]
     assert sum("<PHONE>" in text for text in sent) >= 2  # the log-probs came along, masked
     assert not [text for text in sent if re.search(r"\d", text)]  # no channel carries a digit of either number
+    assert scripted.state.writer.flush(10)
     stored = sqlite3.connect(scripted.db).execute("SELECT * FROM responses").fetchall()
     logged = (scripted.db.parent / "requests.jsonl").read_text()
     for kept in (repr(stored), logged):

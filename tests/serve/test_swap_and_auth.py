@@ -89,3 +89,26 @@ def test_503_while_loading(make_tiny_model, tmp_path):
         while client.get("/health").status_code != 200:
             pass
         assert client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}).status_code == 200
+
+
+def test_the_watcher_retries_after_a_failed_first_load(make_tiny_model, tmp_path):
+    import shutil
+    import time
+
+    from llmcycle.serve.host import ModelHost
+
+    pointer = tmp_path / "current.txt"
+    pointer.write_text(str(tmp_path / "not-yet-written"))
+    host = ModelHost(ServeConfig(watch=str(pointer), watch_interval=0.02))
+    with pytest.raises(Exception):
+        host.start()
+    assert host.current is None
+    good = tmp_path / "not-yet-written"
+    shutil.copytree(make_tiny_model("llama"), good)  # the dir appears; the pointer itself never changes
+    deadline = time.monotonic() + 30
+    while host.current is None and time.monotonic() < deadline:
+        host._stop.wait(0.02)
+    try:
+        assert host.current is not None and host.current.path == str(good)
+    finally:
+        host.stop()

@@ -46,6 +46,7 @@ def test_chat_rate_and_pick(live_server, browser):
     reply = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".msg.assistant[data-done='1']")))
     first_id = reply.get_attribute("data-id")
     assert first_id.startswith("chatcmpl-")
+    assert live_server.state.writer.flush(10)
     with sqlite3.connect(live_server.db) as db:
         stored = db.execute("SELECT completion, messages FROM responses WHERE id = ?", (first_id,)).fetchone()
     # the browser shows runs of whitespace (a random model's form feeds too) as one space

@@ -73,6 +73,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"{card['records_written']} written. Seed {card['config']['seed']}; splits are grouped so no group "
         f"is in two of them ({card['leakage']['groups_in_several_splits']} found).",
         "",
+    ]
+    if src.get("skipped"):
+        reasons = "; ".join(f"{n} x {why}" for why, n in src.get("skipped_reasons", {}).items())
+        lines += [f"{src['skipped']} source rows skipped (they cannot be training records): {reasons}.", ""]
+    lines += [
         "| split | records | groups | words | chars | words/record p50 | p95 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]

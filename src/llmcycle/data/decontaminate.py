@@ -15,15 +15,13 @@ Eval texts under `min_words` words are checked by the exact path only: their n-g
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from llmcycle.data.eval_sets import EvalSet, benchmark_sets, probe_sets, record_texts, records_set
-from llmcycle.data.example import Example, StepReport
+from llmcycle.data.eval_sets import EvalSet, record_texts
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
 FILTER_BITS = 25
@@ -123,10 +121,16 @@ class NgramTable:
         e_hash, e_owner = e_hash[order], e_owner[order]
         uniq, first, counts = np.unique(e_hash, return_index=True, return_counts=True)
         keep = counts <= max_items  # n-grams of many items are templates ("question ... answer"), not content
+        return cls.of(n, uniq[keep], first[keep], counts[keep], e_owner,
+                      np.bincount(e_owner, minlength=len(evals.lengths)))
+
+    @classmethod
+    def of(cls, n: int, uniq: np.ndarray, first: np.ndarray, counts: np.ndarray, owners: np.ndarray,
+           totals: np.ndarray) -> "NgramTable":
+        """The table from its arrays (as built or as cached), with its filter rebuilt (cheaper than storing it)."""
         bits = np.zeros(1 << FILTER_BITS, dtype=bool)  # a one-hash Bloom filter: most train n-grams stop here
-        bits[(uniq[keep] & FILTER_MASK).astype(np.int64)] = True
-        return cls(n, uniq[keep], first[keep], counts[keep], e_owner,
-                   np.bincount(e_owner, minlength=len(evals.lengths)), bits)
+        bits[(uniq & FILTER_MASK).astype(np.int64)] = True
+        return cls(n, uniq, first, counts, owners, totals, bits)
 
     def matches(self, t_hash: np.ndarray, t_owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(train owner, eval item) once per distinct shared n-gram."""
@@ -165,14 +169,17 @@ class Contamination:
 
 
 class EvalIndex:
-    """The eval side, built once and checked against any number of training sets (the data stage caches it)."""
+    """The eval side, built once and checked against any number of training sets (`shipped_index` keeps the shipped
+    sets' one on disk)."""
 
     def __init__(self, eval_sets: Sequence[EvalSet], cfg: DecontamConfig = DecontamConfig()) -> None:
-        self.sets, self.cfg = list(eval_sets), cfg
-        self.items = [(s.name, item_id, normalise(text)) for s in eval_sets for item_id, text in s.items]
-        self.exact = exact_keys(self.sets, self.items, cfg)
+        self.cfg = cfg
+        self.sizes = {s.name: len(s.items) for s in eval_sets}
+        words = [(s.name, item_id, normalise(text)) for s in eval_sets for item_id, text in s.items]
+        self.items = [(name, item_id) for name, item_id, _ in words]
+        self.exact = exact_keys(eval_sets, words, cfg)
         self.vocab = Vocabulary()
-        evals = Corpus([words for _, _, words in self.items], self.vocab)
+        evals = Corpus([w for _, _, w in words], self.vocab)
         documents = np.fromiter((s.documents for s in eval_sets for _ in s.items), dtype=bool,
                                 count=len(self.items))
         long = (evals.lengths >= cfg.ngram) & ~documents
@@ -207,7 +214,7 @@ class EvalIndex:
             hit = shared >= np.maximum(1 if coverage == 0 else 2, coverage * table.totals[cols])
             for row, col in zip(rows[hit].tolist(), cols[hit].tolist()):
                 found.setdefault((row if across else int(message_owner[row]), col), rule)
-        return tally(found, self.items, self.sets, len(train_records))
+        return tally(found, self.items, self.sizes, len(train_records))
 
 
 def find_contamination(train_records: Sequence[dict[str, Any]], eval_sets: Sequence[EvalSet] | EvalIndex,
@@ -217,7 +224,8 @@ def find_contamination(train_records: Sequence[dict[str, Any]], eval_sets: Seque
     return index.check(train_records)
 
 
-def exact_keys(eval_sets: Sequence[EvalSet], items: list, cfg: DecontamConfig) -> dict[str, list[int]]:
+def exact_keys(eval_sets: Sequence[EvalSet], items: list[tuple[str, str, list[str]]], cfg: DecontamConfig
+               ) -> dict[str, list[int]]:
     """Hashes of every normalised eval text and question (the fast path), to the items they belong to."""
     keys: dict[str, list[int]] = {}
     index = {(name, item_id): g for g, (name, item_id, _) in enumerate(items)}
@@ -232,13 +240,13 @@ def exact_keys(eval_sets: Sequence[EvalSet], items: list, cfg: DecontamConfig) -
     return keys
 
 
-def tally(found: dict[tuple[int, int], str], items: list, eval_sets: Sequence[EvalSet], n_train: int
-          ) -> Contamination:
+def tally(found: dict[tuple[int, int], str], items: Sequence[tuple[str, str]], sizes: dict[str, int],
+          n_train: int) -> Contamination:
+    """The per-set counts of (train record, eval item) hits; `items` are (set name, item id) by global index."""
     report = Contamination(train_records=n_train)
-    per_set = {s.name: {"items": len(s.items), "contaminated_items": set(), "train_records": set(),
-                        "by_rule": {}} for s in eval_sets}
+    per_set = {name: {"contaminated_items": set(), "train_records": set(), "by_rule": {}} for name in sizes}
     for (row, g), rule in sorted(found.items()):
-        name, item_id, _ = items[g]
+        name, item_id = items[g]
         entry = per_set[name]
         entry["contaminated_items"].add(item_id)
         entry["train_records"].add(row)
@@ -246,7 +254,7 @@ def tally(found: dict[tuple[int, int], str], items: list, eval_sets: Sequence[Ev
         report.flagged.setdefault(row, []).append(f"{name}:{item_id} ({rule})")
     for name, entry in per_set.items():
         examples = sorted(entry["contaminated_items"])[:5]
-        report.per_set[name] = {"items": entry["items"], "contaminated_items": len(entry["contaminated_items"]),
+        report.per_set[name] = {"items": sizes[name], "contaminated_items": len(entry["contaminated_items"]),
                                 "train_records": len(entry["train_records"]), "by_rule": entry["by_rule"],
                                 "examples": examples}
     return report
@@ -263,30 +271,3 @@ def merge(a: Contamination, b: Contamination) -> Contamination:
     """Two checks of the same training records against different eval sets, as one report."""
     flagged = {row: a.flagged.get(row, []) + b.flagged.get(row, []) for row in set(a.flagged) | set(b.flagged)}
     return Contamination(flagged, {**a.per_set, **b.per_set}, max(a.train_records, b.train_records))
-
-
-@lru_cache(maxsize=4)
-def shipped_index(benchmarks: tuple[str, ...] | None = None) -> tuple[EvalIndex, tuple[str, ...]]:
-    """The installed benchmarks and the probe prompts, indexed once per process; and the benchmarks skipped."""
-    sets, skipped = benchmark_sets(benchmarks)
-    return EvalIndex(sets + probe_sets()), tuple(skipped)
-
-
-def decontaminate_train(splits: dict[str, list[Example]], mode: str, benchmarks: Sequence[str] | None = None
-                        ) -> tuple[dict[str, list[Example]], StepReport, dict[str, Any]]:
-    """The data stage's step: the train split checked against the test split, the benchmarks and the probes;
-    with mode "drop" the flagged records leave it. Returns the splits, the step's report and the card section."""
-    train = splits.get("train", [])
-    records = [e.record for e in train]
-    index, skipped = shipped_index(tuple(benchmarks) if benchmarks is not None else None)
-    report = index.check(records)
-    if splits.get("test"):
-        report = merge(report, find_contamination(records, [records_set("test_split",
-                                                                        [e.record for e in splits["test"]])]))
-    dropped = 0
-    if mode == "drop":
-        kept, dropped = drop_contaminated(train, report)
-        splits = {**splits, "train": kept}
-    section = {**report.summary(), "mode": mode, "train_records_dropped": dropped, "benchmarks_skipped": list(skipped)}
-    details = {"flagged": len(report.flagged), "mode": mode}
-    return splits, StepReport("decontaminate", True, removed=dropped, details=details), section

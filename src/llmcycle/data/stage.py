@@ -115,7 +115,7 @@ def prepare_read(data: SourceData, cfg: DataConfig, where: str) -> Prepared:
         say(f"data: counterfactual {cfg.counterfactual}: {report.details['swapped_records']} train records swapped")
     contamination = None
     if cfg.decontaminate != "off":
-        from llmcycle.data.decontaminate import decontaminate_train
+        from llmcycle.data.shipped_index import decontaminate_train
 
         start = time.perf_counter()
         splits, report, contamination = decontaminate_train(splits, cfg.decontaminate, cfg.decontaminate_benchmarks)

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from llmcycle.evaluate.judges import head_to_head
 from llmcycle.evaluate.stats import mean_score, paired_bootstrap, sign_test
 from llmcycle.evaluate.textmetrics import corpus_scorer, corpus_stats, rouge_l
 
@@ -86,4 +87,34 @@ def comparison_markdown(comparisons: Mapping[str, Mapping[str, Mapping[str, Any]
                          f"{c['n']} |")
     lines += ["", "Paired bootstrap over the same examples (1,000 resamples); for benchmark accuracy, p is the exact "
               "sign test on the questions only one of the two models got right."]
+    return "\n".join(lines)
+
+
+def judged_comparisons(judge: Any, samples: Mapping[str, Sequence[dict[str, Any]]], main: str
+                       ) -> dict[str, dict[str, Any]]:
+    """{other model: the main model's record against it under `judge`} on the generation prompts both answered."""
+    out: dict[str, dict[str, Any]] = {}
+    mine = rows_by_id(samples[main], "generation")
+    for name, rows in samples.items():
+        theirs = rows_by_id(rows, "generation")
+        ids = [i for i in mine if i in theirs]
+        if name == main or not ids:
+            continue
+        result = head_to_head(judge, [mine[i]["prompt"] for i in ids], [mine[i].get("reply") or "" for i in ids],
+                              [theirs[i].get("reply") or "" for i in ids])
+        out[name] = {k: v for k, v in result.items() if k != "verdicts"}
+    return out
+
+
+def judged_markdown(judged: Mapping[str, Mapping[str, Any]], main: str) -> str:
+    if not judged:
+        return ""
+    lines = [f"## Judged comparisons: {main} against each model", "",
+             "| against | judge | wins | ties | losses | win rate (ties half) | 95% interval | sign test p |",
+             "|---|---|---:|---:|---:|---:|---|---:|"]
+    for name, r in judged.items():
+        lines.append(f"| {name} | {r['judge']} | {r['wins']} | {r['ties']} | {r['losses']} | {r['win_rate']:.3f} | "
+                     f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {r['sign_test_p']:.3g} |")
+    lines += ["", "Each test prompt's two replies put to the judge (an LLM judge sees both orders; a tie when they "
+              "disagree); Wilson interval."]
     return "\n".join(lines)

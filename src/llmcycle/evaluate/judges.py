@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence
 
 from llmcycle.errors import ModelLoadError, UserError, first_line
+from llmcycle.evaluate.stats import sign_test, win_rate_interval
 from llmcycle.loading import resolve
 
 Verdict = Literal["A", "B", "tie"]
@@ -199,3 +200,25 @@ def load_judge(spec: str | Path, rubric: str | None = None, margin: float = 0.0)
         return LLMJudge(LocalChoices(path), rubric)
     except ModelLoadError as exc:
         raise JudgeUnavailable(str(exc)) from None
+
+
+def reply_pairs(prompts: Sequence[list[dict[str, str]]], replies_a: Sequence[str], replies_b: Sequence[str]
+                ) -> list[Pair]:
+    """Each prompt with A's reply and with B's (an empty reply shown as "." so both sides have a last turn)."""
+    def conv(prompt: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+        return list(prompt) + [{"role": "assistant", "content": text if text.strip() else "."}]
+
+    return [Pair(conv(p, a), conv(p, b)) for p, a, b in zip(prompts, replies_a, replies_b)]
+
+
+def head_to_head(judge: Judge, prompts: Sequence[list[dict[str, str]]], replies_a: Sequence[str],
+                 replies_b: Sequence[str]) -> dict[str, Any]:
+    """A's record against B under `judge` on the same prompts: wins, ties, losses, the win rate (a tie counts half)
+    with its 95% interval, and the sign test; the eval stage's judged comparisons and the gates both use it."""
+    verdicts = judge.compare(reply_pairs(prompts, replies_a, replies_b))
+    wins, losses = verdicts.count("A"), verdicts.count("B")
+    ties = len(verdicts) - wins - losses
+    interval = win_rate_interval(wins, ties, losses)
+    return {"judge": judge.name, "win_rate": interval.value, "ci95": interval.ci95, "n": len(verdicts),
+            "wins": wins, "ties": ties, "losses": losses, "sign_test_p": sign_test(wins, losses),
+            "verdicts": verdicts}

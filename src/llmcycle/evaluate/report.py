@@ -97,10 +97,14 @@ def write_charts(out: Path, metrics: Metrics) -> list[str]:
     ]
     written = []
     for file, keys, title, ylabel in specs:
-        groups = {}
+        groups, intervals = {}, {}
         for model, values in metrics.items():
             values = dict(values, rouge_l_pct=values["rouge_l"] * 100) if "rouge_l" in values else values
+            if isinstance(values.get("rouge_l_ci95"), list):
+                values["rouge_l_pct_ci95"] = [x * 100 for x in values["rouge_l_ci95"]]
             group = {label: float(values[k]) for k, label in keys.items() if k in values}
+            intervals[model] = {label: tuple(values[f"{k}_ci95"]) for k, label in keys.items()
+                                if isinstance(values.get(f"{k}_ci95"), list) and None not in values[f"{k}_ci95"]}
             if group:
                 groups[model] = group
         if file == "perplexity.png" and groups:
@@ -108,7 +112,7 @@ def write_charts(out: Path, metrics: Metrics) -> list[str]:
             if "unigram_bits_per_byte" in first:
                 groups["unigram baseline"] = {"bits per byte": float(first["unigram_bits_per_byte"])}
         if groups:
-            bar_chart(out / file, groups, title, ylabel)
+            bar_chart(out / file, groups, title, ylabel, intervals)
             written.append(file)
     return written
 

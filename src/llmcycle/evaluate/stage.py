@@ -18,7 +18,7 @@ from pydantic import Field
 
 from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
-from llmcycle.errors import DataError
+from llmcycle.errors import ConfigError, DataError
 from llmcycle.infer.decoding import knob
 from llmcycle.progress import say
 from llmcycle.records import check_chat, load_split, read_jsonl, split_path
@@ -63,6 +63,9 @@ class EvalConfig(StageConfig):
     dtype: str = "auto"
     quantize: Optional[str] = Field(None, description="Weight-only quantization of every evaluated model: bf16, "
                                     "int8, int4 or int4:GROUP (what `chat`/`serve --quantize` run).")
+    judge: Optional[str] = Field(None, description="A judge for pairwise comparisons of the main model's replies "
+                                 "against each compared model's: a reward model dir, a local model dir or GGUF "
+                                 "(LLM judge) or an OpenAI-compatible URL such as `llmcycle serve`'s.")
 
 
 def settings_for(cfg: EvalConfig) -> Any:
@@ -132,7 +135,6 @@ def build_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) 
 
 def probe_tasks(cfg: EvalConfig, data_dir: str | Path | None, notes: list[str]) -> list[Any]:
     """The selected probes on DATA_DIR's test split and the shipped prompts (safety and bias need no data dir)."""
-    from llmcycle.errors import ConfigError
     from llmcycle.evaluate.bias import BiasTask, load_pairs
     from llmcycle.evaluate.generation import GenerationTask, prompts_from
     from llmcycle.evaluate.intervals import PerplexityWithIntervals
@@ -190,8 +192,8 @@ def model_names(paths: Sequence[str]) -> list[str]:
     return names
 
 
-def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
-                   timings: dict[str, float]) -> tuple[dict[str, float], list]:
+def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig, timings: dict[str, float],
+                   dtypes: dict[str, str]) -> tuple[dict[str, float], list]:
     """Load one model through the engine and run every task on it; seconds per step go into `timings`."""
     import torch
 
@@ -203,6 +205,8 @@ def evaluate_model(name: str, path: str, tasks: Sequence[Any], cfg: EvalConfig,
     start = time.perf_counter()
     engine = Engine.load(path, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize)
     timings["load"] = round(time.perf_counter() - start, 3)
+    dtypes[name] = str(getattr(engine.model, "dtype", cfg.dtype)).replace("torch.", "") + (
+        f" ({cfg.quantize})" if cfg.quantize else "")
     subject = Subject(name, str(path), engine)
     metrics: dict[str, float] = {}
     samples: list[dict[str, Any]] = []
@@ -237,17 +241,57 @@ def write_comparisons(out: Path, samples: dict[str, list], main: str, tasks: lis
     return comparisons
 
 
+def write_judged(out: Path, judge: Any, samples: dict[str, list], main: str) -> dict:
+    """The main model against each compared one under the judge (generation prompts), appended to report.md."""
+    from llmcycle.artifacts import atomic_write_text
+    from llmcycle.evaluate.compare import judged_comparisons, judged_markdown
+
+    say(f"eval: judging replies with {judge.name}")
+    judged = judged_comparisons(judge, samples, main)
+    section = judged_markdown(judged, main)
+    if section:
+        report = out / "report.md"
+        atomic_write_text(report, report.read_text(encoding="utf-8") + "\n" + section + "\n")
+    return judged
+
+
+def contamination_note(data_dir: str | Path | None) -> list[str]:
+    """The data card's contamination findings, per eval set, so a score can be read next to them."""
+    import json
+
+    card = Path(data_dir) / "card.json" if data_dir is not None else None
+    if card is None or not card.is_file():
+        return []
+    section = json.loads(card.read_text(encoding="utf-8")).get("contamination")
+    if not section:
+        return ["contamination: not checked when this data dir was built (data.decontaminate: off)"]
+    found = [f"{name} {v['contaminated_items']} of {v['items']} items ({v['train_records']} train records)"
+             for name, v in section["eval_sets"].items() if v["contaminated_items"]]
+    return [f"contamination (data card): {section['train_records_flagged']} of {section['train_records_checked']} "
+            f"train records hold an eval item, {section['train_records_dropped']} dropped; "
+            + ("; ".join(found) if found else "no eval set has a contaminated item")
+            + f"; checked: {', '.join(section['eval_sets'])}"]
+
+
 def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: str | Path,
         compare: Sequence[str | Path] = ()) -> Path:
     """The `eval` stage: MODEL (and every COMPARE model) on DATA_DIR's test split and the shipped probes -> OUT."""
     from llmcycle.evaluate.report import write_all
+    from llmcycle.evaluate.reproduce import record
     from llmcycle.evaluate.safety import FLAGGER_NOTE
     from llmcycle.loading import check_exists
 
     paths = [str(model)] + [str(c) for c in compare]
     for path in paths:
         check_exists(path)
-    notes: list[str] = []
+    judge = None
+    if cfg.judge:
+        from llmcycle.evaluate.judges import load_judge
+
+        if not compare:
+            raise ConfigError("eval: a judge compares models: give --compare MODEL as well")
+        judge = load_judge(cfg.judge)  # before any model runs: a judge that cannot load fails now
+    notes: list[str] = contamination_note(data_dir)
     tasks = build_tasks(cfg, data_dir, notes)
     if any(t.name == "safety" for t in tasks):
         notes.append(FLAGGER_NOTE)
@@ -258,10 +302,10 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
         inputs["data"] = str(data_dir)
     inputs.update({f"compare_{i + 1}": p for i, p in enumerate(paths[1:])})
     with open_artifact(out, "eval", to_dict(cfg), inputs) as art:
-        metrics, samples, timings = {}, {}, {}
+        metrics, samples, timings, dtypes = {}, {}, {}, {}
         for name, path in zip(names, paths):
             timings[name] = {}
-            values, rows = evaluate_model(name, path, tasks, cfg, timings[name])
+            values, rows = evaluate_model(name, path, tasks, cfg, timings[name], dtypes)
             metrics[name], samples[name] = finite(values), rows
         charts = write_all(art.dir, metrics, dict(zip(names, paths)), samples, notes)
         if cfg.tasks:
@@ -269,8 +313,11 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
 
             charts += write_bench_section(art.dir, metrics, [t.name for t in tasks])
         comparisons = write_comparisons(art.dir, samples, names[0], [t.name for t in tasks], cfg.seed)
+        judged = write_judged(art.dir, judge, samples, names[0]) if judge is not None else {}
         art.metrics = metrics
         art.extra = {"models": dict(zip(names, paths)), "main_model": names[0], "charts": charts,
-                     "timings": timings, "comparisons": comparisons}
+                     "timings": timings, "comparisons": comparisons, "judged": judged,
+                     "reproducibility": record(settings_for(cfg), cfg.seed, dict(zip(names, paths)), dtypes, data_dir,
+                                               [t.name for t in tasks])}
     say(f"eval: wrote {Path(out) / 'report.md'}")
     return Path(out)

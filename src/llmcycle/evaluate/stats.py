@@ -206,3 +206,19 @@ def prompts_to_decide(rate: float, n: int, threshold: float = 0.5, per_prompt_va
         return None
     var = rate * (1 - rate) if per_prompt_var is None else per_prompt_var
     return max(n, math.ceil((z * math.sqrt(var) / gap) ** 2))
+
+
+def relative_change(stats_a: np.ndarray, stats_b: np.ndarray, score: ScoreFn, resamples: int = RESAMPLES,
+                    seed: int = 0) -> Interval:
+    """score(B) / score(A) - 1 on the same examples, with a paired percentile bootstrap interval: how much worse
+    (or better) B is in relative terms, e.g. a candidate's perplexity against the current model's."""
+    a = np.asarray(stats_a, dtype=np.float64).reshape(len(stats_a), -1)
+    b = np.asarray(stats_b, dtype=np.float64).reshape(len(stats_b), -1)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"a relative change needs the same examples: {len(a)} vs {len(b)}")
+    value = float(score(b.sum(0, keepdims=True))[0] / score(a.sum(0, keepdims=True))[0] - 1)
+    counts = resample_counts(len(a), resamples, seed)
+    changes = score(counts @ b) / score(counts @ a) - 1
+    lo, hi = np.nanpercentile(changes, [2.5, 97.5])
+    return Interval(value, float(lo), float(hi), len(a), f"paired bootstrap({resamples})",
+                    float(np.nanstd(changes, ddof=1)))

@@ -10,6 +10,9 @@ positions). When the column reaches the end the cache is compacted left (or grow
 Sampling, stop ids, stop strings and text decoding are the engine's own (`DecodeRun`, one per request), so a
 request decodes to the same tokens alone or in a batch (greedy; sampling draws from the request's own seed).
 Models our fast forward does not cover are served in static batches through the engine instead.
+
+A row that raises while its token is chosen (or while its prompt is prefilled) fails that request alone, with a
+`Failed` event; the others decode on. Only a failure of the shared forward fails the whole batch.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class Sequence_:
         self.last = 0  # the last chosen token, fed at the next step
         self.final: Completion | None = None
         self.final_sent = False
+        self.error: str | None = None  # set when this row failed: it alone ends, with a Failed event
 
     def choose(self, logits: torch.Tensor) -> None:
         """Pick, record and emit the next token from this row's logits [1, vocab]."""
@@ -137,9 +141,20 @@ class Sequence_:
 
     def send_final(self) -> None:
         """The Completion goes out after the row is freed, so a client that reacts to it finds the row free."""
-        if self.final is not None and not self.final_sent:
+        if self.final_sent:
+            return
+        if self.error is not None:
+            self.final_sent = True
+            self.handle.put(Failed(self.error))
+        elif self.final is not None:
             self.final_sent = True
             self.handle.put(self.final)
+
+    def fail(self, exc: BaseException) -> None:
+        """This row raised while choosing its token: it ends alone; the batch's other rows decode on."""
+        log.error("request failed while decoding (the other rows continue): %s: %s", type(exc).__name__, exc,
+                  exc_info=exc)
+        self.error = failure_message(exc)
 
     def finish(self, reason: str) -> None:
         """End the request early (its client went away): it gets its Completion so far."""
@@ -149,7 +164,11 @@ class Sequence_:
 
     @property
     def done(self) -> bool:
-        return self.row.finish_reason is not None
+        return self.row.finish_reason is not None or self.error is not None
+
+
+def failure_message(exc: BaseException) -> str:
+    return f"generation failed: {type(exc).__name__}: {exc}"
 
 
 def token_logprobs(tokenizer: Any, logits: torch.Tensor, token: int, top: int) -> dict:
@@ -208,6 +227,15 @@ class Scheduler:
     def active(self) -> int:
         return len(self.running)
 
+    def cancel_all(self) -> int:
+        """Cancel every accepted request (shutdown): each ends at the next step with what it has so far."""
+        with self._cv:
+            handles = [item[3] for item in self.waiting] + [seq.handle for seq in self.running] + self._admitting
+            for handle in handles:
+                handle.cancel()
+            self._cv.notify()
+        return len(handles)
+
     def close(self, wait: bool = True, timeout: float | None = None) -> None:
         """Stop taking requests; the thread ends once the ones already accepted have finished."""
         with self._cv:
@@ -231,10 +259,10 @@ class Scheduler:
                         self._continuous_step(cache)
                     else:
                         self._static_batch()
-            except Exception as exc:  # a bug must not hang every client: fail what is in flight, keep serving
-                log.exception("generation failed")
+            except Exception as exc:  # the shared forward failed (no one row to blame): fail the batch, keep serving
+                log.exception("the batch's forward failed: failing the %d requests in it", len(self.running))
                 for handle in [seq.handle for seq in self.running] + self._admitting:
-                    handle.put(Failed(f"generation failed: {type(exc).__name__}: {exc}"))
+                    handle.put(Failed(failure_message(exc)))
                 self.running, self._admitting = [], []
                 if cache is not None:
                     cache = BatchCache(self.engine.backend, self.max_batch, self.max_context)
@@ -257,17 +285,7 @@ class Scheduler:
             self._free(cache, i)
             seq.finish("cancelled")
             seq.send_final()
-        taken = self._take(self.max_batch - len(self.running))
-        for (prompt_ids, settings, logprobs, handle), (logits, keys, values) in zip(taken, self._prefill(taken)):
-            seq = Sequence_(self.engine, prompt_ids, settings, logprobs, handle)
-            seq.choose(logits)
-            self.tokens += 1
-            if not seq.done:
-                cache.insert(keys, values)
-                self.running.append(seq)
-            with self._cv:
-                self._admitting.remove(handle)
-            seq.send_final()
+        self._admit(cache, self._take(self.max_batch - len(self.running)))
         if not self.running:
             return
         tokens = torch.tensor([seq.last for seq in self.running], device=self.engine.device)
@@ -276,13 +294,50 @@ class Scheduler:
         self.steps += 1
         for i, seq in enumerate(self.running):
             seq.position += 1
-            seq.choose(logits[i:i + 1])
+            try:
+                seq.choose(logits[i:i + 1])
+            except Exception as exc:  # noqa: BLE001 - one request's failure is that request's alone
+                seq.fail(exc)
         self.tokens += len(self.running)
         finished = [seq for seq in self.running if seq.done]
         for i in reversed([i for i, seq in enumerate(self.running) if seq.done]):
             self._free(cache, i)
         for seq in finished:
             seq.send_final()
+
+    def _admit(self, cache: BatchCache, taken: list) -> None:
+        """Prefill the joining requests and give each a batch row; one that fails is answered with its error and
+        the others join (a failed burst prefill falls back to one prompt at a time, so only a culprit fails)."""
+        burst: list[Iterator | None] = [self._prefill(taken)]
+        for prompt_ids, settings, logprobs, handle in taken:
+            try:
+                logits, keys, values = self._prefilled(burst, prompt_ids)
+                seq = Sequence_(self.engine, prompt_ids, settings, logprobs, handle)
+                seq.choose(logits)
+            except Exception as exc:  # noqa: BLE001 - a request that cannot start fails alone
+                log.error("request failed at prefill: %s: %s", type(exc).__name__, exc, exc_info=exc)
+                handle.put(Failed(failure_message(exc)))
+                with self._cv:
+                    self._admitting.remove(handle)
+                continue
+            self.tokens += 1
+            if not seq.done:
+                cache.insert(keys, values)
+                self.running.append(seq)
+            with self._cv:
+                self._admitting.remove(handle)
+            seq.send_final()
+
+    def _prefilled(self, burst: list[Iterator | None], prompt_ids: list[int]) -> tuple[torch.Tensor, list, list]:
+        if burst[0] is not None:
+            try:
+                return next(burst[0])
+            except StopIteration:
+                burst[0] = None
+            except Exception as exc:  # noqa: BLE001 - retried alone below, so the culprit is found
+                log.warning("burst prefill failed (%s: %s): prefilling one at a time", type(exc).__name__, exc)
+                burst[0] = None
+        return self.engine.backend.prefill_one(torch.tensor([prompt_ids], device=self.engine.device))
 
     def _prefill(self, taken: list) -> Iterator[tuple[torch.Tensor, list, list]]:
         """(last logits, keys, values) per joining prompt. A burst of arrivals of similar lengths is prefilled in

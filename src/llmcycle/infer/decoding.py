@@ -77,7 +77,8 @@ KNOB_SPECS: dict[str, Knob] = {
                       "(greedy unless it says do_sample), sampling once you set temperature/top_p/top_k/min_p"),
     "stop": Knob(list, "strings that end a reply (the reply is cut before them)"),
     "stop_token_ids": Knob(list, "token ids that end a reply, besides the model's end-of-sequence ids"),
-    "seed": Knob(int, "random seed for sampling; unset = a fresh one each time"),
+    "seed": Knob(int, "random seed for sampling (64-bit); unset = a fresh one each time",
+                 Limit(ge=-(2 ** 63), lt=2 ** 63)),
 }
 KNOBS: dict[str, tuple[type, str]] = {name: (spec.kind, spec.help) for name, spec in KNOB_SPECS.items()}
 NULLABLE = {"do_sample", "seed"}

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmcycle.errors import UserError
 from llmcycle.feedback.store import FeedbackStore
 from llmcycle.safety import Moderator, parse_policy
 from llmcycle.safety.classifier import default_classifier
@@ -32,9 +33,11 @@ from llmcycle.serve.metrics import Metrics
 from llmcycle.serve.reqlog import RequestLog
 from llmcycle.serve.responses import collect, stream
 from llmcycle.serve.schemas import ChatRequest, CompletionRequest, FeedbackRequest, ReloadRequest
+from llmcycle.serve.writer import BackgroundWriter
 
 log = logging.getLogger("llmcycle.serve")
 STATIC = resources.files("llmcycle.serve").joinpath("static")
+CLIENT_GONE = 499  # the status logged for a request whose client left before its reply (nginx's convention)
 
 
 class State:
@@ -47,8 +50,10 @@ class State:
         self.moderator = Moderator(parse_policy(cfg.moderation), listeners=[self.metrics.moderated, self._log_flag])
         if self.moderator.enabled:
             default_classifier()  # a missing or corrupt classifier stops the start: never serve unmoderated
-        self.store = FeedbackStore(cfg.feedback_db) if cfg.feedback_db else None
+        self.store = FeedbackStore(cfg.feedback_db, cfg.store_timeout) if cfg.feedback_db else None
         self.reqlog = RequestLog(cfg.request_log) if cfg.request_log else None
+        self.writer = BackgroundWriter(lambda kind, exc: self.metrics.store_failures.labels(kind).inc(),
+                                       cfg.writer_queue)
         self.streams = 0
         self.load_error: str | None = None
 
@@ -73,16 +78,16 @@ class State:
     def on_choice(self, job: gen.Job, index: int, text: str, reason: str, tokens: int) -> None:
         job.completion_tokens += tokens
         job.replies[index] = (text, reason)
-        if self.store is not None:
-            self.store.record_response(job.choice_id(index), job.served.name, job.messages, text,
-                                       job.settings.to_dict(), reason, job.served.model_hash)
+        if self.store is not None:  # in order on the writer thread: feedback on this reply queues behind it
+            self.writer.submit("response", self.store.record_response, job.choice_id(index), job.served.name,
+                               job.messages, text, job.settings.to_dict(), reason, job.served.model_hash)
 
     def finished(self, job: gen.Job, route: str, status: int) -> None:
         latency = time.perf_counter() - job.started
         ttft = None if job.first_token is None else job.first_token - job.started
         self.metrics.generation(len(job.prompt_ids), job.completion_tokens, latency, ttft)
         if self.reqlog is not None:
-            self.reqlog.write(route, status, job, latency, ttft)
+            self.writer.submit("request_log", self.reqlog.write, route, status, job, latency, ttft)
 
 
 def _load_in_background(state: State) -> None:
@@ -103,9 +108,12 @@ def create_app(cfg: ServeConfig, host: ModelHost | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         _load_in_background(state)
         yield
-        state.host.stop()
+        log.info("shutting down: %d streams open", state.streams)
+        await asyncio.to_thread(state.host.stop)
+        await asyncio.to_thread(state.writer.close)
         if state.store is not None:
             state.store.close()
+        log.info("shut down")
 
     app = FastAPI(title="llmcycle", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.llm = state
@@ -137,7 +145,7 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}"), status_code=500)
 
 
-async def _generate(state: State, kind: str, request: Any, route: str) -> Response:
+async def _generate(state: State, kind: str, request: Any, route: str, raw: Request) -> Response:
     served = state.served()
     prompts = request.prompt if kind == "text" else [None]
     if len(prompts) != 1:
@@ -148,9 +156,9 @@ async def _generate(state: State, kind: str, request: Any, route: str) -> Respon
         raise APIError(429, f"too many open streams ({state.cfg.max_streams})", None, "too_many_streams")
     gen.start(job, asyncio.get_running_loop(), state.cfg)
     if not request.stream:
-        body = await collect(job, state.moderator, state.on_choice)
-        state.finished(job, route, 200)
-        return JSONResponse(body)
+        body = await _collect_unless_gone(job, state, raw)
+        state.finished(job, route, 200 if body is not None else CLIENT_GONE)
+        return JSONResponse(body) if body is not None else Response(status_code=CLIENT_GONE)
 
     async def body():
         state.streams += 1
@@ -165,15 +173,37 @@ async def _generate(state: State, kind: str, request: Any, route: str) -> Respon
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+async def _collect_unless_gone(job: gen.Job, state: State, raw: Request) -> dict | None:
+    """The whole reply, or None when the client went away first: its generation is cancelled like a stream's."""
+    collecting = asyncio.ensure_future(collect(job, state.moderator, state.on_choice))
+    gone = asyncio.ensure_future(_disconnected(raw))
+    try:
+        await asyncio.wait({collecting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if collecting.done():
+        return collecting.result()
+    gen.cancel(job)
+    collecting.cancel()
+    log.info("client went away: %s cancelled", job.rid)
+    return None
+
+
+async def _disconnected(raw: Request) -> None:
+    """Returns when the client closes its connection (the body is read; the next message is the disconnect)."""
+    while (await raw.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _openai_routes(app: FastAPI, state: State) -> None:
     """What OpenAI clients call: completions and the model list."""
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatRequest):
-        return await _generate(state, "chat", request, "/v1/chat/completions")
+    async def chat_completions(request: ChatRequest, raw: Request):
+        return await _generate(state, "chat", request, "/v1/chat/completions", raw)
 
     @app.post("/v1/completions")
-    async def completions(request: CompletionRequest):
-        return await _generate(state, "text", request, "/v1/completions")
+    async def completions(request: CompletionRequest, raw: Request):
+        return await _generate(state, "text", request, "/v1/completions", raw)
 
     @app.get("/v1/models")
     async def models():
@@ -189,15 +219,21 @@ def _admin_routes(app: FastAPI, state: State) -> None:
     async def feedback(request: FeedbackRequest):
         if state.store is None:
             raise APIError(404, "feedback is off on this server (no --feedback-db)", None, "feedback_off")
-        try:
-            if request.rating is not None:
-                row = state.store.add_rating(request.response_id, request.rating, request.comment)
-                kind = "up" if request.rating == 1 else "down"
-            else:
-                row = state.store.add_preference(request.chosen_id, request.rejected_id, request.comment)
-                kind = "pairwise"
+        if request.rating is not None:
+            write = (state.store.add_rating, request.response_id, request.rating, request.comment)
+            kind = "up" if request.rating == 1 else "down"
+        else:
+            write = (state.store.add_preference, request.chosen_id, request.rejected_id, request.comment)
+            kind = "pairwise"
+        try:  # answered once the row is committed: nothing is acknowledged that was not stored
+            row = await asyncio.wrap_future(state.writer.submit("feedback", *write))
         except KeyError as exc:
             raise APIError(404, f"no response with id {exc.args[0]!r}", "response_id", "response_not_found") from None
+        except UserError as exc:
+            raise APIError(400, str(exc), None, "invalid_value") from None
+        except Exception as exc:  # noqa: BLE001 - locked, full or read-only: counted by the writer
+            raise APIError(503, f"feedback not stored: the feedback store failed ({type(exc).__name__}: {exc})",
+                           None, "store_failed") from None
         state.metrics.feedback.labels(kind).inc()
         return {"object": "feedback", "id": row, "kind": kind}
 
@@ -232,7 +268,7 @@ def _ops_routes(app: FastAPI, state: State) -> None:
     @app.get("/stats")
     async def stats():
         out = state.metrics.history()
-        out["feedback"] = state.store.counts() if state.store is not None else {}
+        out["feedback"] = await asyncio.to_thread(state.store.counts) if state.store is not None else {}
         out.update(state.gauges())
         served = state.host.current
         out["model"] = served.name if served else None

@@ -38,3 +38,8 @@ class ServeConfig(StageConfig):
     feedback_db: Optional[str] = Field("feedback.db", description="SQLite file for replies and feedback.")
     request_log: Optional[str] = Field(None, description="JSONL request log (PII-scrubbed); off when unset.")
     watch_interval: float = Field(1.0, gt=0, description="Seconds between pointer file checks.")
+    drain_seconds: float = Field(10.0, ge=0, description="On SIGTERM/SIGINT: seconds in-flight requests may run "
+                                 "on before they are cancelled.")
+    store_timeout: float = Field(5.0, gt=0, description="Seconds a feedback-store write waits for a lock.")
+    writer_queue: int = Field(4096, ge=1, description="Store and request-log writes that may wait; more are "
+                              "dropped and counted.")

@@ -77,7 +77,8 @@ def build_settings(request: Any, served: Served, cfg: Any, index: int = 0) -> Ge
     if knobs.get("min_new_tokens", 0) > wanted:
         raise APIError(400, f"min_tokens is {knobs['min_new_tokens']}, more than max_tokens {wanted}", "min_tokens")
     if index and knobs.get("seed") is not None:
-        knobs["seed"] += index  # n choices with one seed differ from each other but repeat across calls
+        # n choices with one seed differ from each other but repeat across calls (wrapping within 64 bits)
+        knobs["seed"] = (knobs["seed"] + index + 2 ** 63) % 2 ** 64 - 2 ** 63
     try:
         return GenerationSettings.from_model(served.engine.model, max_new_tokens=wanted, **knobs)
     except UserError as exc:

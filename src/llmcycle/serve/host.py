@@ -75,20 +75,21 @@ class ModelHost:
         return engine
 
     def start(self) -> None:
-        """Load the first model: --model, else what the watched pointer names."""
+        """Load the first model: --model, else what the watched pointer names. The watcher starts first, so a
+        failed first load (a bad promotion, a dir still being written) is retried and a fixed pointer picked up."""
         path = self.cfg.model
         if self.cfg.watch:
             self._pointer_mtime = Path(self.cfg.watch).stat().st_mtime if Path(self.cfg.watch).exists() else None
-            path = path or read_pointer(self.cfg.watch)
             self._watcher = threading.Thread(target=self._watch, name="llmcycle-watch", daemon=True)
+            self._watcher.start()
+            path = path or read_pointer(self.cfg.watch)
         if not path:
             raise ConfigError("no model: pass --model DIR or --watch POINTER")
-        self.load(path)
-        if self._watcher is not None:
-            self._watcher.start()
+        self.load(path, "startup")
 
-    def load(self, path: str) -> Served:
+    def load(self, path: str, cause: str = "admin reload") -> Served:
         """Load `path` and make it current; the previous model drains in the background."""
+        log.info("loading %s (%s)", path, cause)
         with self._lock:
             self.loading = True
             try:
@@ -101,29 +102,40 @@ class ModelHost:
                                                      time.time())
         if old is not None:
             threading.Thread(target=old.scheduler.close, name="llmcycle-drain", daemon=True).start()
-            log.info("serving %s (was %s)", path, old.path)
+            log.info("serving %s (%s); draining %s", path, cause, old.path)
+        else:
+            log.info("serving %s (%s)", path, cause)
         return self.current
 
     def _watch(self) -> None:
+        """Swap when the pointer changes; while no model is served (the first load failed), retry every interval."""
         pointer = Path(self.cfg.watch)
+        last_error = None
         while not self._stop.wait(self.cfg.watch_interval):
             try:
                 mtime = pointer.stat().st_mtime
             except OSError:
                 continue
-            if mtime == self._pointer_mtime:
+            if mtime == self._pointer_mtime and (self.current is not None or self.loading):
                 continue
             self._pointer_mtime = mtime
+            cause = f"{pointer} changed" if self.current is not None else f"retrying from {pointer}"
             try:
                 target = read_pointer(pointer)
                 if self.current is None or target != self.current.path:
-                    self.load(target)
-            except (UserError, OSError) as exc:  # a bad promotion keeps the old model serving
-                log.error("model swap from %s failed: %s", pointer, exc)
-            except Exception as exc:  # noqa: BLE001 - the watcher must survive a broken model dir
-                log.error("model swap from %s failed: %s: %s", pointer, type(exc).__name__, exc)
+                    self.load(target, cause)
+                last_error = None
+            except Exception as exc:  # noqa: BLE001 - a bad promotion keeps the old model; the watcher survives
+                error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, (UserError, OSError)) else str(exc)
+                if error != last_error:  # a retry that fails the same way is not logged again
+                    log.error("model load from %s failed: %s", pointer, error)
+                last_error = error
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Shutdown: the requests still in flight (past the server's drain) are cancelled and the scheduler ends."""
         self._stop.set()
         if self.current is not None:
-            self.current.scheduler.close(wait=False)
+            cancelled = self.current.scheduler.cancel_all()
+            if cancelled:
+                log.warning("shutdown: cancelling %d requests still in flight", cancelled)
+            self.current.scheduler.close(wait=True, timeout=timeout)

@@ -37,6 +37,8 @@ class Metrics:
         self.moderation = PCounter("llmcycle_moderation_decisions", "Moderation decisions",
                                    ["side", "category", "action"], registry=r)
         self.feedback = PCounter("llmcycle_feedback", "Feedback received", ["kind"], registry=r)
+        self.store_failures = PCounter("llmcycle_store_failures", "Feedback-store and request-log writes that "
+                                       "failed or were dropped", ["kind"], registry=r)
         self.queue_depth = Gauge("llmcycle_queue_depth", "Requests waiting for a batch row", registry=r)
         self.batch_occupancy = Gauge("llmcycle_batch_occupancy", "Rows of the running batch in use", registry=r)
         self.streams = Gauge("llmcycle_active_streams", "Streaming responses open", registry=r)

@@ -3,14 +3,21 @@ an explicit --insecure) is given, CORS only for the origins asked for."""
 
 from __future__ import annotations
 
+import faulthandler
+import logging
 import os
+import signal
 import socket
 from pathlib import Path
+from types import FrameType
+
+import uvicorn
 
 from llmcycle.errors import ConfigError
 from llmcycle.serve.config import LOCAL_HOSTS, ServeConfig
 
 API_KEY_ENV = "LLMCYCLE_API_KEY"
+log = logging.getLogger("llmcycle.serve")
 
 
 def resolve(cfg: ServeConfig) -> ServeConfig:
@@ -60,18 +67,39 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(cfg: ServeConfig) -> None:
-    import logging
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying which signal stopped it: the cause of every shutdown is in the log."""
 
-    import uvicorn
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        log.warning("%s received: draining in-flight requests (at most %.0f s), then stopping", name,
+                    self.config.timeout_graceful_shutdown or 0)
+        super().handle_exit(sig, frame)
 
-    cfg = resolve(cfg)
-    sock = bind(cfg.host, cfg.port)
+
+def log_to_stderr() -> None:
+    """Lifecycle events (start, reload, drain, shutdown, failures) at INFO, one line each, whatever uvicorn's level."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("llmcycle.serve")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)  # model swaps and moderation decisions, one line each
-    server = uvicorn.Server(uvicorn.Config(build(cfg), log_level="warning", access_log=False))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Run until SIGTERM/SIGINT: in-flight requests get `drain_seconds` to finish, then are cancelled. A fatal
+    signal (segfault, abort) dumps every thread's traceback to stderr (faulthandler), so no exit is silent."""
+    cfg = resolve(cfg)
+    sock = bind(cfg.host, cfg.port)  # before anything is printed: a busy port is one line, exit 2
+    faulthandler.enable()
+    log_to_stderr()
+    log.info("llmcycle serve starting (pid %d): http://%s:%d/, model %s", os.getpid(), cfg.host, cfg.port,
+             cfg.model or f"from {cfg.watch}")
     print(f"llmcycle serve: http://{cfg.host}:{cfg.port}/  (OpenAI API under /v1, metrics at /metrics)", flush=True)
-    server.run(sockets=[sock])
+    config = uvicorn.Config(build(cfg), log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=max(1, round(cfg.drain_seconds)))
+    try:
+        _Server(config).run(sockets=[sock])
+    except BaseException as exc:
+        log.critical("server stopped by %s: %s", type(exc).__name__, exc)
+        raise
+    log.info("llmcycle serve stopped")

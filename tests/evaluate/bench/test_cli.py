@@ -25,7 +25,8 @@ def test_eval_tasks_side_by_side(cli, make_tiny_model, planted_root, tmp_path):
     assert "arc_easy_acc=" in stdout
     from llmcycle.report import eval_section
 
-    lineage = "\n".join(eval_section(out))  # what `llmcycle run`'s report shows of an eval with tasks
+    models = [(name, name) for name in metrics]  # what `llmcycle run`'s report shows of an eval with tasks
+    lineage = "\n".join(eval_section(out, metrics, models))
     assert "arc_easy_acc_norm" in lineage and "bench.png" in lineage
 
 
