@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from llmcycle.infer.gemm import GEMM_ENV
 from llmcycle.models import build_model, get_preset
 from llmcycle.train.loop import LoopConfig, train_loop
 from llmcycle.train.mfu import _PEAKS, flops_per_token, measured_peak_flops
@@ -52,7 +53,20 @@ def loop_config(args, **kw) -> LoopConfig:
                       eval_every=big, save_every=big, log_every=big, **kw)
 
 
-def run_ours(args, rows, label: str, **loop_kw) -> list[tuple[float, float]]:
+def run_ours(args, rows, label: str, gemm: str | None = None, **loop_kw) -> list[tuple[float, float]]:
+    """Our loop; `gemm` sets LLMCYCLE_GEMM for this run (onednn: the training products through oneDNN)."""
+    before = os.environ.get(GEMM_ENV)
+    if gemm is not None:
+        os.environ[GEMM_ENV] = gemm
+    try:
+        return _run_ours(args, rows, label, **loop_kw)
+    finally:
+        os.environ.pop(GEMM_ENV, None)
+        if before is not None:
+            os.environ[GEMM_ENV] = before
+
+
+def _run_ours(args, rows, label: str, **loop_kw) -> list[tuple[float, float]]:
     model = build_model(args.preset, FakeTokenizer(args.vocab), seed=0)
     stamps: list[tuple[float, float]] = []
 
@@ -134,7 +148,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation happens here)")
     parser.add_argument("--variants", default="ours,ours-compile,trainer,ours-bf16,ours-bf16-compile,trainer-bf16",
-                        help="comma list of: ours, ours-compile, ours-bf16, ours-bf16-compile, trainer, trainer-bf16")
+                        help="comma list of: ours, ours-onednn, ours-compile, ours-bf16, ours-bf16-compile, trainer, trainer-bf16")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; each contender's best counts")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -146,13 +160,14 @@ def main() -> None:
     fpt = flops_per_token(build_model(args.preset, FakeTokenizer(args.vocab)), args.seq_len)
     contenders = {
         "llmcycle loop (fp32)": lambda: run_ours(args, rows, "ours"),
+        "llmcycle loop (fp32, oneDNN)": lambda: run_ours(args, rows, "ours-onednn", gemm="onednn"),
         "llmcycle loop (bf16 autocast)": lambda: run_ours(args, rows, "ours-bf16", precision="bf16"),
         "llmcycle loop (fp32, compiled)": lambda: run_ours(args, rows, "ours-compile", compile=True),
         "llmcycle loop (bf16, compiled)": lambda: run_ours(args, rows, "ours-bf16-c", precision="bf16", compile=True),
         "transformers Trainer (fp32)": lambda: run_trainer(args, rows),
         "transformers Trainer (bf16)": lambda: run_trainer(args, rows, bf16=True),
     }
-    keys = {"ours": "llmcycle loop (fp32)", "ours-bf16": "llmcycle loop (bf16 autocast)",
+    keys = {"ours": "llmcycle loop (fp32)", "ours-onednn": "llmcycle loop (fp32, oneDNN)", "ours-bf16": "llmcycle loop (bf16 autocast)",
             "ours-compile": "llmcycle loop (fp32, compiled)", "ours-bf16-compile": "llmcycle loop (bf16, compiled)",
             "trainer": "transformers Trainer (fp32)", "trainer-bf16": "transformers Trainer (bf16)"}
     names = [keys[v.strip()] for v in args.variants.split(",")]

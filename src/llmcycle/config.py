@@ -154,6 +154,9 @@ def walk_keys(model: BaseModel | type[BaseModel], prefix: str = "") -> Iterator[
         if item is not None:  # a dict or list of sections (a sweep's params): each item's keys
             mark = "NAME." if typing.get_origin(field.annotation) is dict else "[]."
             yield from walk_keys(item, f"{prefix}{name}.{mark}")
+        optional = model_class(field.annotation)
+        if value is None and optional is not None:  # an optional section, off by default (`fim:`): its keys
+            yield from walk_keys(optional, f"{prefix}{name}.")
 
 
 def element_model(annotation: Any) -> type[BaseModel] | None:

@@ -66,6 +66,8 @@ _S = "llmcycle.stages"
 STAGES: tuple[Stage, ...] = (
     Stage("data", "llmcycle.data.config:DataConfig", {}, "data", f"{_S}:run_data",
           summary="corpus -> cleaned, deduplicated splits"),
+    Stage("synth", "llmcycle.synth.config:SynthConfig", {}, "synth", f"{_S}:run_synth", core=False,
+          summary="instruction data from a teacher model, filtered like the data stage"),
     Stage("tokenizer", "llmcycle.tokenizer:TokenizerConfig", {"data": "data"}, "tokenizer", f"{_S}:run_tokenizer",
           only_if="from scratch", summary="byte-level BPE on the train split"),
     Stage("pretrain", "llmcycle.train.pretrain:PretrainConfig", {"data": "data", "tokenizer": "tokenizer"}, "base",
@@ -74,6 +76,8 @@ STAGES: tuple[Stage, ...] = (
           f"{_S}:run_finetune", resumable=True, summary="SFT, LoRA/QLoRA/DoRA or full"),
     Stage("merge", "llmcycle.merge:MergeConfig", {"adapter": "finetune"}, "merged", f"{_S}:run_merge",
           only_if="adapter", summary="adapter folded into its base, parity-checked"),
+    Stage("prune", "llmcycle.prune.config:PruneConfig", {"model": FINAL_MODEL, "data": "data"}, "pruned",
+          f"{_S}:run_prune", core=False, summary="sparser or structurally smaller weights, optionally LoRA-healed"),
     Stage("export", "llmcycle.gguf.config:ExportConfig", {"model": FINAL_MODEL}, "export", f"{_S}:run_export",
           core=False, summary="GGUF for llama.cpp"),
     Stage("reward", "llmcycle.train.reward:RewardConfig", {"data": "data", "base": FINAL_MODEL}, "reward",

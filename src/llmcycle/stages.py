@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmcycle import data, merge, tokenizer
+from llmcycle import data, merge, prune, synth, tokenizer
 from llmcycle.artifacts import is_up_to_date
 from llmcycle.config import to_dict
 from llmcycle.data.config import DataConfig
@@ -17,6 +17,8 @@ from llmcycle.gates import GatesStageConfig, run_gates as gates
 from llmcycle.gguf.config import ExportConfig
 from llmcycle.export import export_gguf
 from llmcycle.merge import MergeConfig
+from llmcycle.prune import PruneConfig
+from llmcycle.synth import SynthConfig
 from llmcycle.tokenizer import TokenizerConfig
 from llmcycle.train import align, finetune, onpolicy, pretrain, reward
 from llmcycle.train.align import AlignConfig
@@ -29,6 +31,10 @@ Inputs = dict[str, Path]
 
 def run_data(cfg: DataConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
     return data.run(cfg, out)
+
+
+def run_synth(cfg: SynthConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
+    return synth.run(cfg, out)
 
 
 def run_tokenizer(cfg: TokenizerConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
@@ -51,6 +57,10 @@ def run_eval(cfg: EvalConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
     """The final model against the base and, in a run that aligns, the aligned model."""
     compare = [inputs[k] for k in ("compare", "aligned") if inputs.get(k)]
     return evaluate(cfg, inputs["model"], inputs.get("data"), out, compare=compare)
+
+
+def run_prune(cfg: PruneConfig, inputs: Inputs, out: Path, resume: bool) -> Path:
+    return prune.run(cfg, inputs["model"], inputs.get("data"), out)
 
 
 def run_export(cfg: ExportConfig, inputs: Inputs, out: Path, resume: bool) -> Path:

@@ -17,6 +17,7 @@ from llmcycle.artifacts import open_artifact
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import DataError
 from llmcycle.modeldir import BOS, CHAT_TEMPLATE, IM_END, SPECIAL_TOKENS
+from llmcycle.modeldir.fim import FIM_TOKENS
 from llmcycle.progress import say
 from llmcycle.records import read_jsonl, split_path
 
@@ -26,6 +27,7 @@ class TokenizerConfig(StageConfig):
     min_frequency: int = Field(2, ge=1)
     model_max_length: int = Field(2048, ge=16)
     max_records: int | None = Field(None, ge=1, description="Train on at most this many records (None = all).")
+    fim: bool = Field(False, description="Also reserve the fill-in-the-middle markers as special tokens.")
 
 
 def training_texts(data_dir: str | Path, max_records: int | None = None) -> Iterator[str]:
@@ -56,7 +58,7 @@ def train_tokenizer(texts: Iterator[str], cfg: TokenizerConfig):
     trainer = trainers.BpeTrainer(
         vocab_size=cfg.vocab_size,
         min_frequency=cfg.min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + (list(FIM_TOKENS) if cfg.fim else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

@@ -42,9 +42,11 @@ def _root(
 
 
 def _register_all() -> None:
-    from llmcycle.cli import align, configcmd, data, evaluate, export, finetune, infer, pipeline, serve, sweep, train
+    from llmcycle.cli import (align, configcmd, data, evaluate, export, finetune, infer, pipeline, prune, serve,
+                              sweep, synth, train)
 
-    for module in (data, train, finetune, infer, evaluate, export, serve, pipeline, align, sweep, configcmd):
+    for module in (data, synth, train, finetune, prune, infer, evaluate, export, serve, pipeline, align, sweep,
+                   configcmd):
         module.register(app)
 
 

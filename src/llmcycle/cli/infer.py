@@ -15,6 +15,8 @@ MaxTurns = Annotated[Optional[int], typer.Option("--max-turns", help="Show the m
 Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="One raw text prompt.")]
 Input = Annotated[Optional[Path], typer.Option("--input", "-i", help="JSONL: chat records or {\"prompt\"}.")]
 Output = Annotated[Optional[Path], typer.Option("--out", "-o", help="JSONL file: each input line + reply.")]
+Prefix = Annotated[Optional[str], typer.Option("--prefix", help="Infill: the text before the middle.")]
+Suffix = Annotated[Optional[str], typer.Option("--suffix", help="Infill: the text after the middle.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Prompts decoded together.")]
 Knob = "Decoding"
 MaxNew = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Most tokens per reply.", rich_help_panel=Knob)]
@@ -101,20 +103,24 @@ def chat(model: ModelOpt = None, system: System = None, max_turns: MaxTurns = No
 
 
 def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None, out: Output = None,
-             config: ConfigOpt = None, sets: SetOpt = None, max_new_tokens: MaxNew = None,
+             prefix: Prefix = None, suffix: Suffix = None, config: ConfigOpt = None, sets: SetOpt = None,
+             max_new_tokens: MaxNew = None,
              min_new_tokens: MinNew = None, temperature: Temp = None, top_k: TopK = None, top_p: TopP = None,
              min_p: MinP = None, repetition_penalty: RepPen = None, no_repeat_ngram_size: NoRep = None,
              num_beams: Beams = None, length_penalty: LenPen = None, do_sample: Sample = None, stop: Stop = None,
              stop_token_id: StopIds = None, seed: Seed = None, device: Device = None, dtype: Dtype = None,
              quantize: Quant = None, threads: Threads = None, fast: Fast = None,
              batch_size: BatchSize = None, json_schema: JsonSchema = None) -> None:
-    """Generate for one --prompt (printed) or every line of --input (written to --out)."""
+    """Generate for one --prompt (printed), one --prefix/--suffix (the middle, printed) or every line of --input
+    (written to --out)."""
     from llmcycle.errors import ConfigError
     from llmcycle.infer.batch import generate_file
     from llmcycle.infer.constrain import read_schema
+    from llmcycle.infer.infill import infill
 
-    if (prompt is None) == (input is None):
-        raise ConfigError("give exactly one of --prompt TEXT or --input FILE.jsonl")
+    pair = None if prefix is None and suffix is None else (prefix or "", suffix or "")
+    if sum(x is not None for x in (prompt, input, pair)) != 1:
+        raise ConfigError("give exactly one of --prompt TEXT, --prefix/--suffix TEXT or --input FILE.jsonl")
     if input is not None and out is None:
         raise ConfigError("--input needs --out FILE.jsonl")
     cfg = _config(config, sets, model=model, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
@@ -134,6 +140,10 @@ def generate(model: ModelOpt = None, prompt: Prompt = None, input: Input = None,
     settings = cfg.settings_for(engine)
     if schema is not None:
         settings = settings.replace(grammar=engine.json_grammar(schema))
+    if pair is not None:
+        [completion] = infill(engine, [pair], settings)
+        print(completion.text)
+        return
     if prompt is not None:
         [completion] = engine.generate([prompt], settings)
         print(completion.text)

@@ -84,16 +84,23 @@ def apply_steps(examples: list[Example], kind: str, cfg: DataConfig, timings: di
 
 def prepare(cfg: DataConfig) -> Prepared:
     """Read, clean, filter and split (no files written); DataError when nothing survives."""
-    timings: dict[str, float] = {}
     start = time.perf_counter()
     data = read_source(cfg)
-    timings["read"] = round(time.perf_counter() - start, 3)
+    read_s = round(time.perf_counter() - start, 3)
     say(f"data: read {len(data.examples)} {data.kind} records from {cfg.path or cfg.source}")
+    prepared = prepare_read(data, cfg, str(cfg.path or cfg.source))
+    prepared.timings = {"read": read_s, **prepared.timings}
+    return prepared
+
+
+def prepare_read(data: SourceData, cfg: DataConfig, where: str) -> Prepared:
+    """Clean, filter and split records already read (a corpus, or a teacher's conversations); nothing written."""
+    timings: dict[str, float] = {}
     examples, reports = apply_steps(list(data.examples), data.kind, cfg, timings)
     if not examples:
         removed = ", ".join(f"{r.step} {r.removed}" for r in reports if r.removed)
         raise DataError(
-            f"{cfg.path or cfg.source}: no records left after filtering {len(data.examples)} "
+            f"{where}: no records left after filtering {len(data.examples)} "
             f"(removed by {removed or 'nothing'}); loosen or switch off filters"
         )
     start = time.perf_counter()
@@ -127,13 +134,18 @@ def prepare(cfg: DataConfig) -> Prepared:
 
 def run(cfg: DataConfig, out: str | Path) -> Path:
     """Build the data artifact dir `out` (train/val/test.jsonl, card.json, card.md, card_lengths.png, manifest)."""
-    from llmcycle.data.card import build_card, write_card  # lazy: matplotlib; `llmcycle --help` imports this module
-
     began = time.time()  # reading and filtering happen before the artifact dir opens; the manifest counts them
     inputs = source_inputs(cfg)
     prepared = prepare(cfg)
-    config = to_dict(cfg)
-    with open_artifact(out, "data", config, inputs=inputs) as art:
+    return write_prepared(prepared, out, "data", to_dict(cfg), inputs, cfg.source, began)
+
+
+def write_prepared(prepared: Prepared, out: str | Path, stage: str, config: dict, inputs: dict, source: str,
+                   began: float) -> Path:
+    """The data dir of `prepared`, written atomically as STAGE's artifact (the data stage, or synth)."""
+    from llmcycle.data.card import build_card, write_card  # lazy: matplotlib; `llmcycle --help` imports this module
+
+    with open_artifact(out, stage, config, inputs=inputs) as art:
         art.started = began
         start = time.perf_counter()
         for name, examples in prepared.splits.items():
@@ -141,7 +153,7 @@ def run(cfg: DataConfig, out: str | Path) -> Path:
         prepared.timings["write"] = round(time.perf_counter() - start, 3)
         start = time.perf_counter()
         leaked = leaked_groups(prepared.splits)
-        card = build_card(cfg.source, config, prepared.data, prepared.reports, prepared.splits, leaked,
+        card = build_card(source, config, prepared.data, prepared.reports, prepared.splits, leaked,
                           prepared.contamination)
         write_card(art.dir, card, prepared.splits)
         prepared.timings["card"] = round(time.perf_counter() - start, 3)
@@ -150,5 +162,5 @@ def run(cfg: DataConfig, out: str | Path) -> Path:
         art.extra["source_files"] = prepared.data.files  # sha256 of each corpus file read (a folder has many)
         art.extra["timings_s"] = prepared.timings
     counts = ", ".join(f"{name} {len(ex)}" for name, ex in prepared.splits.items())
-    say(f"data: wrote {out} ({counts})")
+    say(f"{stage}: wrote {out} ({counts})")
     return Path(out)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import types
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -75,12 +75,16 @@ def use_onednn(model: Any) -> int:
 
     The layers keep their parameters (tied weights, `state_dict` and saving are untouched); only their `forward`
     changes, and it falls back to `F.linear` whenever autograd needs the result."""
-    if not enabled():
-        return 0
+    return route_linears(model, _forward) if enabled() else 0
+
+
+def route_linears(model: Any, forward: Callable[[torch.nn.Linear, torch.Tensor], torch.Tensor],
+                  min_weight: int = MIN_WEIGHT) -> int:
+    """Give every float32 CPU `nn.Linear` of `model` with at least `min_weight` weights `forward`; how many."""
     count = 0
     for module in model.modules():
         if type(module) is torch.nn.Linear and module.weight.dtype is torch.float32 \
-                and module.weight.device.type == "cpu" and module.weight.numel() >= MIN_WEIGHT:
-            module.forward = types.MethodType(_forward, module)
+                and module.weight.device.type == "cpu" and module.weight.numel() >= min_weight:
+            module.forward = types.MethodType(forward, module)
             count += 1
     return count

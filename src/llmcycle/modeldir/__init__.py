@@ -4,7 +4,8 @@ inference, eval) asks here and never re-derives them.
 - `chat`: llmcycle's chat template, rendering, the fallbacks for a base without a template, system-message folding;
 - `mask`: the assistant mask (which tokens fine-tuning trains), for any template;
 - `ids`: end-of-turn, stop and pad ids, and generation_config.json;
-- `facts`: context length (one rule, sliding window included) and the stored dtype.
+- `facts`: context length (one rule, sliding window included) and the stored dtype;
+- `fim`: the fill-in-the-middle markers, the training layout and the infill prompt.
 """
 
 from llmcycle.modeldir.chat import (BOS, CHAT_TEMPLATE, DEFAULT_SYSTEM_POLICY, IM_END, IM_START, SPECIAL_TOKENS,

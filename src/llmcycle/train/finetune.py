@@ -23,6 +23,7 @@ from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ConfigError, ModelLoadError, first_line
 from llmcycle.loading import load_base_model, resolve_dtype
 from llmcycle.modeldir import context_length, end_of_turn_id
+from llmcycle.modeldir.fim import FimConfig, ensure_fim_tokens, fim_on, fim_transform
 from llmcycle.progress import say
 from llmcycle.records import split_path
 from llmcycle.train import setup
@@ -76,6 +77,8 @@ class FinetuneConfig(StageConfig):
     val_split: Optional[str] = Field("val", description="None = no validation (no early stopping).")
     max_train_records: Optional[int] = Field(None, ge=1)
     max_val_records: Optional[int] = Field(None, ge=1)
+    fim: Optional[FimConfig] = Field(None, description="Fill-in-the-middle mix on the train split's assistant turns "
+                                     "(None: off).")
 
 
 def fit_sequence_length(cfg: FinetuneConfig, base: str) -> FinetuneConfig:
@@ -101,7 +104,8 @@ def load_examples(cfg: FinetuneConfig, tokenizer: Any, data_dir: str | Path):
     train_budget = int(TOKEN_BUDGET_SLACK * loop.max_steps * loop.grad_accum * row_tokens * world)
     val_budget = loop.eval_batches * row_tokens * world if loop.eval_batches is not None else None
     train, train_stats = build_examples(tokenizer, data_dir, cfg.train_split, cfg.max_seq_len, cfg.max_train_records,
-                                        train_budget, sample_seed=cfg.seed)
+                                        train_budget, sample_seed=cfg.seed,
+                                        transform=fim_transform(cfg.fim, tokenizer))
     val, val_stats = ([], None)
     if cfg.val_split:
         val, val_stats = build_examples(tokenizer, data_dir, cfg.val_split, cfg.max_seq_len, cfg.max_val_records,
@@ -157,6 +161,8 @@ def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | 
     base_id = resolve_base(base)
     tokenizer, template_source = prepare_tokenizer(base_id, cfg.system_message)
     asked, cfg = cfg, fit_sequence_length(cfg, base_id)  # the manifest keeps what was asked (fingerprint)
+    if fim_on(cfg.fim):
+        ensure_fim_tokens(tokenizer, AutoConfig.from_pretrained(base_id).vocab_size, f"finetune {base_id}")
     train_examples, val_examples, stats = load_examples(cfg, tokenizer, data_dir)
     model = attach_method(cfg, load_for_method(cfg, base_id, tokenizer))
     with open_artifact(out, "finetune", to_dict(asked), {"data": data_dir, "base": base_id},

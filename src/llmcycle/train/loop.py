@@ -42,6 +42,7 @@ from llmcycle.train.mfu import flops_per_token, measured_peak_flops
 from llmcycle.train.objectives import CrossEntropy
 from llmcycle.train.objectives import summed_cross_entropy as _summed_loss
 from llmcycle.train.schedule import make_scheduler
+from llmcycle.train.fastlinear import requested, use_fast_linears
 from llmcycle.train.setup import distributed_state, make_accelerator, make_optimizer, placed_by_loader
 
 __all__ = ["LoopConfig", "LoopResult", "train_loop", "evaluate", "distributed_state", "step_hook"]
@@ -131,6 +132,8 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     set_seed(cfg.seed)
     if not placed_by_loader(model):
         model.to(accelerator.device)
+    if requested():  # LLMCYCLE_GEMM=onednn: float32 CPU products through oneDNN (see train/fastlinear.py)
+        use_fast_linears(model)
     optimizer = make_optimizer(model, cfg, accelerator.device)
     scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
     state = LoopState()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from llmcycle.errors import DataError
 from llmcycle.records import check_chat, read_jsonl, split_path
+
+Transform = Callable[[dict[str, Any], int], dict[str, Any]]  # (record, index in the split) -> record
 
 
 @dataclass
@@ -24,11 +26,14 @@ class PackedSplit:
     tokens: int  # tokens in the stream before cutting (the remainder of the last row is dropped)
 
 
-def record_texts(path: Path, tokenizer) -> Iterator[str]:
-    """The text each record contributes, with file:line errors for records that are neither chat nor text."""
+def record_texts(path: Path, tokenizer, transform: Transform | None = None) -> Iterator[str]:
+    """The text each record contributes, with file:line errors for records that are neither chat nor text.
+    `transform(record, index)` rewrites each record first (the FIM mix of a training split)."""
     bos = tokenizer.bos_token or ""
-    for lineno, rec in read_jsonl(path):
+    for index, (lineno, rec) in enumerate(read_jsonl(path)):
         where = f"{path}:{lineno}"
+        if transform is not None and ("messages" in rec or isinstance(rec.get("text"), str)):
+            rec = transform(rec, index)
         if "messages" in rec:
             messages = check_chat(rec, where)
             text = tokenizer.apply_chat_template(messages, tokenize=False)
@@ -40,7 +45,8 @@ def record_texts(path: Path, tokenizer) -> Iterator[str]:
             raise DataError(f"{where}: record has neither 'messages' (chat) nor 'text' (plain text)")
 
 
-def tokenize_split(path: Path, tokenizer, chunk: int = 512) -> tuple[list[int], int]:
+def tokenize_split(path: Path, tokenizer, chunk: int = 512,
+                   transform: Transform | None = None) -> tuple[list[int], int]:
     """All documents of a split as one token list (batched through the fast tokenizer)."""
     stream: list[int] = []
     documents = 0
@@ -52,7 +58,7 @@ def tokenize_split(path: Path, tokenizer, chunk: int = 512) -> tuple[list[int], 
                 stream.extend(ids)
             texts.clear()
 
-    for text in record_texts(path, tokenizer):
+    for text in record_texts(path, tokenizer, transform):
         texts.append(text)
         documents += 1
         if len(texts) >= chunk:
@@ -66,9 +72,10 @@ def pack(stream: list[int], seq_len: int):
     return torch.tensor(stream[: n_rows * seq_len], dtype=torch.long).view(n_rows, seq_len)
 
 
-def load_packed(data_dir: str | Path, split: str, tokenizer, seq_len: int) -> PackedSplit:
+def load_packed(data_dir: str | Path, split: str, tokenizer, seq_len: int,
+                transform: Transform | None = None) -> PackedSplit:
     path = split_path(data_dir, split)
-    stream, documents = tokenize_split(path, tokenizer)
+    stream, documents = tokenize_split(path, tokenizer, transform=transform)
     if documents == 0:
         raise DataError(f"{path}: the {split} split is empty")
     rows = pack(stream, seq_len)

@@ -25,6 +25,7 @@ from llmcycle.progress import say
 from llmcycle.records import split_path
 from llmcycle.loading import load_tokenizer
 from llmcycle.modeldir import BOS, ensure_chat_template
+from llmcycle.modeldir.fim import FIM_TOKENS, FimConfig, ensure_fim_tokens, fim_on, fim_transform
 from llmcycle.train.checkpoint import resume_point
 from llmcycle.train.loop import LoopConfig, distributed_state, train_loop
 from llmcycle.train.packing import (PackedSplit, hold_out, load_packed, train_batches_fn, unigram_loss,
@@ -55,6 +56,7 @@ class PretrainConfig(StageConfig):
     final_eval_rows: int = Field(512, ge=1, description="Val rows scored at the end (model and unigram).")
     sample_tokens: int = Field(40, ge=0, description="Greedy tokens per sample written to samples.json.")
     train: PretrainLoopConfig = Field(default_factory=PretrainLoopConfig)
+    fim: Optional[FimConfig] = Field(None, description="Fill-in-the-middle mix on the train split (None: off).")
 
 
 def run(cfg: PretrainConfig, data_dir: str | Path, tokenizer_dir: str | Path | None, out: str | Path,
@@ -65,7 +67,11 @@ def run(cfg: PretrainConfig, data_dir: str | Path, tokenizer_dir: str | Path | N
     if resume:
         resume_point(out, "pretrain")
     tokenizer = _load_tokenizer(cfg, tokenizer_dir)
+    if fim_on(cfg.fim) and cfg.init_from is None:  # a model built here gets a row for every token
+        ensure_fim_tokens(tokenizer, len(tokenizer) + len(FIM_TOKENS), "pretrain")
     model = _load_model(cfg, tokenizer)
+    if fim_on(cfg.fim):
+        ensure_fim_tokens(tokenizer, model.get_input_embeddings().num_embeddings, f"pretrain {cfg.init_from}")
     if cfg.seq_len > model.config.max_position_embeddings:
         raise ConfigError(f"seq_len: {cfg.seq_len} is above the model's maximum of "
                           f"{model.config.max_position_embeddings} positions")
@@ -115,7 +121,7 @@ def _load_model(cfg: PretrainConfig, tokenizer):
 
 
 def _load_data(cfg: PretrainConfig, data_dir, tokenizer) -> tuple[PackedSplit, PackedSplit]:
-    train = load_packed(data_dir, "train", tokenizer, cfg.seq_len)
+    train = load_packed(data_dir, "train", tokenizer, cfg.seq_len, fim_transform(cfg.fim, tokenizer))
     if (Path(data_dir) / "val.jsonl").is_file():
         val = load_packed(data_dir, "val", tokenizer, cfg.seq_len)
     else:

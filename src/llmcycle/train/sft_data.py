@@ -17,6 +17,7 @@ from llmcycle.infer.context import trim_tokens
 from llmcycle.modeldir.mask import IGNORE, Example, end_of_turn_markers, generation_mask, prefix_render_example, \
     tokenize_with_mask
 from llmcycle.records import check_chat, read_jsonl, split_path
+from llmcycle.train.packing import Transform
 
 
 @dataclass
@@ -105,7 +106,8 @@ def conversation_examples(tokenizer: Any, messages: list[dict[str, str]], where:
 
 def build_examples(tokenizer: Any, data_dir: str | Path, split: str, max_seq_len: int,
                    max_records: int | None = None, token_budget: int | None = None,
-                   sample_seed: int | None = None) -> tuple[list[Example], SplitStats]:
+                   sample_seed: int | None = None, transform: Transform | None = None
+                   ) -> tuple[list[Example], SplitStats]:
     """A split's conversations as training examples, with counts for the manifest.
 
     Every record is read and checked up front (bad data fails before training), but only as many conversations are
@@ -126,6 +128,8 @@ def build_examples(tokenizer: Any, data_dir: str | Path, split: str, max_seq_len
         if token_budget is not None and tokens >= token_budget:
             break
         where, messages = conversations[i]
+        if transform is not None:
+            messages = transform({"messages": messages}, i)["messages"]
         new = conversation_examples(tokenizer, messages, where, max_seq_len, stats, markers)
         examples.extend(new)
         tokens += sum(len(e) for e in new)

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 from pydantic import Field
-from tokenizers import AddedToken
 
 from llmcycle.config import StageConfig
 from llmcycle.errors import ConfigError, DataError
@@ -120,6 +119,18 @@ def transform_record(record: dict[str, Any], index: int, cfg: FimConfig, tokeniz
     raise DataError(f"record {index}: FIM needs a 'text' string or a 'messages' list")
 
 
+def fim_on(cfg: FimConfig | None) -> bool:
+    return cfg is not None and cfg.rate > 0
+
+
+def fim_transform(cfg: FimConfig | None, tokenizer: Any = None) -> Callable[[dict[str, Any], int], dict[str, Any]] | None:
+    """A training split's record rewriter `(record, index) -> record`, or None when FIM is off. Only training
+    splits are rewritten: held-out ones stay left-to-right, so their perplexity compares with a next-token run."""
+    if not fim_on(cfg):
+        return None
+    return lambda record, index: transform_record(record, index, cfg, tokenizer)
+
+
 def apply_fim(records: Iterable[dict[str, Any]], cfg: FimConfig, tokenizer: Any = None) -> Iterator[dict[str, Any]]:
     for index, record in enumerate(records):
         yield transform_record(record, index, cfg, tokenizer)
@@ -147,6 +158,8 @@ def ensure_fim_tokens(tokenizer: Any, embedding_rows: int, where: str = "model")
         if needed > embedding_rows:
             raise ConfigError(f"{where}: tokenizer lacks {', '.join(missing)} and the embedding has no room for "
                               f"them ({len(tokenizer)} tokens in use, {embedding_rows} rows)")
+        from tokenizers import AddedToken  # heavy: only a FIM run on a tokenizer without the markers needs it
+
         tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     return fim_token_ids(tokenizer)
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from llmcycle.data.fim import (FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, FIM_TOKENS, FimConfig, apply_fim,
+from llmcycle.modeldir.fim import (FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, FIM_TOKENS, FimConfig, apply_fim,
                                ensure_fim_tokens, extract_middle, fim_ids, fim_text, fim_token_ids, infill_prompt,
                                restore, transform_record)
 from llmcycle.errors import ConfigError, DataError
