@@ -71,7 +71,7 @@ class EvalConfig(StageConfig):
                                    "of the installed ones.")
     allow_unsafe_exec: bool = Field(False, description="Run benchmark-generated code (HumanEval) even where the "
                                     "machine cannot isolate it in the OS sandbox (namespaces + rlimits).")
-    seed: int = 0
+    seed: int = knob("seed", 0)
     device: str = "cpu"
     dtype: str = "auto"
     quantize: Optional[str] = Field(None, description="Weight-only quantization of every evaluated model: bf16, "

@@ -46,7 +46,7 @@ class DistillConfig(StageConfig):
     max_seq_len: int = Field(256, ge=16)
     max_new_tokens: int = knob("max_new_tokens", 64, description="sequence mode: longest teacher reply.")
     baseline: bool = Field(False, description="Also train the student without the teacher (same budget).")
-    seed: int = 0
+    seed: int = knob("seed", 0)
     max_train_records: Optional[int] = Field(None, ge=1)
     max_val_records: Optional[int] = Field(None, ge=1)
 

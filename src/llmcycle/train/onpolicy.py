@@ -29,7 +29,7 @@ class OnPolicyConfig(StageConfig):
     top_p: float = knob("top_p", 0.95)
     min_gap: float = Field(0.0, ge=0, description="Least reward gap that keeps a pair.")
     batch_size: int = Field(32, ge=1)
-    seed: int = 0
+    seed: int = knob("seed", 0)
 
 
 def ranked_pairs(engine, judge, prompts: list[list[dict]], cfg: OnPolicyConfig, seed: int) -> list[dict]:
