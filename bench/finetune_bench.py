@@ -2,12 +2,13 @@
 
 Both train one epoch over the same chat records (chitchat conversations cut into 4-turn pieces that fit
 `--seq-len`, so neither side truncates), with assistant-only loss, the same LoRA (r, alpha, targets), batch size
-(rows) and learning rate, on the `default` model preset, with the same thread count. Throughput is conversation
+(rows) and learning rate, on the `default` model preset (or `--model`), with the same thread count. Throughput is conversation
 tokens (no padding) per second of training. TRL runs like-for-like (fp32, no gradient checkpointing: its defaults
 turn on bf16 autocast and gradient checkpointing, which only slow a CPU down; `--trl-defaults` times that too), then
 llmcycle (padding-free packing, logits only where a token is trained).
 
     python bench/finetune_bench.py [--records 400] [--seq-len 512] [--batch 8] [--threads 2]
+    python bench/finetune_bench.py --model smollm2-135m-instruct   # a real pretrained base (49,152-token vocab)
 
 Prints a table and writes bench/results/finetune_bench.json. GPU-only parts (QLoRA peak memory) are not measured
 here: there is no GPU on this machine.
@@ -31,8 +32,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def make_inputs(root: Path, n_records: int, seq_len: int):
-    """Chitchat -> data dir, our tokenizer, 4-turn records that fit seq_len, and a random `default` base."""
+def make_inputs(root: Path, n_records: int, seq_len: int, model: str | None = None):
+    """Chitchat -> data dir, 4-turn records that fit seq_len, and a base: a random `default` one with our tokenizer,
+    or `model` (a dir, a .gguf, or a named GGUF base such as smollm2-135m-instruct)."""
     from llmcycle.data.config import DataConfig
     from llmcycle.data.stage import run as data_run
     from llmcycle.models import build_model
@@ -41,8 +43,11 @@ def make_inputs(root: Path, n_records: int, seq_len: int):
     from llmcycle.tokenizer import TokenizerConfig, run as tok_run
 
     data_run(DataConfig(limit=max(400, n_records)), root / "raw")
-    tok_run(TokenizerConfig(vocab_size=8192), root / "raw", root / "tok")
-    tok = load_tokenizer(root / "tok")
+    if model is not None:
+        tok = pretrained_base(model, root / "base")
+    else:
+        tok_run(TokenizerConfig(vocab_size=8192), root / "raw", root / "tok")
+        tok = load_tokenizer(root / "tok")
     records = []
     for rec in load_split(root / "raw", "train"):
         msgs = rec["messages"]
@@ -54,10 +59,32 @@ def make_inputs(root: Path, n_records: int, seq_len: int):
                 records.append({"messages": piece})
     records = records[:n_records]
     write_jsonl(root / "sft" / "train.jsonl", records)
-    model = build_model("default", tok, seed=0)
-    model.save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
+    if model is None:
+        build_model("default", tok, seed=0).save_pretrained(root / "base")
+        tok.save_pretrained(root / "base")
     return records, tok
+
+
+def pretrained_base(model: str, out: Path):
+    """A copy of a pretrained model in `out`, in float32, with a ChatML template that marks assistant turns (TRL's
+    assistant-only loss needs `{% generation %}`), so both contenders train on the same tokens. Returns its
+    tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmcycle.loading import resolve
+    from llmcycle.modeldir.chat import CHAT_TEMPLATE, IM_END, IM_START
+
+    src = resolve(model)
+    tok = AutoTokenizer.from_pretrained(src)
+    if "generation" not in (tok.chat_template or ""):
+        if not {IM_START, IM_END} <= set(tok.get_vocab()):
+            raise SystemExit(f"{model}: its chat template has no {{% generation %}} markers and its vocabulary no "
+                             "ChatML tokens to give it one")
+        tok.chat_template = CHAT_TEMPLATE
+    AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).save_pretrained(out)
+    tok.save_pretrained(out)
+    return tok
 
 
 def run_trl(root: Path, records, tok, args, like_for_like: bool) -> dict:
@@ -118,6 +145,11 @@ def main() -> None:
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=None,
+                        help="A pretrained base (dir, .gguf, or e.g. smollm2-135m-instruct) instead of a random "
+                             "`default` model with our tokenizer.")
+    parser.add_argument("--out", type=Path, default=None, help="Result file (default: results/finetune_bench.json, "
+                        "or finetune_bench_<model>.json with --model).")
     parser.add_argument("--trl-defaults", action="store_true",
                         help="Also time TRL's own defaults (bf16 autocast, gradient checkpointing: slow on CPU).")
     args = parser.parse_args()
@@ -135,7 +167,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="finetune_bench_") as tmp:
         root = Path(tmp)
-        records, tok = make_inputs(root, args.records, args.seq_len)
+        records, tok = make_inputs(root, args.records, args.seq_len, args.model)
         load_before = os.getloadavg()[0]
         trl_plain = run_trl(root, records, tok, args, like_for_like=True)
         ours = run_ours(root, records, tok, args)
@@ -163,8 +195,9 @@ def main() -> None:
     versus_defaults = f", {speedup_defaults:.2f}x vs TRL defaults" if trl else ""
     print(f"speedup {speedup:.2f}x vs TRL like-for-like{versus_defaults} "
           f"(load avg {load_before:.1f} -> {load_after:.1f}, {args.threads} threads)")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "finetune_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out or RESULTS / (f"finetune_bench_{Path(args.model).stem}.json" if args.model else "finetune_bench.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

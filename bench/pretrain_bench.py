@@ -1,7 +1,8 @@
 """Pretraining step throughput: llmcycle's training loop vs the plain transformers `Trainer`, same model (a named
 preset), same rows, same batch, same optimizer settings, in one process.
 
-Each contender trains `--steps` optimizer steps; the first `--warmup` steps are not timed, and every later step is
+Each contender trains `--steps` optimizer steps (their mean train loss is printed: the same maths gives the same
+loss); the first `--warmup` steps are not timed, and every later step is
 timed from the end of the previous one (so data loading, logging and the optimizer are all inside the time). MFU is
 model FLOPs per second over an fp32 matmul peak measured in this process.
 
@@ -28,6 +29,7 @@ import torch
 from llmcycle.infer.gemm import GEMM_ENV
 from llmcycle.models import build_model, get_preset
 from llmcycle.train.loop import LoopConfig, train_loop
+from llmcycle.train.objectives import CrossEntropy, logits_cross_entropy
 from llmcycle.train.mfu import _PEAKS, flops_per_token, measured_peak_flops
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_bench.json"
@@ -53,8 +55,9 @@ def loop_config(args, **kw) -> LoopConfig:
                       eval_every=big, save_every=big, log_every=big, **kw)
 
 
-def run_ours(args, rows, label: str, gemm: str | None = None, **loop_kw) -> list[tuple[float, float]]:
-    """Our loop; `gemm` sets LLMCYCLE_GEMM for this run (onednn: the training products through oneDNN)."""
+def run_ours(args, rows, label: str, gemm: str | None = None, **loop_kw) -> tuple[list[tuple[float, float]], float]:
+    """Our loop; `gemm` sets LLMCYCLE_GEMM for this run (onednn: the training products through oneDNN);
+    `objective=` replaces the loss (e.g. the unfused logits one, to see what the fused output projection gains)."""
     before = os.environ.get(GEMM_ENV)
     if gemm is not None:
         os.environ[GEMM_ENV] = gemm
@@ -66,7 +69,8 @@ def run_ours(args, rows, label: str, gemm: str | None = None, **loop_kw) -> list
             os.environ[GEMM_ENV] = before
 
 
-def _run_ours(args, rows, label: str, **loop_kw) -> list[tuple[float, float]]:
+def _run_ours(args, rows, label: str, objective=None, **loop_kw) -> tuple[list[tuple[float, float]], float]:
+    """(per-step (wall, CPU) times, mean train loss over all steps)."""
     model = build_model(args.preset, FakeTokenizer(args.vocab), seed=0)
     stamps: list[tuple[float, float]] = []
 
@@ -75,11 +79,17 @@ def _run_ours(args, rows, label: str, **loop_kw) -> list[tuple[float, float]]:
             ids = rows[i:i + args.batch_size]
             yield {"input_ids": ids, "labels": ids}
 
+    losses: list[float] = []
+
+    def stamp(step: int, record: dict) -> None:
+        stamps.append(now())
+        losses.append(record["loss"])
+
     with tempfile.TemporaryDirectory() as work:
         stamps.append(now())
-        train_loop(model, batches, None, loop_config(args, **loop_kw), Path(work), desc=label,
-                   on_step=lambda step, rec: stamps.append(now()))
-    return deltas(stamps)
+        train_loop(model, batches, None, loop_config(args, **loop_kw), Path(work), desc=label, on_step=stamp,
+                   objective=objective)
+    return deltas(stamps), sum(losses) / len(losses)
 
 
 def now() -> tuple[float, float]:
@@ -102,7 +112,7 @@ def cpu_clock_peak(size: int = 1024, repeats: int = 6) -> float:
     return 2.0 * size**3 / max(best, 1e-9)
 
 
-def run_trainer(args, rows, bf16: bool = False) -> list[tuple[float, float]]:
+def run_trainer(args, rows, bf16: bool = False) -> tuple[list[tuple[float, float]], float]:
     from datasets import Dataset
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -124,19 +134,20 @@ def run_trainer(args, rows, bf16: bool = False) -> list[tuple[float, float]]:
             warmup_steps=2, lr_scheduler_type="cosine", weight_decay=0.1, adam_beta2=0.95, max_grad_norm=1.0,
             logging_steps=10**9, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0, disable_tqdm=True, seed=0, bf16=bf16)
-        Trainer(model=model, args=targs, train_dataset=data, callbacks=[Stamp()]).train()
-    return deltas(stamps)
+        out = Trainer(model=model, args=targs, train_dataset=data, callbacks=[Stamp()]).train()
+    return deltas(stamps), out.training_loss
 
 
-def summarise(name: str, step_times: list[tuple[float, float]], args, fpt: float, peak: float,
+def summarise(name: str, run: tuple[list[tuple[float, float]], float], args, fpt: float, peak: float,
               cpu_peak: float) -> dict:
+    step_times, mean_loss = run
     timed = step_times[args.warmup:]
     wall = statistics.median(t[0] for t in timed)
     cpu = statistics.median(t[1] for t in timed)
     tokens = args.batch_size * args.seq_len
     return {"name": name, "median_step_s": wall, "tokens_per_s": tokens / wall, "mfu": tokens / wall * fpt / peak,
             "median_step_cpu_s": cpu, "tokens_per_cpu_s": tokens / cpu, "mfu_cpu_clock": tokens / cpu * fpt / cpu_peak,
-            "steps_timed": len(timed)}
+            "steps_timed": len(timed), "mean_train_loss": mean_loss}
 
 
 def main() -> None:
@@ -148,7 +159,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation happens here)")
     parser.add_argument("--variants", default="ours,ours-compile,trainer,ours-bf16,ours-bf16-compile,trainer-bf16",
-                        help="comma list of: ours, ours-onednn, ours-compile, ours-bf16, ours-bf16-compile, trainer, trainer-bf16")
+                        help="comma list of: ours, ours-logits, ours-onednn, ours-compile, ours-bf16, ours-bf16-compile, trainer, trainer-bf16")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; each contender's best counts")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -160,6 +171,8 @@ def main() -> None:
     fpt = flops_per_token(build_model(args.preset, FakeTokenizer(args.vocab)), args.seq_len)
     contenders = {
         "llmcycle loop (fp32)": lambda: run_ours(args, rows, "ours"),
+        "llmcycle loop (fp32, unfused loss)": lambda: run_ours(args, rows, "ours-logits",
+                                                               objective=CrossEntropy(logits_cross_entropy)),
         "llmcycle loop (fp32, oneDNN)": lambda: run_ours(args, rows, "ours-onednn", gemm="onednn"),
         "llmcycle loop (bf16 autocast)": lambda: run_ours(args, rows, "ours-bf16", precision="bf16"),
         "llmcycle loop (fp32, compiled)": lambda: run_ours(args, rows, "ours-compile", compile=True),
@@ -167,7 +180,7 @@ def main() -> None:
         "transformers Trainer (fp32)": lambda: run_trainer(args, rows),
         "transformers Trainer (bf16)": lambda: run_trainer(args, rows, bf16=True),
     }
-    keys = {"ours": "llmcycle loop (fp32)", "ours-onednn": "llmcycle loop (fp32, oneDNN)", "ours-bf16": "llmcycle loop (bf16 autocast)",
+    keys = {"ours": "llmcycle loop (fp32)", "ours-logits": "llmcycle loop (fp32, unfused loss)", "ours-onednn": "llmcycle loop (fp32, oneDNN)", "ours-bf16": "llmcycle loop (bf16 autocast)",
             "ours-compile": "llmcycle loop (fp32, compiled)", "ours-bf16-compile": "llmcycle loop (bf16, compiled)",
             "trainer": "transformers Trainer (fp32)", "trainer-bf16": "transformers Trainer (bf16)"}
     names = [keys[v.strip()] for v in args.variants.split(",")]
@@ -195,11 +208,11 @@ def main() -> None:
           f"fp32 matmul peak={peak / 1e9:.0f} GFLOP/s (CPU clock {cpu_peak / 1e9:.0f}) load={load:.1f}")
     print(f"{'':32} {'--------- wall clock ---------':>36}  {'---------- CPU clock ----------':>36}")
     print(f"{'contender':32} {'step ms':>8} {'tokens/s':>9} {'MFU':>6} {'vs Trainer':>10}  "
-          f"{'step ms':>8} {'tokens/s':>9} {'MFU':>6} {'vs Trainer':>10}")
+          f"{'step ms':>8} {'tokens/s':>9} {'MFU':>6} {'vs Trainer':>10} {'mean loss':>9}")
     for r in results:
         print(f"{r['name']:32} {1000 * r['median_step_s']:8.0f} {r['tokens_per_s']:9.0f} {100 * r['mfu']:5.1f}% "
               f"{r['speedup_vs_trainer']:9.2f}x  {1000 * r['median_step_cpu_s']:8.0f} {r['tokens_per_cpu_s']:9.0f} "
-              f"{100 * r['mfu_cpu_clock']:5.1f}% {r['speedup_vs_trainer_cpu_clock']:9.2f}x")
+              f"{100 * r['mfu_cpu_clock']:5.1f}% {r['speedup_vs_trainer_cpu_clock']:9.2f}x {r['mean_train_loss']:9.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "preset": args.preset, "vocab": args.vocab, "seq_len": args.seq_len, "batch_size": args.batch_size,

@@ -66,3 +66,32 @@ def test_pack_respects_capacity_and_uses_every_example():
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in row) <= 8 for row in rows)
     assert len(rows) == 4
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_fused_packed_loss_equals_separate_loss_and_its_gradients(lora, make_tiny_model, our_tokenizer):
+    """The training loss of packed SFT batches (projection fused with the loss, no logits) against conversations
+    run alone; with a PEFT LoRA inner model too, whose adapters must get the gradients."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmcycle.train.objectives import logits_cross_entropy, summed_cross_entropy
+
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_model("llama"))
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False))
+    examples = examples_for(our_tokenizer)
+    capacity = sum(len(e) for e in examples[:3]) + 5
+    batch = next(batches(examples, batch_size=2, max_seq_len=capacity, packing=True, pad_id=0, shuffle_seed=None))
+    wrapped = make_assistant_logits(model)
+    with torch.no_grad():
+        want, _ = reference_loss(model, examples)
+    fused = summed_cross_entropy(wrapped, batch)
+    fused.backward()
+    fused_grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    logits_cross_entropy(wrapped, batch).backward()
+    plain_grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert float(fused.detach()) == pytest.approx(want, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fused_grads, plain_grads))
+    assert any(float(g.abs().sum()) > 0 for g in fused_grads)

@@ -43,6 +43,7 @@ from llmcycle.train.objectives import CrossEntropy
 from llmcycle.train.objectives import summed_cross_entropy as _summed_loss
 from llmcycle.train.schedule import make_scheduler
 from llmcycle.train.fastlinear import requested, use_fast_linears
+from llmcycle.train.linear_ce import decoder_hidden, plain_head
 from llmcycle.train.setup import distributed_state, make_accelerator, make_optimizer, placed_by_loader
 
 __all__ = ["LoopConfig", "LoopResult", "train_loop", "evaluate", "distributed_state", "step_hook"]
@@ -257,7 +258,7 @@ def _optimizer_step(model, micro: list[Batch], optimizer, trainable, cfg: LoopCo
     for i, batch in enumerate(micro):
         sync = i == len(micro) - 1
         ctx = accelerator.no_sync(model) if not sync else _null()
-        with ctx:
+        with ctx, accelerator.autocast():  # explicit: a fused loss calls the decoder, not the wrapped forward
             summed = objective.loss(model, batch)
             accelerator.backward(summed * scale)
         loss_sum += summed.detach()
@@ -278,11 +279,17 @@ _COMPILED = None
 
 
 def _compiled_loss():
-    """`_summed_loss` under torch.compile, so the loss fuses with the model's elementwise work; one per process (the
-    model is an argument, so a compiled graph is reused by later loops on same-shaped models)."""
+    """`_summed_loss` with the model under torch.compile, so its elementwise work fuses; one per process (the model
+    is an argument, so a compiled graph is reused by later loops on same-shaped models). For a plain causal LM only
+    the decoder is compiled: the fused projection + loss (`linear_ce.py`) already keeps its logits in cache."""
     global _COMPILED
     if _COMPILED is None:
-        _COMPILED = torch.compile(_summed_loss)
+        hidden, whole = torch.compile(decoder_hidden), torch.compile(_summed_loss)
+
+        def loss(model, batch):
+            return _summed_loss(model, batch, hidden) if plain_head(model) is not None else whole(model, batch)
+
+        _COMPILED = loss
     return _COMPILED
 
 
@@ -336,7 +343,8 @@ def evaluate(model, val_batches, cfg: LoopConfig, accelerator, objective: Any = 
             if len(group) < world or (cfg.eval_batches is not None and n >= cfg.eval_batches):
                 break
             batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in group[rank].items()}
-            totals[0] += objective.loss(model, batch)
+            with accelerator.autocast():
+                totals[0] += objective.loss(model, batch)
             totals[1] += objective.weight(batch)
     model.train()
     if world > 1:

@@ -19,12 +19,28 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from llmcycle.train.linear_ce import decoder_hidden, plain_head, summed_linear_cross_entropy
+
 Batch = dict[str, Any]
 
 
 # ---- supervised cross-entropy (the loop's default) -------------------------------------------------------------
-def summed_cross_entropy(model, batch: Batch):
-    """Sum of next-token cross-entropy over label tokens (token weighting is done by the caller)."""
+def summed_cross_entropy(model, batch: Batch, hidden_fn: Callable[[Any, Batch], Any] = decoder_hidden):
+    """Sum of next-token cross-entropy over label tokens (token weighting is done by the caller). For a plain causal
+    LM the output projection is fused with the loss (see `linear_ce.py`) on the hidden states `hidden_fn` returns."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    own = getattr(model, "fused_cross_entropy", None)  # a wrapper that knows its fused loss (SFT's AssistantLogits)
+    loss = own(inputs, batch["labels"]) if own is not None else None
+    if loss is not None:
+        return loss
+    head = plain_head(model)
+    if head is not None:
+        return summed_linear_cross_entropy(hidden_fn(model, inputs), head.weight, batch["labels"])
+    return logits_cross_entropy(model, batch)
+
+
+def logits_cross_entropy(model, batch: Batch):
+    """`summed_cross_entropy` from the model's whole logits: any causal LM (and the reference for the fused path)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits
     # shift the labels, not the logits: slicing the logits would copy the largest tensor of the step

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from llmcycle.train.linear_ce import decoder_hidden, plain_head, summed_rows_cross_entropy, unwrapped
 from llmcycle.train.sft_data import IGNORE, Example
 
 LOOKAHEAD_BINS = 16
@@ -114,5 +115,16 @@ def make_assistant_logits(model: Any):
                 logits = logits[keep]
             dummy = logits.new_zeros((1, logits.shape[-1]))
             return CausalLMOutputWithPast(logits=torch.cat([logits, dummy])[None])
+
+        def fused_cross_entropy(self, inputs: dict[str, Any], labels: torch.Tensor):
+            """The assistant-only summed loss with the output projection fused into it (`linear_ce.py`): no logits
+            at all, not even at the kept positions. None when the inner model is not a plain causal LM."""
+            base = unwrapped(self.inner)
+            head = plain_head(base)
+            if head is None:
+                return None
+            keep = inputs["keep"]
+            hidden = decoder_hidden(base, {k: v for k, v in inputs.items() if k != "keep"})
+            return summed_rows_cross_entropy(hidden[keep], head.weight, labels[0, 1:])
 
     return AssistantLogits(model)
