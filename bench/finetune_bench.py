@@ -66,9 +66,9 @@ def make_inputs(root: Path, n_records: int, seq_len: int, model: str | None = No
 
 
 def pretrained_base(model: str, out: Path):
-    """A copy of a pretrained model in `out`, in float32, with a ChatML template that marks assistant turns (TRL's
-    assistant-only loss needs `{% generation %}`), so both contenders train on the same tokens. Returns its
-    tokenizer."""
+    """A copy of a pretrained model in `out`, in float32, with our ChatML template (without a BOS), which marks
+    assistant turns and renders earlier turns the same whatever follows (TRL's assistant-only loss needs both), so
+    both contenders train on the same tokens. Returns its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -77,11 +77,9 @@ def pretrained_base(model: str, out: Path):
 
     src = resolve(model)
     tok = AutoTokenizer.from_pretrained(src)
-    if "generation" not in (tok.chat_template or ""):
-        if not {IM_START, IM_END} <= set(tok.get_vocab()):
-            raise SystemExit(f"{model}: its chat template has no {{% generation %}} markers and its vocabulary no "
-                             "ChatML tokens to give it one")
-        tok.chat_template = CHAT_TEMPLATE
+    if not {IM_START, IM_END} <= set(tok.get_vocab()):
+        raise SystemExit(f"{model}: its vocabulary has no ChatML tokens for the benchmark's chat template")
+    tok.chat_template = CHAT_TEMPLATE.removeprefix("{{ bos_token }}")
     AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).save_pretrained(out)
     tok.save_pretrained(out)
     return tok

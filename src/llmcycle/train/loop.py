@@ -39,7 +39,7 @@ from llmcycle.progress import bar
 from llmcycle.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
 from llmcycle.train.metrics import LOSS_LABELS, MetricsLog
 from llmcycle.train.mfu import flops_per_token, measured_peak_flops
-from llmcycle.train.objectives import CrossEntropy
+from llmcycle.train.objectives import CrossEntropy, logits_cross_entropy
 from llmcycle.train.objectives import summed_cross_entropy as _summed_loss
 from llmcycle.train.schedule import make_scheduler
 from llmcycle.train.fastlinear import requested, use_fast_linears
@@ -281,10 +281,11 @@ _COMPILED = None
 def _compiled_loss():
     """`_summed_loss` with the model under torch.compile, so its elementwise work fuses; one per process (the model
     is an argument, so a compiled graph is reused by later loops on same-shaped models). For a plain causal LM only
-    the decoder is compiled: the fused projection + loss (`linear_ce.py`) already keeps its logits in cache."""
+    the decoder is compiled: the fused projection + loss (`linear_ce.py`) already keeps its logits in cache; other
+    models (and wrappers) compile the whole logits loss."""
     global _COMPILED
     if _COMPILED is None:
-        hidden, whole = torch.compile(decoder_hidden), torch.compile(_summed_loss)
+        hidden, whole = torch.compile(decoder_hidden), torch.compile(logits_cross_entropy)
 
         def loss(model, batch):
             return _summed_loss(model, batch, hidden) if plain_head(model) is not None else whole(model, batch)
