@@ -13,7 +13,7 @@ from llmcycle.train.objectives import CrossEntropy, logits_cross_entropy, summed
 
 from .conftest import batch_source, tiny_llama
 
-BF16_LOSS_TOLERANCE = 0.05  # nats, after 20 steps; measured difference on this setup: see the test
+BF16_LOSS_TOLERANCE = 0.01  # nats after 20 steps; measured: 7e-5 on the val loss (fused vs logits loss in fp32: 2e-7)
 
 
 def _train_losses(result) -> list[float]:
