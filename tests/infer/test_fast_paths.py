@@ -184,21 +184,3 @@ def test_quantized_smollm2_keeps_perplexity_on_chitchat(smollm2):
     for method, bound in (("int8", 0.01), ("int4", 0.03)):
         changed = perplexity(Engine(copy.deepcopy(model), tokenizer, quantize=method))
         assert -0.05 <= changed / reference - 1 <= bound, (method, reference, changed)
-
-
-def test_grouped_decode_attention_equals_repeated_kv_heads(make_tiny_model):
-    """A decode step lays the query heads of a KV group out as that head's queries; with a mask hiding each row's
-    columns it must equal attention over KV heads repeated per query head (the transformers layout)."""
-    backend = Engine.load(make_tiny_model("llama")).backend
-    assert backend.n_kv < backend.n_heads  # the tiny model has grouped KV heads: the grouped path runs
-    torch.manual_seed(0)
-    rows, columns, hd = 3, 9, backend.head_dim
-    q = torch.randn(rows, 1, backend.n_heads, hd)
-    keys, values = torch.randn(rows, backend.n_kv, columns, hd), torch.randn(rows, backend.n_kv, columns, hd)
-    mask = torch.ones(rows, 1, 1, columns, dtype=torch.bool)
-    mask[0, ..., :4] = mask[2, ..., :7] = False
-    groups = backend.n_heads // backend.n_kv
-    expected = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2), keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1), attn_mask=mask,
-        scale=backend.scaling).transpose(1, 2).reshape(rows, -1)
-    torch.testing.assert_close(backend._attend(q, keys, values, mask, False), expected)

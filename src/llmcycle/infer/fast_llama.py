@@ -298,28 +298,14 @@ class FastLlama:
                         windowed = band(start, new, end, window, self.device)
                         banded[window] = windowed if mask is None else windowed & mask
                     layer_mask, layer_causal = banded[window], False
-            att = self._attend(qk[:, :, :self.n_heads], keys[:, :, low:end], values[:, :, low:end], layer_mask,
-                               layer_causal)
-            x = project_add(x, att, layer.out, layer.out_bias)
+            att = F.scaled_dot_product_attention(qk[:, :, :self.n_heads].transpose(1, 2), keys[:, :, low:end],
+                                                 values[:, :, low:end], attn_mask=layer_mask,
+                                                 is_causal=layer_causal, scale=self.scaling,
+                                                 enable_gqa=self.n_kv != self.n_heads)
+            x = project_add(x, att.transpose(1, 2).reshape(batch * new, -1), layer.out, layer.out_bias)
             gate, up = project(self._norm(x, layer.norm2), layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
             x = project_add(x, F.silu(gate) * up, layer.down, layer.down_bias)
         return x.view(batch, new, -1)
-
-    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
-                causal: bool) -> torch.Tensor:
-        """Attention output [batch * new, heads * head_dim] for q [batch, new, heads, head_dim].
-
-        One new token with grouped KV heads: the query heads that share a KV head are laid out as that head's
-        queries ([batch, kv, group, hd]), so attention reads each cached key once and nothing is repeated; the
-        mask [batch, 1, 1, columns] broadcasts over them (decode steps are most of serving's attention)."""
-        batch, new = q.shape[:2]
-        if new == 1 and self.n_kv != self.n_heads and not causal:
-            grouped = q.reshape(batch, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
-            att = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scaling)
-            return att.reshape(batch, -1)
-        att = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask, is_causal=causal,
-                                             scale=self.scaling, enable_gqa=self.n_kv != self.n_heads)
-        return att.transpose(1, 2).reshape(batch * new, -1)
 
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
         h = self._norm(last, self.final_norm)
