@@ -195,10 +195,3 @@ def save_random_model(cfg, tok, seed: int, out: Path) -> Path:
     tok.save_pretrained(out)
     return out
 
-
-def pytest_collection_modifyitems(config, items):
-    """The improve-loop tests run last: something in the in-process closed loop (gates, judges, merge) leaves
-    process-wide state behind that changes later tests' results (meta-device models in GGUF import, preset
-    parameter counts, two-process losses) when output is captured. Until that is found, order keeps them apart."""
-    last = [item for item in items if item.nodeid.startswith("tests/align/test_improve.py")]
-    items[:] = [item for item in items if item not in last] + last
