@@ -12,6 +12,9 @@ os.environ.setdefault("LLMCYCLE_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One torch thread (here and in the CLI subprocesses tests start): the models here are tiny, and two threads on a
+# shared 2-core machine spend their time waiting on each other (a DPO test: 12 s with one thread, 67 s with two).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SENTENCES = [
     "hello there, how are you doing today?",
