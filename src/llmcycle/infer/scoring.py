@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from llmcycle.errors import DataError
+from llmcycle.infer.lengths import length_groups
 
 
 def score_token_ids(engine: Any, contexts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
@@ -205,30 +206,11 @@ def _tail_forward(engine, decoder, head, cache, prefix_mask, prefixes, tails, re
     Tails vary in length (PIQA's solutions run 5 to 90 tokens), and one padded batch of them ran ~3x the tokens
     it scored, so tails are sorted by length and run in groups padded at most ~30%, each on a copy of the
     cache rows it needs (the last group takes the cache itself)."""
-    groups = _length_groups([len(tails[q][k]) - 1 for q, k in rest])
+    groups = length_groups([len(tails[q][k]) - 1 for q, k in rest])
     for number, group in enumerate(groups):
         members = [rest[i] for i in group]
         rows_cache = cache if number == len(groups) - 1 else copy.deepcopy(cache)
         _tail_group(engine, decoder, head, rows_cache, prefix_mask, prefixes, tails, members, scores)
-
-
-def _length_groups(lengths: Sequence[int], slack: float = 1.3, min_rows: int = 4) -> list[list[int]]:
-    """Indices sorted by length, cut where padding to the group's longest would exceed `slack` x the real tokens
-    (groups hold at least `min_rows`: every group is a forward through every layer)."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    groups: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for i in order:
-        width = lengths[i]
-        if len(current) >= min_rows and (len(current) + 1) * width > slack * (total + width):
-            groups.append(current)
-            current, total = [], 0
-        current.append(i)
-        total += width
-    if current:
-        groups.append(current)
-    return groups
 
 
 def _tail_group(engine, decoder, head, cache, prefix_mask, prefixes, tails, rest, scores) -> None:
