@@ -53,15 +53,29 @@ def masked_nll(model: Any, batch: Sequence[tuple], pad_id: int) -> tuple[list[fl
         input_ids[row, : len(ids)] = torch.tensor(list(ids))
         attention[row, : len(ids)] = 1
         scored[row, : len(ids)] = torch.tensor(list(mask), dtype=torch.bool)
-    with torch.no_grad():
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     mask = scored[:, 1:].to(device)
+    with torch.no_grad():
+        logits = scored_logits(model, input_ids.to(device), attention.to(device), mask)
     rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(mask)[mask]
     # cross-entropy on the scored positions only: no full-vocabulary log-softmax over prompts and padding
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), input_ids[:, 1:].to(device)[mask],
-                                            reduction="none")
+    nll = torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:].to(device)[mask], reduction="none")
     totals = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
     return totals.tolist(), mask.sum(dim=1).tolist()
+
+
+def scored_logits(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits at the positions `mask` marks (predicting the next token), [marked, vocab]. Where the logits are
+    exactly lm_head(decoder output), the head runs on those positions only: over a conversation whose user turns
+    are not scored that skips a ~49k-wide product per token and a logits tensor of gigabytes."""
+    if plain_head(model):
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        return model.get_output_embeddings()(hidden[:, :-1][mask])
+    return model(input_ids=input_ids, attention_mask=attention).logits[:, :-1][mask]
+
+
+def plain_head(model: Any) -> bool:
+    return (hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")
+            and getattr(model.config, "model_type", "") in PLAIN_HEAD_MODELS)
 
 
 def score_texts(engine: Any, texts: Sequence[str], contexts: Sequence[str] | None, batch_size: int = 8) -> list[float]:
@@ -148,9 +162,7 @@ def score_questions(engine: Any, questions: Sequence[tuple[Sequence[int], Sequen
     One forward runs every question's context (plus its continuations' shared tokens), right padded; a second runs
     every continuation tail against its own question's rows of that KV cache. Batching questions matters on CPU:
     a forward reads every weight once, so a few dozen tokens per forward leave the cores waiting on memory."""
-    model = engine.model
-    if not (hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")) or getattr(
-            model.config, "model_type", "") not in PLAIN_HEAD_MODELS:
+    if not plain_head(engine.model):
         return [score_shared_context(engine, c, conts, batch_size) for c, conts in questions]
     order = sorted(range(len(questions)), key=lambda i: len(questions[i][0]))  # similar lengths pad little
     out: list[list[list[float]] | None] = [None] * len(questions)
