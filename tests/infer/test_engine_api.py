@@ -42,6 +42,7 @@ def test_batched_left_padding_matches_single(make_tiny_model, arch):
 
 
 def test_prompts_of_very_different_lengths_batch_apart_and_decode_the_same(make_tiny_model, monkeypatch):
+    from llmcycle.infer.engine import generation_batches
     from llmcycle.infer.lengths import length_groups
 
     engine = Engine.load(make_tiny_model("llama"))
@@ -54,6 +55,7 @@ def test_prompts_of_very_different_lengths_batch_apart_and_decode_the_same(make_
     assert sorted(batches) == [[3, 3, 4, 5], [40]]  # the long prompt does not pad the four short ones
     assert [c.token_ids for c in got] == [run_batch([p], settings)[0].token_ids for p in prompts]
     assert length_groups([3, 3, 3, 3, 3], max_rows=2, min_rows=1) == [[0, 1], [2, 3], [4]]
+    assert generation_batches([3000, 2500, 10, 12], 8) == [[2, 3], [1], [0]]  # long prompts prefill alone
 
 
 def test_chat_stream_score_and_beam(make_tiny_model):
