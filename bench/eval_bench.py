@@ -190,6 +190,12 @@ def reply_of(row: dict) -> str:
     return next(iter(reply.values())) if isinstance(reply, dict) else reply
 
 
+def prompt_of(row: dict) -> str:
+    """The prompt lm-eval logged for a sample (0.4.13: {"gen_args_0": {"arg_0": prompt, ...}})."""
+    args = row["arguments"]
+    return args["gen_args_0"]["arg_0"] if isinstance(args, dict) else args[0][0]
+
+
 def compare_gsm8k(args, ours: dict, peer: dict, ours_s: float, peer_s: float) -> dict:
     _, split, _ = gsm8k_setup(args.shots)
     task = GenerationTask("gsm8k", split, args.shots, args.gen_limit, 0, args.batch_size, 0, (), None)
@@ -207,7 +213,7 @@ def compare_gsm8k(args, ours: dict, peer: dict, ours_s: float, peer_s: float) ->
             "diff_points": round(100 * abs(sum(ours_em) - sum(peer_em)) / len(ids), 3),
             "items_scored_alike": sum(a == b for a, b in zip(ours_em, peer_em)),
             "replies_identical": sum(a.strip() == b.strip() for a, b in zip(ours_text, peer_text)),
-            "prompts_identical": sum(prompts[i] == peer[i]["flexible-extract"]["arguments"][0][0] for i in ids),
+            "prompts_identical": sum(prompts[i] == prompt_of(peer[i]["flexible-extract"]) for i in ids),
             "llmcycle_s": round(ours_s, 2), "lm_eval_s": round(peer_s, 2)}
 
 
