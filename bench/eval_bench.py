@@ -134,8 +134,6 @@ def regex_filter(name: str, pattern: str, select: int) -> dict:
 def write_gsm8k_task(out: Path, limit: int, shots: int) -> Path:
     """An lm-eval generate_until task over our first `limit` GSM8K questions: our prompt text, first-n exemplars,
     stop strings, token budget and both answer extractions. JSON is YAML, so nothing needs escaping."""
-    from llmcycle.evaluate.bench.generation import GSM8K_FLEXIBLE, GSM8K_IGNORE, GSM8K_STRICT
-
     spec, split, exemplars = gsm8k_setup(shots)
     out.mkdir(parents=True, exist_ok=True)
     docs = out / "gsm8k_test.jsonl"
