@@ -105,3 +105,14 @@ def test_fragments_too_short_to_decide_are_never_hazards():
 
     for fragment in ("<t", "I", "<tool", "I am", "{\""):
         assert not [h for h in classify(fragment) if h.category != "S7"], fragment
+
+
+def test_parallel_lines_of_a_block_share_a_split():
+    """A request and its translations land in one split (else the held-out figures would score translations of
+    training lines), also when the languages have different numbers of lines before the block."""
+    text = ("en\tS1\tkill him\nfr\tS1\ttue-le\nfr\tS1\tfrappe-le\n#block b\nen\tS1\thurt her\nfr\tS1\tblesse-la\n"
+            "en\tsafe\thi there\nfr\tsafe\tsalut\n")
+    groups = {e.text: e.group for e in seed_examples(text)}
+    assert groups["kill him"] == groups["tue-le"] != groups["frappe-le"]
+    assert groups["hurt her"] == groups["blesse-la"] != groups["kill him"]
+    assert groups["hi there"] == groups["salut"]
