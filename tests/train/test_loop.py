@@ -146,3 +146,22 @@ def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path, loop_cfg):
     vals = [r["val_loss"] for r in result.history if r.get("split") == "val"]
     assert result.stopped_early and result.steps < 60
     assert min(vals[-2:]) >= result.best_val_loss
+
+
+def test_time_budget_stops_the_run_and_ends_the_schedule_at_the_floor(tmp_path, loop_cfg, monkeypatch):
+    """A fake clock (one second per optimizer step): a 5-second budget stops a 1,000-step run after 5 steps."""
+    from types import SimpleNamespace
+
+    import llmcycle.train.loop as loop_module
+
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(loop_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    train, val = batch_source()
+    cfg = loop_cfg(max_steps=1000, max_minutes=5 / 60, warmup_steps=1, eval_every=100, save_every=100)
+    result = train_loop(tiny_llama(), train, val, cfg, tmp_path)
+    assert result.budget_spent and result.steps == 5
+    assert result.val_loss is not None  # the last step is evaluated and saved like max_steps
+    assert [p.name for p in checkpoint_dirs(tmp_path / "checkpoints")] == ["step-000005"]
+    lrs = [r["lr"] for r in result.history if r.get("split") == "train"]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio)  # decayed by time, not by steps (5 of 1,000)

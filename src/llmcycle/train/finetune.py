@@ -242,7 +242,7 @@ def result_metrics(result: Any, before: Optional[float]) -> dict[str, Any]:
     return {
         "steps": result.steps, "tokens": result.tokens, "train_loss": result.train_loss,
         "val_loss_before": before, "val_loss": result.val_loss, "best_val_loss": result.best_val_loss,
-        "stopped_early": result.stopped_early, "seconds": round(result.seconds, 2),
+        "stopped_early": result.stopped_early, "stopped_by_time_budget": result.budget_spent, "seconds": round(result.seconds, 2),
         "tokens_per_s": round(result.tokens_per_s, 1), "mfu": result.mfu,
     }
 

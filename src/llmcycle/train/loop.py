@@ -16,6 +16,8 @@ accelerate, so the same code runs on one CPU, `accelerate launch --num_processes
 - Checkpoints: `work_dir/checkpoints/step-NNNNNN/{trainable.safetensors, optimizer.pt, scheduler.pt, rng.pt,
   state.json}`; `resume=True` continues from the newest (TrainingError if none) and ends with the same loss as an
   uninterrupted run. A NaN/inf loss raises TrainingError before the bad update, keeping the last good checkpoint.
+- `max_minutes` bounds the run by wall-clock time as well as steps (see `schedule.py`); a resumed run counts the
+  time its checkpoint had already spent.
 - Logs: `work_dir/metrics.jsonl`, `work_dir/tensorboard/`, `work_dir/loss.png`, a progress bar.
 """
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Optional
 
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from pydantic import Field
 
 from llmcycle.config import StageConfig
@@ -41,7 +43,7 @@ from llmcycle.train.metrics import LOSS_LABELS, MetricsLog
 from llmcycle.train.mfu import flops_per_token, measured_peak_flops
 from llmcycle.train.objectives import CrossEntropy
 from llmcycle.train.objectives import summed_cross_entropy as _summed_loss
-from llmcycle.train.schedule import make_scheduler
+from llmcycle.train.schedule import TimeBudget, make_scheduler
 from llmcycle.train.fastlinear import requested, use_fast_linears
 from llmcycle.train.setup import distributed_state, make_accelerator, make_optimizer, placed_by_loader
 
@@ -65,6 +67,10 @@ def step_hook(fn: Callable[[int, dict[str, Any]], None]):
 
 class LoopConfig(StageConfig):
     max_steps: int = Field(200, ge=1, description="Optimizer steps.")
+    max_minutes: Optional[float] = Field(
+        None, gt=0, description="Wall-clock budget for the optimizer steps (evaluations excluded): training stops "
+        "when it is spent or at max_steps, whichever comes first, and the lr schedule decays by whichever is further "
+        "along. None = steps only (the same steps on every machine).")
     batch_size: int = Field(8, ge=1, description="Rows per micro-batch (per process).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float = Field(3e-4, gt=0)
@@ -99,6 +105,7 @@ class LoopResult:
     tokens_per_s: float = 0.0
     mfu: float = 0.0
     peak_flops: float = 0.0
+    budget_spent: bool = False
 
 
 @dataclass
@@ -135,11 +142,13 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     if requested():  # LLMCYCLE_GEMM=onednn: float32 CPU products through oneDNN (see train/fastlinear.py)
         use_fast_linears(model)
     optimizer = make_optimizer(model, cfg, accelerator.device)
-    scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+    budget = TimeBudget(cfg.max_minutes)
+    scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio, budget.fraction)
     state = LoopState()
     ckpt_root = work_dir / "checkpoints"
     if resume:
         state = LoopState.from_dict(load_checkpoint(latest_checkpoint(ckpt_root), model, optimizer, scheduler))
+    budget.spent = state.train_seconds
     model, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
     log = MetricsLog(work_dir, main, state.history)
@@ -153,26 +162,28 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     stopped_early, started = False, time.perf_counter() - state.seconds
     last_saved = state.step if resume else -1
     try:
-        while state.step < cfg.max_steps and not stopped_early:
+        while state.step < cfg.max_steps and not budget.exhausted() and not stopped_early:
             tick = time.perf_counter()
             micro = [next(stream) for _ in range(cfg.grad_accum)]
             loss, tokens, grad_norm = _optimizer_step(model, micro, optimizer, trainable, cfg, accelerator, objective)
             _check_finite(loss, grad_norm, accelerator, state.step + 1, ckpt_root, last_saved)
-            scheduler.step()
             seq_len = micro[0]["input_ids"].shape[-1] if "input_ids" in micro[0] else 1
             fpt = fpt or flops_per_token(accelerator.unwrap_model(model), seq_len)
             _account(state, window, loss, tokens, time.perf_counter() - tick)
+            budget.spent = _agreed_seconds(state.train_seconds, budget, accelerator)
+            scheduler.step()  # after the budget update, so the last step under a budget sets the floor lr
+            last = state.step == cfg.max_steps or budget.exhausted()
             progress.update(1)
             record: dict[str, Any] = {"step": state.step, "loss": loss}
-            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+            if state.step % cfg.log_every == 0 or last:
                 record = _train_record(state, window, optimizer, grad_norm, fpt, peak, accelerator.num_processes)
                 _log(record, objective, log, progress, window)
-            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+            if state.step % cfg.eval_every == 0 or last:
                 stopped_early = _evaluate_and_track(model, val_batches, cfg, state, log, accelerator, objective)
                 if state.last_val_loss is not None:
                     record = {**record, "val_loss": state.last_val_loss}
             state.seconds = time.perf_counter() - started
-            if state.step % cfg.save_every == 0 or state.step == cfg.max_steps or stopped_early:
+            if state.step % cfg.save_every == 0 or last or stopped_early:
                 _save(accelerator, model, optimizer, scheduler, state, log, ckpt_root, cfg.keep_checkpoints)
                 last_saved = state.step
             for hook in ([on_step] if on_step is not None else []) + list(_STEP_HOOKS):
@@ -182,7 +193,17 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         log.close()
     log.plot(f"{desc}: loss", LOSS_LABELS.get(getattr(objective, "name", ""), "cross-entropy loss"))
     accelerator.wait_for_everyone()
-    return _result(state, log, stopped_early, fpt, peak, accelerator.num_processes)
+    result = _result(state, log, stopped_early, fpt, peak, accelerator.num_processes)
+    result.budget_spent = budget.exhausted()
+    return result
+
+
+def _agreed_seconds(seconds: float, budget: TimeBudget, accelerator) -> float:
+    """Training seconds every process agrees on (the main one's), so all stop at the same step and use one lr."""
+    if budget.seconds is None or accelerator.num_processes == 1:
+        return seconds
+    value = torch.tensor([seconds], dtype=torch.float64, device=accelerator.device)
+    return float(broadcast(value, from_process=0).item())
 
 
 def _result(state: LoopState, log: MetricsLog, stopped_early: bool, fpt: Optional[float], peak: float,

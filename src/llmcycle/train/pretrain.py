@@ -162,6 +162,7 @@ def _final_metrics(cfg, model, tokenizer, train: PackedSplit, val: PackedSplit, 
         "val_tokens_scored": int(rows[:, 1:].numel()), "steps": result.steps, "tokens_seen": result.tokens,
         "tokens_per_s": result.tokens_per_s, "mfu": result.mfu, "matmul_peak_gflops": result.peak_flops / 1e9,
         "params": n_params, "train_seconds": result.seconds, "stopped_early": result.stopped_early,
+        "stopped_by_time_budget": result.budget_spent,
     }
 
 
