@@ -1,10 +1,10 @@
 """Build the moderation classifier's artifact: `python -m llmcycle.safety.train_classifier --out DIR`.
 
 Deterministic: the corpus split is fixed by crc32 of each example's group, the optimiser is full-batch L-BFGS from
-zeros, so the same packages give the same weights. The threshold on P(harmful) is chosen on a development part of
-the training split (never the held-out part): the lowest threshold that blocks (in a category the default policy
-blocks) at most `--max-false-block` of its benign prompts, averaged over its languages. The held-out part is scored
-once, at the end, into the card file beside the weights.
+zeros on one BLAS thread, so the same packages give the same weights whatever the thread settings. The threshold on
+P(harmful) is chosen on a development part of the training split (never the held-out part): the lowest threshold
+that blocks (in a category the default policy blocks) at most `--max-false-block` of its benign prompts, averaged
+over its languages. The held-out part is scored once, at the end, into the card file beside the weights.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy import optimize, sparse
+from threadpoolctl import threadpool_limits
 
 from llmcycle.safety.classifier import (FORMAT, GLOSS, Classifier, ToxicityScorer, feature_strings, hashed,
                                          read_gloss)
@@ -78,8 +79,11 @@ def fit(x: sparse.csr_matrix, labels: np.ndarray, sample_w: np.ndarray, l2: floa
         grad = np.concatenate([(x.T @ delta + l2 * w).ravel(), delta.sum(axis=0)])
         return value, grad
 
-    result = optimize.minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
-                               options={"maxiter": iters})
+    # one BLAS thread: the optimiser's vector reductions sum in an order that depends on the thread count, and 150
+    # L-BFGS steps grow that rounding into different weights (1 and 2 threads gave different artifacts)
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = optimize.minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
+                                   options={"maxiter": iters})
     return result.x[:d * k].reshape(d, k), result.x[d * k:]
 
 
