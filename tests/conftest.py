@@ -12,6 +12,9 @@ os.environ.setdefault("LLMCYCLE_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One torch thread (here and in the CLI subprocesses tests start): the models here are tiny, and two threads on a
+# shared 2-core machine spend their time waiting on each other (a DPO test: 12 s with one thread, 67 s with two).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SENTENCES = [
     "hello there, how are you doing today?",
@@ -195,10 +198,3 @@ def save_random_model(cfg, tok, seed: int, out: Path) -> Path:
     tok.save_pretrained(out)
     return out
 
-
-def pytest_collection_modifyitems(config, items):
-    """The improve-loop tests run last: something in the in-process closed loop (gates, judges, merge) leaves
-    process-wide state behind that changes later tests' results (meta-device models in GGUF import, preset
-    parameter counts, two-process losses) when output is captured. Until that is found, order keeps them apart."""
-    last = [item for item in items if item.nodeid.startswith("tests/align/test_improve.py")]
-    items[:] = [item for item in items if item not in last] + last

@@ -13,7 +13,7 @@ from llmcycle.train.finetune import FinetuneConfig
 
 @pytest.mark.parametrize("override, suggestion", [
     ("lora.rr=8", "did you mean lora.r?"),
-    ("train.max_stepz=3", "did you mean train.max_steps?"),
+    ("train.max_stepz=3", "did you mean train.max_steps"),
     ("target_modules=auto", "lora.target_modules"),  # the right key in another section
 ])
 def test_unknown_key_suggests_close_matches(override, suggestion):

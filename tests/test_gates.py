@@ -98,3 +98,13 @@ def test_a_second_judge_of_another_kind_must_agree():
     rows = {r["gate"]: r for r in decide(cand, cur, wins, GateConfig())}
     assert rows["win_rate"]["status"] == "pass" and rows["win_rate_second_judge"]["status"] == "fail"
     assert verdict(list(rows.values())) == "reject"
+
+
+def test_gate_replies_use_the_configured_decoding_seeded():
+    """The gates judge replies decoded as configured (sampling when the run serves with sampling), seeded."""
+    from llmcycle.gates.stage import reply_settings
+
+    sampled = reply_settings(GateConfig(temperature=0.7, top_p=0.9, top_k=40, repetition_penalty=1.1, seed=3))
+    assert (sampled.temperature, sampled.top_p, sampled.top_k, sampled.repetition_penalty, sampled.seed) == \
+        (0.7, 0.9, 40, 1.1, 3)
+    assert reply_settings(GateConfig()).temperature == 0

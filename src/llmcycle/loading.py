@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from llmcycle.building import BUILD_LOCK
 from llmcycle.errors import ModelLoadError, first_line
 from llmcycle.gguf.resolve import resolve as resolve_gguf
 from llmcycle.progress import quiet
@@ -122,7 +123,9 @@ def load_base_model(name_or_path: str | Path, dtype: str | Any = "auto", device:
     if quiet():
         hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, device), **kwargs)
+        with BUILD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=resolve_dtype(dtype, device),
+                                                         **kwargs)
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... here
@@ -146,7 +149,8 @@ def load_model(name_or_path: str | Path, dtype: str | Any = "auto", device: str 
         raise ModelLoadError(f"{name_or_path}: the adapter's base model {base_name} is missing") from None
     base = load_base_model(base_name, dtype, device, **kwargs)
     try:
-        model = PeftModel.from_pretrained(base, str(name_or_path))
+        with BUILD_LOCK:
+            model = PeftModel.from_pretrained(base, str(name_or_path))
     except Exception as exc:
         raise ModelLoadError(
             f"{name_or_path}: adapter does not load ({type(exc).__name__}: {first_line(exc)})") from None

@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 
 from llmcycle.artifacts import open_artifact
+from llmcycle.building import BUILD_LOCK
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ArtifactError, ModelLoadError, first_line
 from llmcycle.loading import adapter_base, check_exists, is_adapter_dir, load_base_model, load_tokenizer_for
@@ -54,7 +55,7 @@ def merged_model(adapter_dir: str | Path, base: str, dtype: str):
 
     model = load_base_model(base, dtype)
     try:
-        with quiet_peft():
+        with quiet_peft(), BUILD_LOCK:
             model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     except Exception as exc:
         raise ModelLoadError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llmcycle.building import BUILD_LOCK
 from llmcycle.errors import ConfigError
 
 
@@ -79,6 +80,6 @@ def build_model(preset: str, tokenizer, seed: int = 0):
 
     cfg = llama_config(preset, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
                        tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="sdpa")
-    return model
+    with BUILD_LOCK:  # the seed too: another builder drawing from the global generator would change the weights
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="sdpa")

@@ -47,7 +47,8 @@ def tool_server(make_tiny_model, tmp_path_factory):
     model = tmp_path_factory.mktemp("tools") / "qwen2"
     shutil.copytree(make_tiny_model("qwen2", max_position_embeddings=1024), model)
     (model / "chat_template.jinja").write_text(TOOL_TEMPLATE, encoding="utf-8")
-    live = start_server(ServeConfig(model=str(model), max_context=1024, max_tokens=200))
+    live = start_server(ServeConfig(model=str(model), max_context=1024, max_tokens=200,
+                                    feedback_db=str(model.parent / "fb.db")))  # not ./feedback.db
     yield live
     live.stop()
 

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from llmcycle.config import StageConfig
 from llmcycle.evaluate.stats import Interval, prompts_to_decide, rate_interval
+from llmcycle.infer.decoding import knob
 from llmcycle.textstats import distinct_n, repetition_rate, words
 
 PASS, FAIL, UNSURE = "pass", "fail", "inconclusive"
@@ -52,9 +53,16 @@ class GateConfig(StageConfig):
     max_ppl_records: int = Field(64, ge=1)
     max_safety_prompts: Optional[int] = Field(16, ge=1)
     max_bias_pairs: Optional[int] = Field(16, ge=1)
-    max_new_tokens: int = Field(32, ge=1)
+    max_new_tokens: int = knob("max_new_tokens", 32)
+    temperature: float = knob("temperature", 0.0, description="Decoding of the replies the gates judge: set it "
+                              "(and top_p, top_k, repetition_penalty) to what the model will serve with, since a "
+                              "small model's greedy replies collapse onto one stock reply that sampling avoids. "
+                              "0 = greedy.")
+    top_k: int = knob("top_k", 0)
+    top_p: float = knob("top_p", 1.0)
+    repetition_penalty: float = knob("repetition_penalty", 1.0)
     batch_size: int = Field(16, ge=1)
-    seed: int = 0
+    seed: int = knob("seed", 0)
 
 
 def row(gate: str, status: str, candidate: Any, current: Any, rule: str, why: str, **extra: Any) -> dict[str, Any]:

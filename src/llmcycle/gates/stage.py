@@ -66,11 +66,17 @@ def held_out(data_dir: Path) -> tuple[list[list[dict]], list[dict]]:
     return prompts, chats
 
 
+def reply_settings(gates: GateConfig) -> GenerationSettings:
+    """How the gates' models reply: the config's decoding, seeded, so both models face the same draws."""
+    return GenerationSettings(max_new_tokens=gates.max_new_tokens, temperature=gates.temperature, top_k=gates.top_k,
+                              top_p=gates.top_p, repetition_penalty=gates.repetition_penalty, seed=gates.seed)
+
+
 def measure(path: str, prompts: list[list[dict]], chats: list[dict], gates: GateConfig) -> dict[str, Any]:
     """One model's replies to the held-out prompts, its per-conversation perplexity statistics, safety and bias."""
     engine = Engine.load(path)
     subject = Subject(Path(path).name, path, engine)
-    settings = GenerationSettings(max_new_tokens=gates.max_new_tokens, temperature=0, seed=gates.seed)
+    settings = reply_settings(gates)
     replies = [c.text for c in generate(subject, prompts, settings, gates.batch_size, "gate prompts")]
     out: dict[str, Any] = {"replies": replies}
     if chats:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcycle.artifacts import open_artifact
+from llmcycle.building import BUILD_LOCK
 from llmcycle.errors import first_line
 from llmcycle.gguf import GGUFError
 from llmcycle.gguf.reader import GGUFInfo, read_gguf
@@ -30,7 +31,8 @@ def load_from_gguf(info: GGUFInfo) -> tuple[Any, Any]:
     where, name = str(info.path.parent), info.path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
+        with BUILD_LOCK:
+            model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
     except Exception as exc:  # transformers raises many kinds here
         raise GGUFError(f"{info.path}: does not load ({type(exc).__name__}: {first_line(exc)})") from None
     model.hf_quantizer = None  # the weights are plain fp32 now; the handle only blocks save_pretrained

@@ -15,6 +15,7 @@ from peft import LoraConfig, TaskType
 from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
 
+from llmcycle.building import BUILD_LOCK
 from llmcycle.errors import ConfigError, HardwareError
 
 LLAMA_STYLE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -71,7 +72,7 @@ def wrap_with_adapter(model: Any, method: str, r: int, alpha: int, dropout: floa
     if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = peft_config(model, method, r, alpha, dropout, targets)
-    with quiet_peft():
+    with quiet_peft(), BUILD_LOCK:
         return get_peft_model(model, config)
 
 

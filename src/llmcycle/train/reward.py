@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification
 from transformers.utils import logging as hf_logging
 
 from llmcycle.artifacts import open_artifact
+from llmcycle.building import BUILD_LOCK
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.records import read_preference_split
 from llmcycle.errors import DataError, ModelLoadError, first_line
@@ -123,14 +124,16 @@ def pair_batches(tokenizer: Any, pairs: list[tuple[list, list]], cfg: RewardConf
 def load_reward_head(base: str, tokenizer: Any, train_layers: Optional[int]):
     """AutoModelForSequenceClassification (num_labels=1) over a causal LM's weights; the head starts random."""
     check_exists(base)
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point here, not news
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype="float32")
-    except Exception as exc:
-        raise ModelLoadError(f"{base}: no sequence-classification head for this model ({first_line(exc)})") from None
-    finally:
-        hf_logging.set_verbosity(level)
+    with BUILD_LOCK:  # the verbosity is process-wide too: saved and restored by one builder at a time
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point here, not news
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype="float32")
+        except Exception as exc:
+            raise ModelLoadError(f"{base}: no sequence-classification head for this model ({first_line(exc)})") \
+                from None
+        finally:
+            hf_logging.set_verbosity(level)
     model.config.pad_token_id = tokenizer.pad_token_id
     if train_layers is not None:
         for p in model.parameters():
@@ -191,7 +194,8 @@ class RewardModel:
         self.path, self.max_seq_len = str(path), max_seq_len
         self.tokenizer = load_tokenizer_for(path)
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype="float32").eval()
+            with BUILD_LOCK:
+                self.model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype="float32").eval()
         except Exception as exc:
             raise ModelLoadError(f"{path}: reward model does not load ({first_line(exc)})") from None
 
