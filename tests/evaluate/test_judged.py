@@ -40,6 +40,9 @@ def test_eval_with_a_judge_writes_the_judged_table(make_tiny_model, uniform_mode
     judged = read_manifest(out, "eval")["judged"][uniform_model_dir.name]
     assert judged["n"] == 4 and judged["wins"] + judged["ties"] + judged["losses"] == 4
     assert judged["ci95"][0] <= judged["win_rate"] <= judged["ci95"][1]
+    main = json.loads((out / "metrics.json").read_text())[model.name]
+    key = f"judged_win_rate_vs_{uniform_model_dir.name}"
+    assert main[key] == judged["win_rate"] and main[key + "_ci95"] == [round(x, 6) for x in judged["ci95"]]
     assert "Judged comparisons" in (out / "report.md").read_text()
     record = read_manifest(out, "eval")["reproducibility"]
     assert {"torch", "transformers", "llmcycle"} <= set(record["packages"]) and record["torch_threads"] >= 1

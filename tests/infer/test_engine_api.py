@@ -41,6 +41,23 @@ def test_batched_left_padding_matches_single(make_tiny_model, arch):
     assert [c.token_ids for c in batched] == [c.token_ids for c in singles]
 
 
+def test_prompts_of_very_different_lengths_batch_apart_and_decode_the_same(make_tiny_model, monkeypatch):
+    from llmcycle.infer.engine import generation_batches
+    from llmcycle.infer.lengths import length_groups
+
+    engine = Engine.load(make_tiny_model("llama"))
+    settings = GenerationSettings(max_new_tokens=6, min_new_tokens=6, temperature=0)
+    prompts = [[5 + i] * n for i, n in enumerate([40, 3, 4, 3, 5])]
+    batches = []
+    run_batch = engine._generate_batch
+    monkeypatch.setattr(engine, "_generate_batch", lambda ps, s: batches.append([len(p) for p in ps]) or run_batch(ps, s))
+    got = engine.generate_ids(prompts, settings, batch_size=8)
+    assert sorted(batches) == [[3, 3, 4, 5], [40]]  # the long prompt does not pad the four short ones
+    assert [c.token_ids for c in got] == [run_batch([p], settings)[0].token_ids for p in prompts]
+    assert length_groups([3, 3, 3, 3, 3], max_rows=2, min_rows=1) == [[0, 1], [2, 3], [4]]
+    assert generation_batches([3000, 2500, 10, 12], 8) == [[2, 3], [1], [0]]  # long prompts prefill alone
+
+
 def test_chat_stream_score_and_beam(make_tiny_model):
     engine = Engine.load(make_tiny_model("llama"))
     settings = GenerationSettings(max_new_tokens=10, temperature=0)

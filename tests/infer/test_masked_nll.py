@@ -94,3 +94,16 @@ def test_every_loglik_path_scores_alike_at_batch_1_and_n_on_both_backends(engine
         alone = sum(score_records(engine.model, engine.tokenizer, [r], batch_size=1).nll_nats for r in records)
         assert score_records(engine.model, engine.tokenizer, records, batch_size=2).nll_nats == pytest.approx(
             alone, abs=1e-5)
+
+
+def test_head_on_scored_positions_only_equals_full_logits(engines):
+    from llmcycle.infer.scoring import plain_head
+
+    fast, _ = engines
+    assert plain_head(fast.model)  # a llama: the head runs on the scored positions only
+    got, counts = fast.masked_nll(rows())
+    with torch.inference_mode():
+        for (ids, mask), nll, count in zip(rows(), got, counts):
+            logprobs = torch.log_softmax(fast.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            expected = -sum(float(logprobs[i - 1, ids[i]]) for i in range(1, len(ids)) if mask[i])
+            assert count == sum(mask[1:]) and nll == pytest.approx(expected, abs=1e-4)

@@ -110,3 +110,18 @@ def test_output_side_block_and_redact(stream):
     assert text == "Mail me at <EMAIL> today." and reason == "stop" and recorded[0][0] == text
     text, reason, _, _ = asyncio.run(reply(["A cat ", "named Tom."]))
     assert text == "A cat named Tom." and reason == "stop"
+
+
+def test_streamed_reply_is_checked_where_text_can_be_released(monkeypatch):
+    """The classifier reads the whole reply, so it runs when a check could release text (a word ended), not for
+    every token; nothing is released unchecked and the end of the reply is always checked."""
+    from llmcycle.serve.generation import OutputGuard
+
+    moderator = Moderator(parse_policy("S7=flag"))  # no redaction: text is released at word boundaries
+    checked: list[str] = []
+    check = moderator.check
+    monkeypatch.setattr(moderator, "check", lambda text, *a, **k: checked.append(text) or check(text, *a, **k))
+    guard = OutputGuard(moderator)
+    shown = [guard.feed(piece) for piece in ["Hel", "lo", " wor", "ld", "s"]]
+    assert shown == ["", "", "Hello ", "", ""] and checked == ["Hello wor"]
+    assert guard.feed("", final=True) == "worlds" and checked[-1] == "Hello worlds"

@@ -54,9 +54,9 @@ def answer_of(item: Any) -> str:
 
 def benchmark_set(name: str, root: str | Path | None = None) -> EvalSet:
     """One benchmark's items (scored and few-shot) read through its llmcycle loader."""
-    from llmcycle.evaluate.bench import _specs  # lazy: the benchmark package pulls in torch
+    from llmcycle.evaluate.bench import task_specs  # lazy: the benchmark package pulls in torch
 
-    split = _specs()[name].loader(root=root)
+    split = task_specs()[name].loader(root=root)
     items, questions = [], {}
     for item in list(split.test) + list(split.fewshot):
         context = item.context or " ".join(item.choices)

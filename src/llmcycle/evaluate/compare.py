@@ -106,6 +106,16 @@ def judged_comparisons(judge: Any, samples: Mapping[str, Sequence[dict[str, Any]
     return out
 
 
+def judged_metrics(judged: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The main model's judged win rate against each model, with its interval, as metrics.json entries (so scripts
+    and the run report read them like every other metric)."""
+    out: dict[str, Any] = {}
+    for name, r in judged.items():
+        out[f"judged_win_rate_vs_{name}"] = r["win_rate"]
+        out[f"judged_win_rate_vs_{name}_ci95"] = [round(float(x), 6) for x in r["ci95"]]
+    return out
+
+
 def judged_markdown(judged: Mapping[str, Mapping[str, Any]], main: str) -> str:
     if not judged:
         return ""

@@ -26,7 +26,9 @@ from llmcycle.safety.sandbox import require_isolation
 from llmcycle.evaluate.bench import build
 from llmcycle.evaluate.bench.report import write_bench_section
 from llmcycle.evaluate.bias import BiasTask, load_pairs
-from llmcycle.evaluate.compare import compare_models, comparison_markdown, judged_comparisons, judged_markdown
+from llmcycle.evaluate.compare import (
+    compare_models, comparison_markdown, judged_comparisons, judged_markdown, judged_metrics,
+)
 from llmcycle.evaluate.generation import GenerationTask, prompts_from
 from llmcycle.evaluate.intervals import PerplexityWithIntervals, task_intervals
 from llmcycle.evaluate.judges import load_judge
@@ -240,15 +242,18 @@ def write_comparisons(out: Path, samples: dict[str, list], main: str, tasks: lis
     return comparisons
 
 
-def write_judged(out: Path, judge: Any, samples: dict[str, list], main: str) -> dict:
-    """The main model against each compared one under the judge (generation prompts), appended to report.md."""
+def judge_models(judge: Any, samples: dict[str, list], main: str) -> dict:
+    """The main model against each compared one under the judge (generation prompts)."""
     say(f"eval: judging replies with {judge.name}")
-    judged = judged_comparisons(judge, samples, main)
+    return judged_comparisons(judge, samples, main)
+
+
+def write_judged(out: Path, judged: dict, main: str) -> None:
+    """The judged comparisons' section, appended to report.md."""
     section = judged_markdown(judged, main)
     if section:
         report = out / "report.md"
         atomic_write_text(report, report.read_text(encoding="utf-8") + "\n" + section + "\n")
-    return judged
 
 
 def contamination_note(data_dir: str | Path | None) -> list[str]:
@@ -296,11 +301,13 @@ def run(cfg: EvalConfig, model: str | Path, data_dir: str | Path | None, out: st
             timings[name] = {}
             values, rows = evaluate_model(name, path, tasks, cfg, timings[name], dtypes)
             metrics[name], samples[name] = finite(values), rows
+        judged = judge_models(judge, samples, names[0]) if judge is not None else {}
+        metrics[names[0]].update(judged_metrics(judged))
         charts = write_all(art.dir, metrics, dict(zip(names, paths)), samples, notes)
         if cfg.tasks:
             charts += write_bench_section(art.dir, metrics, [t.name for t in tasks])
         comparisons = write_comparisons(art.dir, samples, names[0], [t.name for t in tasks], cfg.seed)
-        judged = write_judged(art.dir, judge, samples, names[0]) if judge is not None else {}
+        write_judged(art.dir, judged, names[0])
         art.metrics = metrics
         art.extra = {"models": dict(zip(names, paths)), "main_model": names[0], "charts": charts,
                      "timings": timings, "comparisons": comparisons, "judged": judged,

@@ -62,6 +62,9 @@ class Task(ABC):
         """Measure one model."""
 
 
+GROUPING_ROWS = 4  # batches' worth of prompts handed to the engine at once (progress still moves along)
+
+
 def fit_conversation(tokenizer: Any, messages: list[dict[str, str]], budget: int) -> list[dict[str, str]]:
     """The conversation with its oldest turns dropped (never the system message or the last turn) until its prompt
     fits `budget` tokens, counted exactly; one that cannot fit is left for the engine to refuse."""
@@ -78,9 +81,10 @@ def generate(subject: Subject, conversations: Sequence[list[dict[str, str]]], se
     budget = prompt_budget(model_context(subject.model, subject.tokenizer), settings.max_new_tokens)
     fitted = [fit_conversation(subject.tokenizer, subject.framed(c), budget) for c in conversations]
     completions: list[Any] = []
+    step = GROUPING_ROWS * batch_size  # the engine sorts each chunk by length into batches that pad little
     with bar(total=len(fitted), desc=f"{subject.name}: {desc}", unit="reply") as progress:
-        for start in range(0, len(fitted), batch_size):
-            chunk = fitted[start : start + batch_size]
+        for start in range(0, len(fitted), step):
+            chunk = fitted[start : start + step]
             completions.extend(subject.engine.chat(chunk, settings, batch_size=batch_size))
             progress.update(len(chunk))
     return completions

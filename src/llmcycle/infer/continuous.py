@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -31,6 +29,7 @@ from llmcycle.errors import UserError
 from llmcycle.infer.batch_cache import BatchCache
 from llmcycle.infer.decode import left_pad, streamable_length
 from llmcycle.infer.engine import Completion, Engine
+from llmcycle.infer.handles import Failed, Handle, Piece
 from llmcycle.infer.settings import GenerationSettings
 
 DEFAULT_MAX_CONTEXT = 2048
@@ -39,57 +38,6 @@ log = logging.getLogger("llmcycle.serve")
 
 class QueueFull(UserError):
     """Every batch row is busy and the waiting queue is full: the client should retry later (HTTP 429)."""
-
-
-@dataclass
-class Piece:
-    """Text decoded since the previous piece, and the tokens behind it (with log-probs when asked for)."""
-
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class Failed:
-    message: str
-
-
-class Handle:
-    """One request's events, in order: Pieces, then its Completion (or Failed). Iterate it in a thread, or
-    `async for` it on the event loop it was made for; `cancel()` frees its batch row at the next step."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
-        self.loop = loop
-        self.cancelled = False
-        self._sync: queue.SimpleQueue = queue.SimpleQueue()
-        self._async: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
-
-    def put(self, event: Any) -> None:
-        if self._async is None:
-            self._sync.put(event)
-            return
-        try:
-            self.loop.call_soon_threadsafe(self._async.put_nowait, event)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            self.cancelled = True
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            event = self._sync.get()
-            yield event
-            if isinstance(event, (Completion, Failed)):
-                return
-
-    async def __aiter__(self):
-        while True:
-            event = await self._async.get()
-            yield event
-            if isinstance(event, (Completion, Failed)):
-                return
 
 
 class Sequence_:

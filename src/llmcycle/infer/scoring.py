@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from llmcycle.errors import DataError
+from llmcycle.infer.lengths import length_groups
 
 
 def score_token_ids(engine: Any, contexts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
@@ -52,15 +53,29 @@ def masked_nll(model: Any, batch: Sequence[tuple], pad_id: int) -> tuple[list[fl
         input_ids[row, : len(ids)] = torch.tensor(list(ids))
         attention[row, : len(ids)] = 1
         scored[row, : len(ids)] = torch.tensor(list(mask), dtype=torch.bool)
-    with torch.no_grad():
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
     mask = scored[:, 1:].to(device)
+    with torch.no_grad():
+        logits = scored_logits(model, input_ids.to(device), attention.to(device), mask)
     rows = torch.arange(len(batch), device=device).unsqueeze(1).expand_as(mask)[mask]
     # cross-entropy on the scored positions only: no full-vocabulary log-softmax over prompts and padding
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), input_ids[:, 1:].to(device)[mask],
-                                            reduction="none")
+    nll = torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:].to(device)[mask], reduction="none")
     totals = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
     return totals.tolist(), mask.sum(dim=1).tolist()
+
+
+def scored_logits(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits at the positions `mask` marks (predicting the next token), [marked, vocab]. Where the logits are
+    exactly lm_head(decoder output), the head runs on those positions only: over a conversation whose user turns
+    are not scored that skips a ~49k-wide product per token and a logits tensor of gigabytes."""
+    if plain_head(model):
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        return model.get_output_embeddings()(hidden[:, :-1][mask])
+    return model(input_ids=input_ids, attention_mask=attention).logits[:, :-1][mask]
+
+
+def plain_head(model: Any) -> bool:
+    return (hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")
+            and getattr(model.config, "model_type", "") in PLAIN_HEAD_MODELS)
 
 
 def score_texts(engine: Any, texts: Sequence[str], contexts: Sequence[str] | None, batch_size: int = 8) -> list[float]:
@@ -147,9 +162,7 @@ def score_questions(engine: Any, questions: Sequence[tuple[Sequence[int], Sequen
     One forward runs every question's context (plus its continuations' shared tokens), right padded; a second runs
     every continuation tail against its own question's rows of that KV cache. Batching questions matters on CPU:
     a forward reads every weight once, so a few dozen tokens per forward leave the cores waiting on memory."""
-    model = engine.model
-    if not (hasattr(model, "get_decoder") and hasattr(model, "get_output_embeddings")) or getattr(
-            model.config, "model_type", "") not in PLAIN_HEAD_MODELS:
+    if not plain_head(engine.model):
         return [score_shared_context(engine, c, conts, batch_size) for c, conts in questions]
     order = sorted(range(len(questions)), key=lambda i: len(questions[i][0]))  # similar lengths pad little
     out: list[list[list[float]] | None] = [None] * len(questions)
@@ -205,30 +218,11 @@ def _tail_forward(engine, decoder, head, cache, prefix_mask, prefixes, tails, re
     Tails vary in length (PIQA's solutions run 5 to 90 tokens), and one padded batch of them ran ~3x the tokens
     it scored, so tails are sorted by length and run in groups padded at most ~30%, each on a copy of the
     cache rows it needs (the last group takes the cache itself)."""
-    groups = _length_groups([len(tails[q][k]) - 1 for q, k in rest])
+    groups = length_groups([len(tails[q][k]) - 1 for q, k in rest])
     for number, group in enumerate(groups):
         members = [rest[i] for i in group]
         rows_cache = cache if number == len(groups) - 1 else copy.deepcopy(cache)
         _tail_group(engine, decoder, head, rows_cache, prefix_mask, prefixes, tails, members, scores)
-
-
-def _length_groups(lengths: Sequence[int], slack: float = 1.3, min_rows: int = 4) -> list[list[int]]:
-    """Indices sorted by length, cut where padding to the group's longest would exceed `slack` x the real tokens
-    (groups hold at least `min_rows`: every group is a forward through every layer)."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    groups: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for i in order:
-        width = lengths[i]
-        if len(current) >= min_rows and (len(current) + 1) * width > slack * (total + width):
-            groups.append(current)
-            current, total = [], 0
-        current.append(i)
-        total += width
-    if current:
-        groups.append(current)
-    return groups
 
 
 def _tail_group(engine, decoder, head, cache, prefix_mask, prefixes, tails, rest, scores) -> None:

@@ -180,6 +180,8 @@ class OutputGuard:
             self.logprob_end = end
         if self.blocked is not None:
             return ""
+        if not final and self._bound() <= self.released:
+            return ""  # nothing more could be released: the check waits for text that could be shown
         decision = self.moderator.check(self.text, "output", notify=final)
         self.last = decision
         if decision.blocked:
@@ -203,6 +205,12 @@ class OutputGuard:
         to redact, the last word boundary), moved before any match it would split."""
         limit = len(self.text) - self.HOLD if self.redacting else len(self.text)
         return safe_cut(self.text, found, limit - 1) if limit > 0 else 0
+
+    def _bound(self) -> int:
+        """The furthest `_safe_cut` could reach (matches only move it back): while it is no further than what was
+        released, a check could release nothing, so the classifier, which reads the whole reply, is not run for
+        each token of a word (every release still follows a check of all the text before it)."""
+        return self._safe_cut([])
 
     def ready_logprobs(self) -> list[dict]:
         """Log-prob entries of the released text; a token inside a redacted span shows as its placeholder."""

@@ -47,11 +47,15 @@ def test_fewshot_prompts_come_from_the_pool(planted_root):
 
 
 def test_gsm8k_exact_match_of_the_final_number(planted_root, subject):
-    from llmcycle.evaluate.bench.generation import final_number
+    from llmcycle.evaluate.bench.generation import gsm8k_match
 
-    assert final_number("3 + 4 = 7. So the answer is 1,234.") == "1234"
-    assert final_number("it costs $18.00 today") == "18.00"
-    assert final_number("#### 42") == "42" and final_number("no digits") is None
+    assert gsm8k_match("3 + 4 = 7. So the answer is 1,234.", "1234", strict=True)
+    assert gsm8k_match("3 + 4 = 7. So the answer is 1,234.", "1234", strict=False)
+    assert gsm8k_match("it costs $18 today.", "18", strict=False)
+    assert not gsm8k_match("it costs $18 today.", "18", strict=True)  # no "answer is"
+    assert not gsm8k_match("it costs $18.00 today", "18", strict=False)  # lm-eval keeps the decimals
+    assert gsm8k_match("#### 42", "42", strict=True) and not gsm8k_match("no digits", "7", strict=False)
+    assert not gsm8k_match("So the answer is 7. Then 8 more.", "7", strict=False)  # flexible takes the last
     task = build(["gsm8k"], planted_root, limit=6)[0]
     gold = {f"gsm question {i}": str(i * 7) for i in range(30)}
 
@@ -61,8 +65,17 @@ def test_gsm8k_exact_match_of_the_final_number(planted_root, subject):
             return f"We compute. So the answer is {int(gold[question]) + offset}."
         return reply
 
-    assert task.evaluate(subject(reply=answer(0))).metrics["gsm8k_exact_match"] == 1.0
+    right = task.evaluate(subject(reply=answer(0))).metrics
+    assert right["gsm8k_exact_match"] == 1.0 and right["gsm8k_exact_match_strict"] == 1.0
     assert task.evaluate(subject(reply=answer(1))).metrics["gsm8k_exact_match"] == 0.0
+
+
+def test_gsm8k_shots_are_the_first_exemplars_in_order(planted_root):
+    task = build(["gsm8k"], planted_root, shots=2, limit=3)[0]
+    first, second = (ex.context for ex in task.split.fewshot[:2])
+    for index, item in enumerate(task.items):
+        prompt = task.prompt(index, item)
+        assert prompt.index(first) < prompt.index(second) < prompt.index(item.context)
 
 
 def test_humaneval_pass_at_1(planted_root, subject):

@@ -69,10 +69,11 @@ def test_batched_questions_equal_separate_scoring(engine):
 
 
 def test_tails_of_very_different_lengths_run_in_groups_and_score_the_same(engine):
-    from llmcycle.infer.scoring import _length_groups, score_questions
+    from llmcycle.infer.lengths import length_groups
+    from llmcycle.infer.scoring import score_questions
 
     lengths = [2, 3, 3, 4, 9, 10, 11, 12, 30, 31, 33, 40]
-    groups = _length_groups([n - 1 for n in lengths])
+    groups = length_groups([n - 1 for n in lengths])
     assert len(groups) > 1 and sorted(i for g in groups for i in g) == list(range(len(lengths)))
     questions = [([5 + q, 17, 33], [[(q * 7 + i * 3 + j) % 90 + 3 for j in range(n)] for i, n in
                                     enumerate(lengths[q::3])]) for q in range(3)]

@@ -26,8 +26,9 @@ class Spec:
     description: Any = ""
 
 
-def _specs() -> dict[str, Spec]:
-
+def task_specs() -> dict[str, Spec]:
+    """Every benchmark's loader, family and generation settings, by name (also read by the contamination check
+    and by bench/eval_bench.py, which gives lm-eval the same stop strings and token budget)."""
     return {
         "arc_easy": Spec(partial(mc_tasks.arc, "arc_easy", "ARC-Easy"), "mc"),
         "arc_challenge": Spec(partial(mc_tasks.arc, "arc_challenge", "ARC-Challenge"), "mc"),
@@ -61,7 +62,7 @@ def build(names: list[str], shots: int = 0, limit: int | None = None, seed: int 
           root: str | Path | None = None, max_new_tokens: int | None = None, prompting: Any = None) -> list[Any]:
     """One Task per benchmark name, its data loaded now (so a missing package fails before any model loads)."""
     check_names(names)
-    specs, tasks = _specs(), []
+    specs, tasks = task_specs(), []
     prompting = prompting or Prompting()
     for name in names:
         spec = specs[name]

@@ -25,11 +25,14 @@ class Item:
 
 @dataclass
 class Split:
-    """What a loader returns: scored items, the few-shot pool, and where the pool came from (for the report)."""
+    """What a loader returns: scored items, the few-shot pool, and where the pool came from (for the report).
+    `fixed_shots`: every question gets the pool's first `shots` examples in order (a curated exemplar list, as
+    lm-eval's `first_n` sampler) instead of a seeded draw per question."""
 
     test: list[Item]
     fewshot: list[Item]
     fewshot_source: str
+    fixed_shots: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,11 @@ def check_shots(task: str, shots: int, split: Split) -> None:
 
 
 def fewshot_examples(split: Split, shots: int, seed: int, item_index: int) -> list[Item]:
-    """`shots` pool items, drawn per question with a seeded generator (the same for every model)."""
+    """`shots` pool items: the first ones for a fixed list, else drawn per question with a seeded generator (the
+    same for every model)."""
     if shots == 0:
         return []
+    if split.fixed_shots:
+        return split.fewshot[:shots]
     rng = random.Random(seed * 1_000_003 + item_index)
     return rng.sample(split.fewshot, shots)

