@@ -32,6 +32,7 @@ from llmcycle.safety.categories import CATEGORIES
 SEED = "resources/safety/seed_prompts.tsv"
 HELDOUT = "resources/safety/heldout_prompts.tsv"
 HELDOUT_SOURCE = "held-out (hand-written)"
+BLOCK = "#block "  # starts a block of parallel lines in a hand-written file
 MMLU_SUBJECTS = ("computer_security", "security_studies", "high_school_chemistry", "college_chemistry",
                  "high_school_us_history", "high_school_world_history", "prehistory", "virology", "nutrition",
                  "college_medicine", "clinical_knowledge", "international_law", "jurisprudence", "human_sexuality",
@@ -91,13 +92,17 @@ def _arrow_rows(split_dir: Path) -> list[dict]:
 
 
 def seed_examples(text: str | None = None, name: str = SEED) -> Iterator[Example]:
-    """A hand-written file; a line's group is its label and position within its language's block of that
-    label, so parallel lines of different languages (the same request translated) share a split."""
+    """A hand-written file; a line's group is its label and position within its language's lines of that label
+    (counted per block: a `#block NAME` line starts one), so parallel lines of different languages (the same
+    request translated) share a split. Lines before any block marker keep their original groups."""
     if text is None:
         text = resources.files("llmcycle").joinpath(name).read_text(encoding="utf-8")
     source, prefix = (HELDOUT_SOURCE, "heldout") if name == HELDOUT else ("seed (hand-written)", "seed")
     position: dict[tuple[str, str], int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
+        if line.startswith(BLOCK):
+            prefix, position = f"{prefix.split(':')[0]}:{line[len(BLOCK):].strip()}", {}
+            continue
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.split("\t")

@@ -1,10 +1,10 @@
 """Build the moderation classifier's artifact: `python -m llmcycle.safety.train_classifier --out DIR`.
 
 Deterministic: the corpus split is fixed by crc32 of each example's group, the optimiser is full-batch L-BFGS from
-zeros, so the same packages give the same weights. The threshold on P(harmful) is chosen on a development part of
-the training split (never the held-out part): the lowest threshold that blocks (in a category the default policy
-blocks) at most `--max-false-block` of its benign prompts in each language. The held-out part is scored once, at
-the end, into the card file beside the weights.
+zeros on one BLAS thread, so the same packages give the same weights whatever the thread settings. The threshold on
+P(harmful) is chosen on a development part of the training split (never the held-out part): the lowest threshold
+that blocks (in a category the default policy blocks) at most `--max-false-block` of its benign prompts, averaged
+over its languages. The held-out part is scored once, at the end, into the card file beside the weights.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy import optimize, sparse
+from threadpoolctl import threadpool_limits
 
 from llmcycle.safety.classifier import (FORMAT, GLOSS, Classifier, ToxicityScorer, feature_strings, hashed,
                                          read_gloss)
@@ -78,8 +79,11 @@ def fit(x: sparse.csr_matrix, labels: np.ndarray, sample_w: np.ndarray, l2: floa
         grad = np.concatenate([(x.T @ delta + l2 * w).ravel(), delta.sum(axis=0)])
         return value, grad
 
-    result = optimize.minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
-                               options={"maxiter": iters})
+    # one BLAS thread: the optimiser's vector reductions sum in an order that depends on the thread count, and 150
+    # L-BFGS steps grow that rounding into different weights (1 and 2 threads gave different artifacts)
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = optimize.minimize(loss, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
+                                   options={"maxiter": iters})
     return result.x[:d * k].reshape(d, k), result.x[d * k:]
 
 
@@ -92,21 +96,19 @@ def blocking_harm(probs: np.ndarray) -> np.ndarray:
     return np.where(blocks, 1.0 - probs[:, 0], 0.0)
 
 
-def pick_threshold(harm: np.ndarray, safe: np.ndarray, max_false_block: float) -> float:
-    """Lowest threshold whose false-block rate on the benign development prompts stays within the bound."""
-    benign = np.sort(harm[safe])[::-1]
-    allowed = int(max_false_block * len(benign))
-    return float(min(0.95, max(0.2, benign[allowed] + 1e-6))) if len(benign) > allowed else 0.5
-
-
-def per_language_threshold(harm: np.ndarray, dev: Sequence[Example], max_false_block: float) -> float:
-    """The lowest threshold within the false-block bound in every language of the development prompts (the goal
-    holds per language; a bound on the pooled prompts let French and German benign prompts be blocked 10-20% of
-    the time while English, nine tenths of them, stayed within it)."""
+def language_threshold(harm: np.ndarray, dev: Sequence[Example], max_false_block: float) -> float:
+    """The lowest threshold whose false-block rate on the benign development prompts, averaged over languages (each
+    language weighs the same, however many prompts it has), stays within the bound. A bound on the pooled prompts let
+    French and German benign prompts be blocked 10-20% of the time while English, nine tenths of them, stayed within
+    it; a bound in every language alone is set by the single most alarming of its twenty-odd benign prompts (one
+    false block is already 4%), which cost every language half its recall on the development split."""
     safe = np.array([e.label == "safe" for e in dev])
     langs = np.array([e.lang for e in dev])
-    return max(pick_threshold(harm[langs == lang], safe[langs == lang], max_false_block)
-               for lang in sorted(set(langs.tolist())))
+    benign = {lang: harm[safe & (langs == lang)] for lang in sorted(set(langs[safe].tolist()))}
+    for threshold in np.unique(np.concatenate([h + 1e-6 for h in benign.values()] + [[0.2, 0.95]])):
+        if 0.2 <= threshold <= 0.95 and np.mean([(h >= threshold).mean() for h in benign.values()]) <= max_false_block:
+            return float(threshold)
+    return 0.95
 
 
 def model(weights: np.ndarray, bias: np.ndarray, threshold: float, gloss: dict[str, str]) -> Classifier:
@@ -125,7 +127,7 @@ def train(buckets: int, l2: float, iters: int, max_false_block: float, seed: int
     w, b = fit(x[~dev_mask], labels[~dev_mask], sample_weights(labels[~dev_mask], langs[~dev_mask]), l2, iters)
     dev = [e for e, m in zip(train_set, dev_mask) if m]
     probs = model(w, b, 0.5, gloss).probabilities([e.text for e in dev])
-    threshold = per_language_threshold(blocking_harm(probs), dev, max_false_block)
+    threshold = language_threshold(blocking_harm(probs), dev, max_false_block)
     w, b = fit(x, labels, sample_weights(labels, langs), l2, iters)
     clf = model(w, b, threshold, gloss)
     card = {"heldout": evaluate(clf, data["heldout"]), "train_size": len(train_set),
