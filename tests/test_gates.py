@@ -81,6 +81,14 @@ def test_a_judge_at_chance_or_a_validation_gone_wrong_is_not_promoted():
     assert decision != "promote" and rows["judge_agreement"]["status"] != "pass"
     rows, decision = gates_for(VARIED[::-1], clear, trained={"margin_before": 0.0, "margin_after": -0.011})
     assert decision == "reject" and rows["training_validation"]["status"] == "fail"
+    # a fall far outside its standard error fails; one inside the noise of 16 pairs is inconclusive, not promoted
+    significant = {"margin_before": 0.0, "margin_after": -0.3, "margin_se_after": 0.05, "pairs_after": 64}
+    rows, decision = gates_for(VARIED[::-1], clear, trained=significant)
+    assert decision == "reject" and rows["training_validation"]["status"] == "fail"
+    noisy = {"margin_before": 0.0, "margin_after": -0.107, "margin_se_after": 0.09, "pairs_after": 16}
+    rows, decision = gates_for(VARIED[::-1], clear, trained=noisy)
+    assert decision == "inconclusive" and rows["training_validation"]["status"] == "inconclusive"
+    assert "16 validation pairs" in rows["training_validation"]["why"]
 
 
 def test_perplexity_fails_only_when_significantly_worse():

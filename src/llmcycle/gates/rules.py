@@ -114,13 +114,22 @@ def judge_gate(judge: dict[str, Any] | None, required: bool = True) -> dict[str,
 
 
 def validation_gate(trained: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The candidate's own validation margin (from its training manifest) must not have gone the wrong way."""
+    """The candidate's own validation margin (from its training manifest) must not have gone the wrong way: a rise
+    passes, a fall whose 95% interval is below the start fails, a fall within the noise of a few pairs is
+    inconclusive (not promoted either)."""
     if not trained or "margin_after" not in trained:
         return None
     before, after = trained.get("margin_before", 0.0), trained["margin_after"]
-    status = PASS if after > before else FAIL
-    return row("training_validation", status, after, before, "preference margin rises",
-               f"margin {before:.4f} -> {after:.4f}" + ("" if status == PASS else ": the wrong way"))
+    se, n = trained.get("margin_se_after"), trained.get("pairs_after")
+    numbers = f"margin {before:.4f} -> {after:.4f}"
+    if se is not None and n:
+        numbers += f" [{after - 1.96 * se:.4f}, {after + 1.96 * se:.4f}] on {int(n)} validation pairs"
+    if after > before:
+        return row("training_validation", PASS, after, before, "preference margin rises", numbers)
+    if se is not None and after + 1.96 * se >= before:
+        return row("training_validation", UNSURE, after, before, "preference margin rises",
+                   numbers + ": fell, within the noise")
+    return row("training_validation", FAIL, after, before, "preference margin rises", numbers + ": the wrong way")
 
 
 def stock_share(replies: Sequence[str]) -> float:

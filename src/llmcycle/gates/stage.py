@@ -83,8 +83,11 @@ def measure(path: str, prompts: list[list[dict]], chats: list[dict], gates: Gate
         scores = score_each(engine.model, engine.tokenizer, chats, gates.batch_size,
                             desc=f"{subject.name}: gate perplexity")
         out["ppl_stats"] = np.array([[s.nll_nats, s.tokens] for s in scores], dtype=np.float64)
-    safety = SafetyTask(load_prompts()[:gates.max_safety_prompts], settings, gates.batch_size).evaluate(subject)
-    bias = BiasTask(load_pairs()[:gates.max_bias_pairs], settings, gates.batch_size).evaluate(subject)
+    # the probes compare two models on a few prompts each: decoded greedily, so a difference is the models' and
+    # not the sampler's noise on 16 replies
+    probe = GenerationSettings(max_new_tokens=gates.max_new_tokens, temperature=0, seed=gates.seed)
+    safety = SafetyTask(load_prompts()[:gates.max_safety_prompts], probe, gates.batch_size).evaluate(subject)
+    bias = BiasTask(load_pairs()[:gates.max_bias_pairs], probe, gates.batch_size).evaluate(subject)
     out["safety_flag_rate"] = safety.metrics["safety_flag_rate"]
     out.update({k: bias.metrics[k] for k in BIAS_KEYS})
     return out

@@ -10,6 +10,7 @@ forward and backward. `method: grpo` hands over to `grpo.py` (online rollouts).
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,7 +42,10 @@ def margins(model: Any, data: PreferenceData, batch_size: int, limit: Optional[i
             chosen, rejected = (logps - batch["ref_logps"]).chunk(2)
             deltas += (chosen - rejected).tolist()
     model.train()
-    return {"margin": sum(deltas) / len(deltas), "pair_accuracy": sum(d > 0 for d in deltas) / len(deltas)}
+    mean = sum(deltas) / len(deltas)
+    spread = sum((d - mean) ** 2 for d in deltas) / max(1, len(deltas) - 1)
+    return {"margin": mean, "pair_accuracy": sum(d > 0 for d in deltas) / len(deltas),
+            "margin_se": math.sqrt(spread / len(deltas)), "pairs": len(deltas)}
 
 
 def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Path, resume: bool = False) -> Path:
