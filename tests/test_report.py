@@ -71,3 +71,14 @@ def test_compare_metric_without_intervals_says_so():
     assert compare_metric("perplexity", {"perplexity": 5.0}, {"perplexity": 6.0}) == "better (no interval)"
     assert compare_metric("chrf", {"chrf": 5.0}, {"chrf": 6.0}) == "worse (no interval)"
     assert compare_metric("chrf", {"chrf": 5.0}, {"chrf": 5.0}) == "same"
+
+
+def test_a_training_stage_line_says_when_its_time_budget_stopped_it():
+    from llmcycle.report import stage_verdict
+
+    budgeted = {"metrics": {"val_loss": 4.169, "steps": 374, "stopped_by_time_budget": True}}
+    assert stage_verdict("pretrain", budgeted) == \
+        "- pretrain: val loss 4.169 after 374 steps, stopped by its time budget."
+    stepped = {"metrics": {"val_loss": 4.843, "val_loss_before": 4.886, "steps": 160}}
+    assert stage_verdict("finetune", stepped) == \
+        "- finetune: val loss 4.886 → 4.843 (**better**, no interval; 160 steps)."

@@ -176,10 +176,12 @@ def stage_verdict(stage: str, manifest: dict[str, Any]) -> str | None:
                "test records."
     if stage in ("pretrain", "finetune", "align", "reward") and "val_loss" in m:
         before = m.get("val_loss_before")
+        budget = ", stopped by its time budget" if m.get("stopped_by_time_budget") else ""
         if isinstance(before, (int, float)):
             word = "**better**" if m["val_loss"] < before else "**worse**" if m["val_loss"] > before else "same"
-            return f"- {stage}: val loss {before:.4g} → {m['val_loss']:.4g} ({word}, no interval)."
-        return f"- {stage}: val loss {m['val_loss']:.4g} after {m.get('steps', '?')} steps."
+            return f"- {stage}: val loss {before:.4g} → {m['val_loss']:.4g} ({word}, no interval; " \
+                   f"{m.get('steps', '?')} steps{budget})."
+        return f"- {stage}: val loss {m['val_loss']:.4g} after {m.get('steps', '?')} steps{budget}."
     if stage == "merge" and "parity_passed" in m:
         return f"- merge: parity {'passed' if m['parity_passed'] else '**failed**'} " \
                f"(max logit difference {_fmt(m.get('parity_max_abs_logit_diff'))})."
