@@ -103,8 +103,9 @@ class FeatureHashes:
     """The crc32s of a text's features, the multiset `feature_strings` lists, from memos per word and per word pair.
 
     A streamed reply is classified again each time it gains a word, so nearly all of its words and pairs were seen
-    by the check before: looking their hashes up instead of rebuilding and hashing a dozen strings per word cut the
-    server's moderation time per token several-fold (docs/serving.md). The memos are bounded (cleared when full)."""
+    by the check before: looking their hashes up instead of rebuilding and hashing a dozen strings per word is part
+    of what halved the server's moderation time per token (docs/serving.md). The memos are bounded (cleared when
+    full)."""
 
     LIMIT = 1 << 14  # distinct words, and pairs, whose hashes are kept
 

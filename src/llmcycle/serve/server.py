@@ -93,7 +93,7 @@ def passive_openmp() -> str:
     libgomp's default has every worker spin up to 300,000 times after each parallel region, waiting for the next.
     In a server the decoding thread's forward is followed by Python work (token choice, text, waking the event
     loop) and the loop's own work: a spinning worker holds one of the cores they need. Measured on a 2-core machine
-    with the 5M model and 2 threads: 15-20 tok/s streamed to one client spinning, 310-340 sleeping, while the
+    with the 5M model and 2 threads: 15-34 tok/s streamed to one client spinning, 310-340 sleeping, while the
     decoding loop alone is no slower sleeping (docs/serving.md). libgomp reads the policy once, when torch loads,
     so a process that imported torch already keeps its own; an explicit $OMP_WAIT_POLICY always wins."""
     if "torch" not in sys.modules:
