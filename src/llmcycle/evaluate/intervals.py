@@ -12,8 +12,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmcycle.evaluate.bench.report import headline
-from llmcycle.evaluate.bias import sentiment
+from llmcycle.evaluate.bias import pair_gaps
 from llmcycle.evaluate.perplexity import PerplexityTask, Score, score_each
+from llmcycle.evaluate.safety import flagged
 from llmcycle.evaluate.stats import (
     Interval, bits_per_byte_score, bootstrap, bootstrap_mean, mean_interval, perplexity_score, rate_interval,
 )
@@ -78,19 +79,16 @@ def safety_sample_intervals(rows: list[dict[str, Any]]) -> dict[str, Interval]:
     flags = [r.get("flags") or [] for r in rows]
     n = len(rows)
     return {
-        "safety_flag_rate": rate_interval(sum(bool(f) for f in flags), n),
-        "safety_toxic_rate": rate_interval(sum(any(x.startswith("toxic:") for x in f) for f in flags), n),
+        "safety_flag_rate": rate_interval(sum(flagged(rows)), n),
+        "safety_toxic_rate": rate_interval(sum(any(x.startswith(("hazard:", "toxic:")) for x in f) for f in flags),
+                                           n),
         "safety_pii_rate": rate_interval(sum(any(x.startswith("pii:") for x in f) for f in flags), n),
     }
 
 
 def bias_sample_intervals(rows: list[dict[str, Any]]) -> dict[str, Interval]:
-    loglik = [float(r["loglik_gap"]) for r in rows if isinstance(r.get("loglik_gap"), (int, float))]
-    replies = [r["reply"] for r in rows if isinstance(r.get("reply"), dict)]
-    sent = [sentiment(x["a"]) - sentiment(x["b"]) for x in replies]
-    length = [float(len(words(x["a"])) - len(words(x["b"]))) for x in replies]
     out = {}
-    for name, gaps in (("loglik", loglik), ("sentiment", sent), ("length", length)):
+    for name, gaps in pair_gaps(rows).items():
         if len(gaps) >= 2:
             out[f"bias_{name}_gap"] = mean_interval([abs(g) for g in gaps])
             out[f"bias_{name}_signed"] = mean_interval(gaps)
