@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from llmcycle.evaluate.stats import (
-    binomial_cdf, bootstrap, bootstrap_mean, clopper_pearson, flags_to_decide, mean_interval, paired_rate_change, paired_bootstrap, perplexity_score, prompts_to_decide, rate_interval,
-    rate_se, resample_counts, sign_test, wilson, win_rate_interval,
+    binomial_cdf, bootstrap, bootstrap_mean, clopper_pearson, flags_to_decide, jackknife, mean_interval,
+    paired_bootstrap, paired_rate_change, perplexity_score, prompts_to_decide, rate_interval, rate_se,
+    resample_counts, sign_test, wilson, win_rate_interval,
 )
 from llmcycle.evaluate.textmetrics import chrf, corpus_interval, generation_intervals
 
@@ -128,3 +129,14 @@ def test_paired_rate_change_clears_zero_exactly_when_the_sign_test_is_significan
     assert (same.delta, same.lo, same.hi, same.p_value) == (0.0, 0.0, 0.0, 1.0)
     # 3 of 16 flagged for B only: 6 such prompts decide it, i.e. 30 prompts in all at that share
     assert flags_to_decide(0, 3, 16) == 30 and flags_to_decide(3, 3, 16) is None
+
+
+def test_jackknife_of_a_mean_has_the_sample_standard_error_and_distinct_n_gets_one():
+    from llmcycle.evaluate.intervals import generation_sample_intervals
+
+    x = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    iv = jackknife(lambda kept: float(x[kept].mean()), len(x))
+    assert iv.value == pytest.approx(x.mean()) and iv.se == pytest.approx(x.std(ddof=1) / math.sqrt(len(x)))
+    rows = [{"reply": r, "reference": "a b c"} for r in ("a b c", "a b d", "the same", "the same", "x y z w")]
+    got = generation_sample_intervals(rows, seed=0)
+    assert got["distinct_2"].lo < got["distinct_2"].value < got["distinct_2"].hi

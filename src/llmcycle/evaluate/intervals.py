@@ -16,10 +16,11 @@ from llmcycle.evaluate.bias import pair_gaps
 from llmcycle.evaluate.perplexity import PerplexityTask, Score, score_each
 from llmcycle.evaluate.safety import flagged
 from llmcycle.evaluate.stats import (
-    Interval, bits_per_byte_score, bootstrap, bootstrap_mean, mean_interval, perplexity_score, rate_interval,
+    Interval, bits_per_byte_score, bootstrap, bootstrap_mean, jackknife, mean_interval, perplexity_score,
+    rate_interval,
 )
 from llmcycle.evaluate.tasks import Subject, TaskResult
-from llmcycle.evaluate.textmetrics import generation_intervals, repetition_rate, words
+from llmcycle.evaluate.textmetrics import distinct_n, generation_intervals, repetition_rate, words
 
 CI = "_ci95"
 
@@ -72,6 +73,9 @@ def generation_sample_intervals(rows: list[dict[str, Any]], seed: int) -> dict[s
         out["eos_share"] = rate_interval(sum(r.get("finish_reason") == "eos" for r in rows), len(rows))
         out["repetition_rate"] = bootstrap_mean([repetition_rate([t]) for t in replies], seed=seed)
         out["mean_reply_words"] = mean_interval([len(words(t)) for t in replies])
+        for n in (1, 2):
+            out[f"distinct_{n}"] = jackknife(lambda kept, n=n: distinct_n([replies[i] for i in kept], n),
+                                             len(replies))
     return out
 
 

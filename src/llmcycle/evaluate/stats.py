@@ -84,6 +84,18 @@ def mean_interval(values: Sequence[float]) -> Interval:
     return Interval(mean, mean - Z95 * se, mean + Z95 * se, n, "normal", se)
 
 
+def jackknife(statistic: Callable[[list[int]], float], n: int) -> Interval:
+    """A statistic of n examples (called with the indices it keeps) with the leave-one-out jackknife's normal
+    interval: for statistics that resampling with replacement biases, e.g. distinct-n, where a drawn-twice reply
+    adds n-grams but no new ones. For a mean its standard error is the sample one, s/sqrt(n)."""
+    value = float(statistic(list(range(n))))
+    if n < 2:
+        return Interval(value, float("nan"), float("nan"), n, "jackknife")
+    left_out = np.array([statistic([j for j in range(n) if j != i]) for i in range(n)], dtype=np.float64)
+    se = float(math.sqrt((n - 1) / n * np.sum((left_out - left_out.mean()) ** 2)))
+    return Interval(value, value - Z95 * se, value + Z95 * se, n, "jackknife", se)
+
+
 def resample_counts(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
     """(resamples x n) multinomial counts: how often each example is drawn in each bootstrap resample."""
     rng = np.random.default_rng(seed)

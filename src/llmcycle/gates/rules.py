@@ -105,7 +105,8 @@ def tolerance_gate(name: str, change: Interval | Comparison, cand: float, cur: f
     if change.lo > tolerance:
         return row(name, FAIL, cand, cur, rule, numbers + ": significantly worse", **extra)
     if value > tolerance + 1e-12:
-        return row(name, UNSURE, cand, cur, rule, numbers + ": worse, but not significantly" + hint, **extra)
+        return row(name, UNSURE, cand, cur, rule, f"{numbers}: above the tolerated rise, but not significantly{hint}",
+                   **extra)
     return row(name, PASS, cand, cur, rule, numbers, **extra)
 
 
