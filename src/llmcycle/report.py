@@ -225,7 +225,7 @@ def training_line(m: dict[str, Any]) -> str:
         return f"val loss {before:.4g} → {m['val_loss']:.4g} ({word}, no interval; {steps})"
     word = "**better**" if change.hi < 0 else "**worse**" if change.lo > 0 else "within the noise"
     return (f"val loss {with_interval(before, intervals.get('val_loss_before'))} → {after} ({word}: change "
-            f"{change.delta:+.4g} [{change.lo:+.4g}, {change.hi:+.4g}] on the same {change.n} validation batches; "
+            f"{change.value:+.4g} [{change.lo:+.4g}, {change.hi:+.4g}] on the same {change.n} validation batches; "
             f"{steps})")
 
 

@@ -9,6 +9,8 @@
   for yes/no outcomes (a flagged reply) the exact paired interval on the discordant examples (McNemar's view) with
   Clopper and Pearson's interval for their split.
 - Judge win rates with ties (a tie counts half), and how many prompts would decide a gate at the observed rate.
+- A ratio of sums over a few clusters (a val loss: summed loss over tokens, per validation batch): the linearized
+  cluster standard error with Student's t, alone or as a paired change on the same clusters.
 """
 
 from __future__ import annotations
@@ -325,3 +327,50 @@ def flags_to_decide(only_a: int, only_b: int, n: int, tolerance: float = 0.0, mo
         mid = (small + large) // 2
         small, large = (small, mid) if decided(mid) else (mid, large)
     return large
+
+
+T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
+        2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
+        2.0518, 2.0484, 2.0452, 2.0423)  # Student's t, 97.5% quantile, 1-30 degrees of freedom
+
+
+def t975(df: int) -> float:
+    """Student's t 97.5% quantile: the table to 30 degrees of freedom, Cornish and Fisher's expansion beyond
+    (within 1e-4)."""
+    if df <= len(T975):
+        return T975[max(1, df) - 1]
+    z = Z95
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def _linearized(rows: Sequence[Sequence[float]]) -> tuple[float, np.ndarray]:
+    """(ΣL/ΣW, each cluster's influence on it (L - R·W)/mean(W)) of (L, W) rows."""
+    x = np.asarray(rows, dtype=np.float64).reshape(len(rows), 2)
+    ratio = float(x[:, 0].sum() / x[:, 1].sum())
+    return ratio, (x[:, 0] - ratio * x[:, 1]) / x[:, 1].mean()
+
+
+def _t_interval(value: float, influence: np.ndarray, method: str) -> Interval:
+    k = len(influence)
+    if k < 2:
+        return Interval(value, float("nan"), float("nan"), k, method)
+    se = float(math.sqrt(np.sum((influence - influence.mean()) ** 2) / (k * (k - 1))))
+    half = t975(k - 1) * se
+    return Interval(value, value - half, value + half, k, method, se)
+
+
+def ratio_interval(rows: Sequence[Sequence[float]]) -> Interval:
+    """A ratio of sums over clusters, e.g. a val loss from its batches' (summed loss, tokens): the linearized
+    (delta-method) cluster standard error with Student's t on k-1 degrees of freedom, so a loss measured on four
+    batches gets the wide interval four batches deserve (a bootstrap over four would be far too narrow)."""
+    ratio, influence = _linearized(rows)
+    return _t_interval(ratio, influence, "ratio, t")
+
+
+def paired_ratio_change(rows_a: Sequence[Sequence[float]], rows_b: Sequence[Sequence[float]]) -> Interval:
+    """ratio(B) - ratio(A) measured on the same clusters (a val loss before and after training, on the same
+    batches): the per-cluster influences are differenced, so what makes a batch hard for both cancels out."""
+    if len(rows_a) != len(rows_b):
+        raise ValueError(f"a paired change needs the same clusters: {len(rows_a)} vs {len(rows_b)}")
+    (a, inf_a), (b, inf_b) = _linearized(rows_a), _linearized(rows_b)
+    return _t_interval(b - a, inf_b - inf_a, "paired ratio, t")

@@ -1,10 +1,11 @@
 """95% intervals for what the training stages record in their manifests, so the run report can put one beside
 every number it quotes from them.
 
-- a validation loss from its evaluation batches' [summed loss, units] (`val_loss_batches`): the seeded percentile
-  bootstrap over batches of the ratio of sums (the loss the stage reports); perplexity is its exponential;
-- a loss before -> after training on the same batches (`val_loss_before_batches`): the paired bootstrap of the
-  change, which cancels what makes a batch hard for both;
+- a validation loss from its evaluation batches' [summed loss, units] (`val_loss_batches`): the ratio of sums (the
+  loss the stage reports) with the batches' linearized standard error and Student's t, since a stage validates on
+  as few as two to four batches; perplexity is its exponential;
+- a loss before -> after training on the same batches (`val_loss_before_batches`): the same on the per-batch
+  differences, which cancel what makes a batch hard for both;
 - held-out accuracies (k of n pairs): `rate_interval`;
 - a preference margin with its standard error over n pairs: the normal interval.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from llmcycle.evaluate.stats import Z95, Comparison, Interval, bootstrap, mean_score, paired_bootstrap, rate_interval
+from llmcycle.evaluate.stats import Z95, Interval, paired_ratio_change, rate_interval, ratio_interval
 
 ACCURACIES = {"val_pairwise_accuracy": "val_pairs", "val_pairwise_accuracy_before": "val_pairs",
               "pair_accuracy_after": "pairs_after"}  # accuracy -> the manifest key of its number of pairs
@@ -28,21 +29,21 @@ def batch_rows(metrics: dict[str, Any], key: str) -> list[list[float]] | None:
     return rows
 
 
-def loss_change(metrics: dict[str, Any], seed: int = 0) -> Comparison | None:
+def loss_change(metrics: dict[str, Any]) -> Interval | None:
     """val_loss - val_loss_before on the same validation batches (None when they were not recorded alike)."""
     before, after = batch_rows(metrics, "val_loss_before"), batch_rows(metrics, "val_loss")
     if before is None or after is None or len(before) != len(after):
         return None
-    return paired_bootstrap(before, after, mean_score, seed=seed)
+    return paired_ratio_change(before, after)
 
 
-def stage_intervals(metrics: dict[str, Any], seed: int = 0) -> dict[str, Interval]:
+def stage_intervals(metrics: dict[str, Any]) -> dict[str, Interval]:
     """{metric: its 95% interval} for the manifest metrics whose interval the stage recorded what it takes."""
     out: dict[str, Interval] = {}
     for key in ("val_loss", "val_loss_before"):
         rows = batch_rows(metrics, key)
         if rows is not None:
-            out[key] = bootstrap(rows, mean_score, seed=seed)
+            out[key] = ratio_interval(rows)
     if "val_loss" in out and isinstance(metrics.get("val_perplexity"), (int, float)):
         loss = out["val_loss"]
         out["val_perplexity"] = Interval(math.exp(min(loss.value, 50)), math.exp(min(loss.lo, 50)),
