@@ -221,7 +221,8 @@ def run(cfg: RewardConfig, data_dir: str | Path, base: str | Path, out: str | Pa
         tokenizer.save_pretrained(art.dir)
         art.metrics = {"val_pairwise_accuracy": accuracy, "val_pairwise_accuracy_before": before,
                        "train_pairs": len(train_pairs), "val_pairs": len(val_pairs), "train_loss": result.train_loss,
-                       "val_loss": result.val_loss, "steps": result.steps, "seconds": round(result.seconds, 2)}
+                       "val_loss": result.val_loss, "val_loss_batches": result.val_rows, "steps": result.steps,
+                       "seconds": round(result.seconds, 2)}
         art.extra = {"base": base_id, "head": "AutoModelForSequenceClassification(num_labels=1)"}
     say(f"reward: wrote {out} (held-out pairwise accuracy {before:.3f} -> {accuracy:.3f} on {len(val_pairs)} pairs)")
     return Path(out)
