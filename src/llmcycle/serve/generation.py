@@ -18,6 +18,7 @@ from llmcycle.infer.continuous import Failed, Piece, QueueFull
 from llmcycle.infer.engine import Completion
 from llmcycle.infer.settings import GenerationSettings
 from llmcycle.safety import Decision, Moderator
+from llmcycle.safety.categories import growing_judge
 from llmcycle.safety.pii import Span, open_start, replace_spans, safe_cut, spans
 from llmcycle.serve.errors import APIError
 from llmcycle.serve.host import Served
@@ -166,6 +167,7 @@ class OutputGuard:
         self.blocked: Decision | None = None
         self.last: Decision | None = None
         self.redacting = moderator.enabled and moderator.redacts_output
+        self.judge = growing_judge() if moderator.enabled else None  # each check reads only the new words
 
     def flags(self) -> list[str]:
         decision = self.blocked or self.last
@@ -182,7 +184,7 @@ class OutputGuard:
             return ""
         if not final and self._bound() <= self.released:
             return ""  # nothing more could be released: the check waits for text that could be shown
-        decision = self.moderator.check(self.text, "output", notify=final)
+        decision = self.moderator.check(self.text, "output", notify=final, judge=self.judge)
         self.last = decision
         if decision.blocked:
             self.blocked = decision
