@@ -16,7 +16,6 @@ except ImportError:  # pragma: no cover
 from llmcycle import __version__
 from llmcycle.cli.aliases import rewrite
 from llmcycle.errors import UserError
-from llmcycle.serve.server import passive_openmp
 
 app = typer.Typer(
     name="llmcycle",
@@ -53,7 +52,9 @@ def _register_all() -> None:
 
 if sys.argv[1:2] == ["serve"]:
     # libgomp reads its wait policy once, when torch loads, and registering the commands loads torch: the
-    # server's sleeping OpenMP workers (serve.server.passive_openmp) must be asked for before that
+    # server's sleeping OpenMP workers must be asked for before that (imported here: other commands skip uvicorn)
+    from llmcycle.serve.server import passive_openmp
+
     passive_openmp()
 _register_all()
 
