@@ -16,15 +16,21 @@ PROBE = ("import sys; from llmcycle.serve.server import passive_openmp; "
          "print(passive_openmp(), 'torch' in sys.modules)")
 
 
-def probe(**env: str) -> str:
+def probe(code: str = PROBE, **env: str) -> str:
     base = {k: v for k, v in os.environ.items() if k != WAIT_POLICY_ENV}
     base["PYTHONPATH"] = SRC + os.pathsep + base.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", PROBE], env={**base, **env}, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
                           check=True).stdout.strip()
 
 
 def test_a_fresh_server_process_sleeps_its_idle_threads():
     assert probe() == "PASSIVE False"  # set while torch is not loaded yet, so libgomp reads it
+
+
+def test_the_serve_command_asks_before_its_commands_load_torch():
+    code = ("import os, sys; sys.argv = ['llmcycle', 'serve']; import llmcycle.cli; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    assert probe(code) == "PASSIVE True"  # set, and torch (which reads it once) was loaded after
 
 
 def test_an_explicit_policy_wins():

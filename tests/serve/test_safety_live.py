@@ -20,17 +20,29 @@ PHONE, CARD = "415-555-0132", "4111 1111 1111 1111"
 REPLY = f"Sure! Call me at {PHONE} or pay with card {CARD} before noon."
 
 
+# Numbers split across many one- and two-character pieces, right after ordinary text, and the IBAN and
+# international phone forms: (reply, the pieces a tokenizer would send, what the client must see).
+SHAPES = {
+    "one_char_pieces": ("Dial 415 555 0132 or use 5500 0000 0000 0004 now.", r".", "Dial <PHONE> or use <CARD> now."),
+    "after_text": ("Number:4111111111111111, phone:415-555-0132.", r"\S{1,3}|\s",
+                   "Number:<CARD>, phone:<PHONE>."),
+    "iban": ("Pay GB82 WEST 1234 5698 7654 32 by Friday.", r"\s?\S{1,2}|\s", "Pay <IBAN> by Friday."),
+    "international": ("Ring +44 20 7946 0958 or +1 (415) 555-0132 later.", r"\s?\S{1,2}|\s",
+                      "Ring <PHONE> or <PHONE> later."),
+}
+
+
 class ScriptedHandle:
     """What the scheduler hands back, saying REPLY a few characters at a time (as a tokenizer would)."""
 
-    def __init__(self, text: str, logprobs: bool):
-        self.text, self.logprobs, self.cancelled = text, logprobs, False
+    def __init__(self, text: str, logprobs: bool, split: str = r"\s?\S{1,2}|\s"):
+        self.text, self.logprobs, self.cancelled, self.split = text, logprobs, False, split
 
     def cancel(self) -> None:
         self.cancelled = True
 
     async def __aiter__(self):
-        tokens = re.findall(r"\s?\S{1,2}|\s", self.text)
+        tokens = re.findall(self.split, self.text)
         for i, token in enumerate(tokens):
             entries = [{"token": token, "logprob": -0.5, "top_logprobs": [{"token": token, "logprob": -0.5}]}]
             yield Piece(token, [i], entries if self.logprobs else [])
@@ -45,8 +57,10 @@ def scripted(start_live, make_tiny_model, tmp_path):
                       request_log=str(tmp_path / "requests.jsonl"), max_context=160, max_tokens=64,
                       max_body_bytes=400_000)
     live = start_live(cfg)
+    live.script = (REPLY, r"\s?\S{1,2}|\s")
     scheduler = live.state.host.current.scheduler
-    scheduler.submit = lambda ids, settings, logprobs, loop: ScriptedHandle(REPLY, logprobs is not None)
+    scheduler.submit = lambda ids, settings, logprobs, loop: ScriptedHandle(live.script[0], logprobs is not None,
+                                                                            live.script[1])
     return live
 
 
@@ -66,28 +80,48 @@ def strings(value) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
-def test_streamed_reply_never_sends_a_digit_of_phone_or_card(scripted, route):
+def streamed(live, route: str) -> list[dict]:
+    """The SSE payloads of one streamed request with log-probs, read from the raw bytes."""
     body = {"model": "", "max_tokens": 60, "stream": True, "logprobs": True}
     body.update({"messages": [{"role": "user", "content": "how do I reach you?"}], "top_logprobs": 1}
                 if "chat" in route else {"prompt": "how do I reach you?", "logprobs": 1})
     raw = b""
-    with httpx.stream("POST", scripted.url + route, json=body, timeout=30) as response:
+    with httpx.stream("POST", live.url + route, json=body, timeout=30) as response:
         assert response.status_code == 200
         for chunk in response.iter_bytes():
             raw += chunk
-    payloads = sse_payloads(raw)
-    shown = "".join(choice.get("text") or (choice.get("delta") or {}).get("content") or ""
-                    for payload in payloads for choice in payload["choices"])
-    assert shown == "Sure! Call me at <PHONE> or pay with card <CARD> before noon."
+    return sse_payloads(raw)
+
+
+def shown_text(payloads: list[dict]) -> str:
+    return "".join(choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+                   for payload in payloads for choice in payload["choices"])
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+def test_streamed_reply_never_sends_a_digit_of_phone_or_card(scripted, route):
+    payloads = streamed(scripted, route)
+    assert shown_text(payloads) == "Sure! Call me at <PHONE> or pay with card <CARD> before noon."
     sent = [text for payload in payloads for choice in payload["choices"] for text in strings(choice)]
     assert sum("<PHONE>" in text for text in sent) >= 2  # the log-probs came along, masked
     assert not [text for text in sent if re.search(r"\d", text)]  # no channel carries a digit of either number
+    first = next(i for i, p in enumerate(payloads) if shown_text([p]))
+    assert shown_text(payloads[:first + 1]) == "Sure! "  # the first word is not held back behind a window
     assert scripted.state.writer.flush(10)
     stored = sqlite3.connect(scripted.db).execute("SELECT * FROM responses").fetchall()
     logged = (scripted.db.parent / "requests.jsonl").read_text()
     for kept in (repr(stored), logged):
         assert "<PHONE>" in kept and "<CARD>" in kept and "0132" not in kept and "1111 1111" not in kept
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_no_shape_of_number_leaks_a_digit(scripted, shape):
+    reply, split, expected = SHAPES[shape]
+    scripted.script = (reply, split)
+    payloads = streamed(scripted, "/v1/chat/completions")
+    assert shown_text(payloads) == expected
+    sent = [text for payload in payloads for choice in payload["choices"] for text in strings(choice)]
+    assert not [text for text in sent if re.search(r"\d|WEST", text)]
 
 
 def test_huge_hostile_prompt_neither_stalls_nor_lingers(scripted):

@@ -50,6 +50,12 @@ def _register_all() -> None:
         module.register(app)
 
 
+if sys.argv[1:2] == ["serve"]:
+    # libgomp reads its wait policy once, when torch loads, and registering the commands loads torch: the
+    # server's sleeping OpenMP workers must be asked for before that (imported here: other commands skip uvicorn)
+    from llmcycle.serve.server import passive_openmp
+
+    passive_openmp()
 _register_all()
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
-from llmcycle.safety.classifier import default_classifier
+from llmcycle.safety.classifier import Verdict, default_classifier
 from llmcycle.safety.flags import SSN, card_numbers
+from llmcycle.safety.growing import GrowingVerdict
 from llmcycle.safety.pii import scrub
 
 CATEGORIES: dict[str, str] = {
@@ -55,12 +57,18 @@ def _privacy_hits(text: str) -> list[Hit]:
     return [Hit("S7", kind) for kind in kinds]
 
 
-def classify(text: str) -> list[Hit]:
-    """Every hazard category `text` falls into (one Hit per category and kind), in category order."""
+def classify(text: str, judge: Callable[[str], Verdict] | None = None) -> list[Hit]:
+    """Every hazard category `text` falls into (one Hit per category and kind), in category order. `judge`
+    replaces the classifier's verdict with one that decides the same (`growing_judge` for a streamed reply)."""
     if not text:
         return []
-    verdict = default_classifier().verdict(text)
+    verdict = (judge or default_classifier().verdict)(text)
     hits = [Hit(verdict.category, f"classifier p={verdict.harm:.2f}")] if verdict.harmful and verdict.category else []
     hits += _privacy_hits(text)
     order = list(CATEGORIES)
     return sorted(set(hits), key=lambda h: (order.index(h.category), h.evidence))
+
+
+def growing_judge() -> GrowingVerdict:
+    """A judge for `classify` on a text that only grows: the same verdicts, from running sums."""
+    return GrowingVerdict(default_classifier())

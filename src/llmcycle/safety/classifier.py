@@ -114,12 +114,16 @@ class FeatureHashes:
         self.words: dict[str, tuple[int, ...]] = {}
         self.pairs: dict[tuple[str, str], int] = {}
 
-    def of(self, text: str) -> list[int]:
+    def of(self, text: str, before: str | None = None) -> list[int]:
+        """The features of `text`; with `before`, the last word of the text it continues, also the word pairs
+        that span the join (so a text's features are the sum of its pieces' when it is cut after a space)."""
         lowered = normalize(text)
         words = TOKEN.findall(lowered)
         out: list[int] = []
         for word in words:
             out += self.words.get(word) or self._word(word)
+        if before is not None and words:
+            words = [before, *words]
         out += [self._pair(a, b) for a, b in zip(words, words[1:])]
         if self.gloss:
             glossed = [self.gloss.get(w, w) for w in words]
@@ -156,15 +160,20 @@ class FeatureHashes:
 def windows(text: str) -> list[str]:
     """The parts of `text` that are classified: all of a short text; head, tail and spread-out windows of a long one
     (deterministic, so the same prompt always gets the same decision)."""
-    if len(text) <= SINGLE:
-        return [text]
-    starts = list(range(0, len(text) - WINDOW // 2, WINDOW - 100))
+    return [text[start:end] for start, end in window_bounds(len(text))]
+
+
+def window_bounds(length: int) -> list[tuple[int, int]]:
+    """(start, end) of each of `windows`' parts of a text of `length` characters."""
+    if length <= SINGLE:
+        return [(0, length)]
+    starts = list(range(0, length - WINDOW // 2, WINDOW - 100))
     if len(starts) > MAX_WINDOWS:
         head, tail = starts[:4], starts[-4:]
         middle = starts[4:-4]
         step = len(middle) / (MAX_WINDOWS - 8)
         starts = head + [middle[int(i * step)] for i in range(MAX_WINDOWS - 8)] + tail
-    return [text[s:s + WINDOW] for s in starts]
+    return [(start, min(start + WINDOW, length)) for start in starts]
 
 
 MIN_WORDS = 3

@@ -57,6 +57,14 @@ TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 # No match of a pattern that may contain whitespace is longer than this (phones, cards, IBANs): a stream that
 # holds back this many characters, and the last run of non-space characters, never releases part of a match.
 MAX_SPACED_MATCH = 64
+# Where a match that may contain a space could still be under way at the end of a text, so later text could
+# complete it: a run of number characters from a digit, "+" or "(" (cards, phones), or an IBAN's start (two
+# capitals, two digits, then capitals, digits and single spaces). It over-approximates the patterns above (no
+# look-behinds, looser order): holding back too much only delays text. Every other pattern matches no whitespace,
+# so it cannot reach back past the last word.
+OPEN_NUMBER = rf"[\d(+][\d .()\-]{{0,{MAX_SPACED_MATCH}}}"
+OPEN_IBAN = rf"[A-Z](?:[A-Z](?:\d(?:\d[A-Z\d ]{{0,{MAX_SPACED_MATCH}}})?)?)?"
+OPEN_TAIL = re.compile(rf"(?:{OPEN_NUMBER}|{OPEN_IBAN})\Z")
 
 
 class Span(NamedTuple):
@@ -138,6 +146,14 @@ def safe_cut(text: str, found: list[Span], limit: int) -> int:
         if span.start < cut < span.end:
             cut = span.start
     return cut
+
+
+def open_start(text: str) -> int:
+    """The earliest position where a match with spaces (card, phone, IBAN) that later text could still complete
+    or extend may start; len(text) when there is none. Text before it and before the last word is settled: no
+    continuation changes which spans it holds."""
+    found = OPEN_TAIL.search(text, max(0, len(text) - MAX_SPACED_MATCH - 8))
+    return found.start() if found else len(text)
 
 
 def scrub_head(text: str, limit: int) -> str:

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 from llmcycle.errors import ConfigError
 from llmcycle.safety.categories import CATEGORIES, Hit, classify
+from llmcycle.safety.classifier import Verdict
 from llmcycle.safety.pii import scrub
 
 ACTIONS = ("allow", "flag", "redact", "block")
@@ -92,15 +93,16 @@ class Moderator:
         """Whether replies have their personal data replaced (the privacy category's action is redact)."""
         return self.policy.get("S7") == "redact"
 
-    def check(self, text: str, side: str, notify: bool = True, role: str = "user") -> Decision:
+    def check(self, text: str, side: str, notify: bool = True, role: str = "user",
+              judge: Callable[[str], Verdict] | None = None) -> Decision:
         """The decision for `text` (from `role`); `notify=False` for a look at a reply still streaming (counted
-        once, at its end or when it is blocked)."""
+        once, at its end or when it is blocked), whose checks pass the same `growing_judge()` each time."""
         if self.enabled and len(text) > self.max_chars:
             decision = Decision(side, "block", [], text, TOO_LONG, [(TOO_LONG, "block")])
             if notify:
                 self.notify(decision)
             return decision
-        hits = [h for h in classify(text) if self.policy.get(h.category, "flag") != "allow"] if self.enabled else []
+        hits = [h for h in classify(text, judge) if self.policy.get(h.category, "flag") != "allow"] if self.enabled else []
         if not hits:
             return Decision(side, "allow", [], text)
         actions = {h.category: self._action(h.category, role) for h in hits}

@@ -18,7 +18,8 @@ from llmcycle.infer.continuous import Failed, Piece, QueueFull
 from llmcycle.infer.engine import Completion
 from llmcycle.infer.settings import GenerationSettings
 from llmcycle.safety import Decision, Moderator
-from llmcycle.safety.pii import MAX_SPACED_MATCH, Span, replace_spans, safe_cut, spans
+from llmcycle.safety.categories import growing_judge
+from llmcycle.safety.pii import Span, open_start, replace_spans, safe_cut, spans
 from llmcycle.serve.errors import APIError
 from llmcycle.serve.host import Served
 from llmcycle.serve.structured import plan
@@ -149,11 +150,11 @@ class OutputGuard:
     """Moderates one choice's reply while it streams, without leaking what redaction would hide.
 
     Every decision is made on the original text so far; what is released is its redacted form, and only up to a
-    point later text cannot change: HOLD characters before the end (longer than any match that may contain a
-    space: phone, card, IBAN) and never inside the last word (an e-mail or key still being written). Log-probs are
-    held back with their text, and those of redacted tokens are masked, so no channel shows the hidden text."""
-
-    HOLD = MAX_SPACED_MATCH + 8  # the patterns' look-aheads read a few characters past a match
+    point later text cannot change: never inside the last word (an e-mail or key still being written) and, with
+    redaction on, not from where a match that may contain a space (phone, card, IBAN) could still be under way
+    (`open_start`: a run of digits, "+", "(" or an IBAN's start at the end). Ordinary words are released as soon
+    as they end, so the first token is not held back. Log-probs are held back with their text, and those of
+    redacted tokens are masked, so no channel shows the hidden text."""
 
     def __init__(self, moderator: Moderator):
         self.moderator = moderator
@@ -166,6 +167,7 @@ class OutputGuard:
         self.blocked: Decision | None = None
         self.last: Decision | None = None
         self.redacting = moderator.enabled and moderator.redacts_output
+        self.judge = growing_judge() if moderator.enabled else None  # each check reads only the new words
 
     def flags(self) -> list[str]:
         decision = self.blocked or self.last
@@ -182,7 +184,7 @@ class OutputGuard:
             return ""
         if not final and self._bound() <= self.released:
             return ""  # nothing more could be released: the check waits for text that could be shown
-        decision = self.moderator.check(self.text, "output", notify=final)
+        decision = self.moderator.check(self.text, "output", notify=final, judge=self.judge)
         self.last = decision
         if decision.blocked:
             self.blocked = decision
@@ -201,9 +203,9 @@ class OutputGuard:
         return delta
 
     def _safe_cut(self, found: list[Span]) -> int:
-        """The end of the text no later piece can change: a word boundary HOLD characters back (or, with nothing
-        to redact, the last word boundary), moved before any match it would split."""
-        limit = len(self.text) - self.HOLD if self.redacting else len(self.text)
+        """The end of the text no later piece can change: the last word boundary before any match later text
+        could complete (with redaction on), moved before any match it would split."""
+        limit = open_start(self.text) if self.redacting else len(self.text)
         return safe_cut(self.text, found, limit - 1) if limit > 0 else 0
 
     def _bound(self) -> int:
