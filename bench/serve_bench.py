@@ -10,9 +10,13 @@
 
 Our server serves the HF dir (at --quantize's format); llama.cpp serves a GGUF of the same model (--gguf: our
 exporter's q8_0/q4_0, or the published SmolLM2 Q4_1), both with --threads threads and max(--clients) rows.
+Both use OpenMP (libgomp): `llmcycle serve` makes its idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE), and
+so, by default, does this process, which hosts llama.cpp's server and the clients: spinning workers starve the
+clients and the server threads of cores (--peer-wait-policy default leaves libgomp's spinning to the peer).
 
     python bench/serve_bench.py --model models/smollm2 --quantize int4 --gguf q4_0 --clients 16 64 \
         --skip load feedback
+    python bench/serve_bench.py --model default --tokens 64 --skip load feedback   # the 5M preset, random weights
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 def start_ours(model: str, port: int, db: Path, clients: int, threads: int,
                quantize: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env.pop("OMP_WAIT_POLICY", None)  # the peer's setting: ours keeps its own default
     cmd = [sys.executable, "-m", "llmcycle", "serve", "--model", model, "--port", str(port), "--feedback-db", str(db),
            "--max-batch", str(clients), "--max-queue", "256", "--max-tokens", "256", "--max-context", "1024",
            "--threads", str(threads)] + (["--quantize", quantize] if quantize else [])
@@ -272,13 +277,40 @@ def feedback_runs(args, model: str, work: Path) -> dict:
     return out
 
 
+def random_default(out: Path) -> str:
+    """The `default` preset (5M) with random weights and a byte-level BPE of 8,192 tokens trained on this Python's
+    own library sources (text every machine has): serving speed does not depend on the weights' values."""
+    import sysconfig
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmcycle.models import llama_config
+    from llmcycle.tokenizer import TokenizerConfig, run
+
+    data = out / "text"
+    data.mkdir(parents=True, exist_ok=True)
+    sources = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("**/*.py"))[:1500]
+    with open(data / "train.jsonl", "w", encoding="utf-8") as fh:
+        for source in sources:
+            fh.write(json.dumps({"text": source.read_text(encoding="utf-8", errors="replace")[:20000]}) + "\n")
+    run(TokenizerConfig(vocab_size=8192), data, out / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(llama_config("default", len(tokenizer), tokenizer.bos_token_id,
+                                                          tokenizer.eos_token_id, tokenizer.pad_token_id))
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    return str(out / "model")
+
+
 def throughput_runs(args, ours: str, work: Path) -> dict:
     """Ours and llama.cpp's server at 1 client and at each count of --clients, interleaved (ours, peer, ours,
     peer...) so both see the same machine load; the load average is recorded with every run."""
     gguf, note = gguf_for(args.model, work, args.gguf)
     server, peer = start_llamacpp(gguf, max(args.clients), args.threads)
-    asyncio.run(clients_run(ours, 1, 1, 4, True))  # warm both
-    asyncio.run(clients_run(peer, 1, 1, 4, False))
+    for url, is_ours in ((ours, True), (peer, False)):  # warm both with every row busy: a fresh llama.cpp server
+        asyncio.run(clients_run(url, max(args.clients), 1, args.tokens, is_ours))  # runs at a third of its pace
     table = {}
     for n in [1] + args.clients:
         for name, url, is_ours in (("ours", ours, True), ("llama.cpp", peer, False)):
@@ -298,7 +330,7 @@ def throughput_runs(args, ours: str, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="models/smollm2")
+    parser.add_argument("--model", default="models/smollm2", help="HF dir, or `default`: the 5M preset, random")
     parser.add_argument("--clients", type=int, nargs="+", default=[16], help="client counts (each after 1 client)")
     parser.add_argument("--quantize", default=None, help="ours: weight-only format (bf16, int8, int4)")
     parser.add_argument("--gguf", default="q8_0", choices=["q8_0", "q4_0", "f16", "published"],
@@ -309,11 +341,18 @@ def main() -> None:
     parser.add_argument("--load-clients", type=int, default=64)
     parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--feedback", type=int, default=10_000)
+    parser.add_argument("--peer-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE", "default"],
+                        help="OMP_WAIT_POLICY for llama.cpp's server (in this process); default: libgomp's own")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "load", "feedback"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve_bench.json"))
     args = parser.parse_args()
-    results: dict = {"model": args.model, "load_average_start": os.getloadavg()}
+    if args.peer_wait_policy != "default":  # before torch or xllamacpp loads libgomp, which reads it once
+        os.environ["OMP_WAIT_POLICY"] = args.peer_wait_policy
+    results: dict = {"model": args.model, "load_average_start": os.getloadavg(),
+                     "peer_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default (spins)")}
     work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    if args.model == "default":
+        args.model = random_default(work / "default")
     if "throughput" not in args.skip or "load" not in args.skip:
         port = free_port()
         proc = start_ours(args.model, port, work / "bench.db", max(args.clients),

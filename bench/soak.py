@@ -2,11 +2,14 @@
 
 64 clients (by default) loop for --seconds over: well-formed streaming and non-streaming chats, streams cancelled
 mid-way, malformed JSON, oversized prompts (100,000 characters), hostile fields (seed 2**64, a negative top_k), and
-a thumbs rating on every reply they got; one `POST /admin/reload` half-way. It prints and writes (JSON):
+a thumbs rating on every reply they got; one `POST /admin/reload` half-way; with --promote DIR, the server runs
+`--watch POINTER` and two thirds of the way the improve loop's promotion (a compare-and-swap of the pointer) names
+DIR, and the server must switch to it without failing a request. It prints and writes (JSON):
 5xx count (must be 0; 429 is an answer), well-formed streams that failed, every acknowledged feedback row found in
 the database, server alive at the end, RSS at start and end, and the load average.
 
     python bench/soak.py --model runs/default/merged --seconds 120
+    python bench/soak.py --model runs/default/merged --promote runs/default/aligned --seconds 600
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_bench import PROMPTS, free_port, rss_mb, wait_ready  # noqa: E402
 
+from llmcycle.improve import promote  # noqa: E402
+
 ADMIN = "soak-admin"
 
 
-def start(model: str, port: int, work: Path, threads: int) -> subprocess.Popen:
+def start(model: str, port: int, work: Path, threads: int, pointer: Path | None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "llmcycle", "serve", "--model", model, "--port", str(port),
+    served = ["--watch", str(pointer)] if pointer else ["--model", model]
+    cmd = [sys.executable, "-m", "llmcycle", "serve", *served, "--port", str(port),
            "--feedback-db", str(work / "fb.db"), "--request-log", str(work / "requests.jsonl"),
            "--admin-key", ADMIN, "--max-batch", "16", "--max-queue", "256", "--max-tokens", "64",
            "--max-context", "512", "--threads", str(threads)]
@@ -101,13 +107,16 @@ async def rate(client: httpx.AsyncClient, url: str, rid: str, stats: Counter, ac
         acked.append(reply.json()["id"])
 
 
-async def soak(url: str, clients: int, seconds: float, model: str) -> dict:
+async def soak(url: str, clients: int, seconds: float, model: str, pointer: Path | None = None,
+               promote_to: str | None = None) -> dict:
     stats: Counter = Counter()
     acked: list[int] = []
     failures: list[str] = []
     deadline = time.monotonic() + seconds
     reload_at = time.monotonic() + seconds / 2
+    promote_at = time.monotonic() + seconds * 2 / 3
     reloaded: dict = {}
+    promoted: dict = {}
 
     async def worker(i: int) -> None:
         async with httpx.AsyncClient(timeout=120) as client:
@@ -116,13 +125,16 @@ async def soak(url: str, clients: int, seconds: float, model: str) -> dict:
                     reply = await client.post(url + "/admin/reload", json={"model": model},
                                               headers={"Authorization": f"Bearer {ADMIN}"})
                     reloaded["status"] = reply.status_code
+                if i == 1 and pointer and promote_to and not promoted and time.monotonic() > promote_at:
+                    promoted["swapped"] = promote(pointer, promote_to, expected=str(Path(model).resolve()))
+                    promoted["at_s"] = round(seconds - (deadline - time.monotonic()), 1)
                 try:
                     await one(client, url, stats, acked, failures)
                 except httpx.HTTPError as exc:
                     stats[f"client error {type(exc).__name__}"] += 1
 
     await asyncio.gather(*(worker(i) for i in range(clients)))
-    return {"stats": dict(stats), "acked": acked, "failures": failures, "reload": reloaded}
+    return {"stats": dict(stats), "acked": acked, "failures": failures, "reload": reloaded, "promotion": promoted}
 
 
 def main() -> None:
@@ -131,16 +143,23 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--promote", default=None, help="A model dir the improve loop's pointer promotion names "
+                        "two thirds of the way (the server watches the pointer).")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "soak.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="soak_"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    pointer = None
+    if args.promote:
+        pointer = work / "current.txt"
+        pointer.write_text(str(Path(args.model).resolve()))
     load_start = os.getloadavg()
-    proc = start(args.model, port, work, args.threads)
+    proc = start(args.model, port, work, args.threads, pointer)
     rss_start = rss_mb(proc.pid)
-    result = asyncio.run(soak(url, args.clients, args.seconds, args.model))
+    result = asyncio.run(soak(url, args.clients, args.seconds, args.model, pointer, args.promote))
     alive = proc.poll() is None and httpx.get(url + "/health", timeout=30).status_code == 200
+    served_at_end = httpx.get(url + "/v1/models", timeout=30).json()["data"][0]["root"] if alive else None
     rss_end = rss_mb(proc.pid) if proc.poll() is None else None
     metrics = httpx.get(url + "/metrics", timeout=30).text if alive else ""
     proc.terminate()
@@ -156,13 +175,15 @@ def main() -> None:
         "failed_well_formed_streams": len(result["failures"]), "failure_samples": result["failures"][:5],
         "feedback_acked": len(result["acked"]), "feedback_acked_missing": len(set(result["acked"]) - stored),
         "store_failures": [line for line in metrics.splitlines() if line.startswith("llmcycle_store_failures_total")],
-        "reload_status": result["reload"].get("status"), "alive_at_end": alive, "exit_code_on_sigterm": code,
+        "reload_status": result["reload"].get("status"), "promotion": result["promotion"],
+        "served_at_end": served_at_end, "alive_at_end": alive, "exit_code_on_sigterm": code,
         "rss_mb_start": rss_start, "rss_mb_end": rss_end, "counts": stats, "server_log": str(work / "server.log"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("requests", "status_5xx", "failed_well_formed_streams", "feedback_acked",
-                                          "feedback_acked_missing", "alive_at_end", "exit_code_on_sigterm",
+                                          "feedback_acked_missing", "promotion", "served_at_end", "alive_at_end",
+                                          "exit_code_on_sigterm",
                                           "rss_mb_start", "rss_mb_end", "load_average_end")}, indent=2))
 
 

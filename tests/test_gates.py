@@ -39,8 +39,9 @@ class LovesStock:
 def model(replies, nll_scale=1.0, seed=0):
     tokens = np.random.default_rng(0).integers(20, 60, size=48).astype(float)  # the same conversations
     nll = tokens * 2.0 * nll_scale * np.random.default_rng(seed).uniform(0.8, 1.2, size=48)
-    return {"replies": replies, "ppl_stats": np.stack([nll, tokens], 1), "safety_flag_rate": 0.1,
-            "bias_loglik_gap": 0.5, "bias_sentiment_gap": 0.2}
+    return {"replies": replies, "ppl_stats": np.stack([nll, tokens], 1),
+            "safety_flags": [i % 10 == 0 for i in range(40)],  # one in ten flagged, the same prompts for both
+            "bias_gaps": {"loglik": [0.5, -0.5] * 16, "sentiment": [0.2] * 32}}
 
 
 def gates_for(cand_replies, judge, nll_scale=1.0, judge_record=None, trained=None):

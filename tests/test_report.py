@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llmcycle.report import compare_metric, final_lines, recommended_model, write_report
@@ -78,7 +79,48 @@ def test_a_training_stage_line_says_when_its_time_budget_stopped_it():
 
     budgeted = {"metrics": {"val_loss": 4.169, "steps": 374, "stopped_by_time_budget": True}}
     assert stage_verdict("pretrain", budgeted) == \
-        "- pretrain: val loss 4.169 after 374 steps, stopped by its time budget."
-    stepped = {"metrics": {"val_loss": 4.843, "val_loss_before": 4.886, "steps": 160}}
+        "- pretrain: val loss 4.169 (no interval) after 374 steps, stopped by its time budget."
+    stepped = {"metrics": {"val_loss": 4.843, "val_loss_before": 4.886, "steps": 160}}  # recorded before intervals
     assert stage_verdict("finetune", stepped) == \
         "- finetune: val loss 4.886 → 4.843 (**better**, no interval; 160 steps)."
+
+
+def loss_rows(mean: float, spread: float, batches: int = 20, tokens: float = 500.0, seed: int = 0) -> list:
+    noise = np.random.default_rng(seed).normal(0, spread, size=batches)
+    return [[(mean + e) * tokens, tokens] for e in noise]
+
+
+def test_training_lines_carry_intervals_from_what_the_stage_recorded():
+    from llmcycle.report import stage_verdict
+
+    before = loss_rows(4.886, 0.3)
+    after = [[loss - 0.04 * tokens, tokens] for loss, tokens in before]  # a consistent fall on every batch
+    finetune = {"metrics": {"val_loss_before": 4.886, "val_loss": 4.846, "steps": 130,
+                            "val_loss_before_batches": before, "val_loss_batches": after}}
+    line = stage_verdict("finetune", finetune)
+    assert "(**better**: change -0.04 [-0.04, -0.04] on the same 20 validation batches; 130 steps)" in line
+    assert line.startswith("- finetune: val loss 4.886 [") and "no interval" not in line
+    noisy = [[loss + (0.5 if i % 2 else -0.5) * tokens, tokens] for i, (loss, tokens) in enumerate(after)]
+    assert "within the noise" in stage_verdict("finetune", {"metrics": {**finetune["metrics"],
+                                                                         "val_loss_batches": noisy}})
+    pretrain = stage_verdict("pretrain", {"metrics": {"val_loss": 4.155, "val_perplexity": 63.76, "steps": 355,
+                                                      "val_loss_batches": loss_rows(4.155, 0.2)}})
+    lo, hi = (float(x) for x in pretrain.split("(perplexity 63.76 [")[1].split("]")[0].split(", "))
+    assert lo < 63.76 < hi
+    reward = stage_verdict("reward", {"metrics": {"val_loss": 0.52, "val_pairwise_accuracy": 0.7265625,
+                                                  "val_pairwise_accuracy_before": 0.3515625, "val_pairs": 128}})
+    assert "held-out pairwise accuracy 0.3516 [0.2685, 0.4346] → 0.7266 [0.649, 0.8041] on 128 pairs" in reward
+    align = stage_verdict("align", {"metrics": {"val_loss": 0.70, "margin_before": 0.0, "margin_after": -0.0617,
+                                                "margin_se_after": 0.1185, "pairs_after": 16,
+                                                "pair_accuracy_after": 0.4375}})
+    assert "validation margin 0 → -0.0617 [-0.294, 0.1706] (within the noise) on 16 pairs" in align
+    assert "pair accuracy 0.4375 [0.231, 0.6682]" in align
+
+
+def test_lineage_shows_measured_numbers_only_with_their_intervals():
+    from llmcycle.report import key_metrics
+
+    shown = key_metrics({"train_loss": 4.99, "steps": 128, "val_loss": 4.82, "val_loss_batches": loss_rows(4.82, 0.2),
+                         "verdict": "inconclusive", "win_rate": 0.48, "win_rate_ci95": [0.39, 0.58], "mfu": 0.7})
+    assert shown.startswith("steps=128, val_loss=4.82 [") and "win_rate=0.48 [0.39, 0.58]" in shown
+    assert "train_loss" not in shown and "mfu" not in shown and "verdict=inconclusive" in shown

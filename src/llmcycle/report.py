@@ -6,10 +6,13 @@ model the run recommends. The terminal prints the same command (`talk_command`).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
 from llmcycle.artifacts import MANIFEST, atomic_write_text, read_manifest
+from llmcycle.evaluate.stats import Interval
+from llmcycle.evaluate.training import loss_change, stage_intervals
 
 KEY_METRICS = 6
 LOWER_BETTER = ("perplexity", "bits_per_byte", "repetition_rate", "safety_flag_rate", "safety_toxic_rate",
@@ -38,9 +41,24 @@ def _manifests(outs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Any]]]:
     return found
 
 
-def _scalar_metrics(metrics: dict[str, Any]) -> str:
-    items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in items[:KEY_METRICS])
+def key_metrics(metrics: dict[str, Any]) -> str:
+    """A stage's key metrics for the lineage table: words and counts as they are, measured numbers with their 95%
+    interval (recorded beside them as `<metric>_ci95`, or from what the stage recorded for one); a measured number
+    without an interval is left to the manifest rather than shown bare."""
+    intervals: dict[str, Interval] = stage_intervals(metrics)
+    for key, ci in metrics.items():
+        name = key[: -len("_ci95")]
+        if key.endswith("_ci95") and isinstance(ci, list) and len(ci) == 2 and isinstance(metrics.get(name), float):
+            intervals[name] = Interval(metrics[name], float(ci[0]), float(ci[1]), 0, "recorded")
+    items = []
+    for key, value in metrics.items():
+        if isinstance(value, bool) or key.endswith("_ci95"):
+            continue
+        if isinstance(value, (str, int)):
+            items.append(f"{key}={_fmt(value)}")
+        elif isinstance(value, float) and key in intervals:
+            items.append(f"{key}={with_interval(value, intervals[key])}")
+    return ", ".join(items[:KEY_METRICS])
 
 
 def lineage_table(run_dir: Path, outs: Iterable[Path], statuses: dict[str, str]) -> list[str]:
@@ -49,7 +67,7 @@ def lineage_table(run_dir: Path, outs: Iterable[Path], statuses: dict[str, str])
         inputs = ", ".join(f"{k}: `{_short_path(run_dir, v['path'])}` ({v['id'][:8]})" for k, v in m["inputs"].items())
         shown = {} if stage == "eval" else m.get("metrics", {})  # eval's numbers have their own section
         lines.append(f"| {stage} | `{out.name}/` | {statuses.get(stage, '')} | {m.get('duration_s', 0):.1f} "
-                     f"| {inputs or '-'} | {_scalar_metrics(shown)} |")
+                     f"| {inputs or '-'} | {key_metrics(shown)} |")
     return lines
 
 
@@ -175,17 +193,63 @@ def stage_verdict(stage: str, manifest: dict[str, Any]) -> str | None:
         return f"- data: {m['train_records']} train / {m.get('val_records', 0)} val / {m.get('test_records', 0)} " \
                "test records."
     if stage in ("pretrain", "finetune", "align", "reward") and "val_loss" in m:
-        before = m.get("val_loss_before")
-        budget = ", stopped by its time budget" if m.get("stopped_by_time_budget") else ""
-        if isinstance(before, (int, float)):
-            word = "**better**" if m["val_loss"] < before else "**worse**" if m["val_loss"] > before else "same"
-            return f"- {stage}: val loss {before:.4g} → {m['val_loss']:.4g} ({word}, no interval; " \
-                   f"{m.get('steps', '?')} steps{budget})."
-        return f"- {stage}: val loss {m['val_loss']:.4g} after {m.get('steps', '?')} steps{budget}."
+        return f"- {stage}: {training_line(m)}{held_out_line(m)}."
     if stage == "merge" and "parity_passed" in m:
         return f"- merge: parity {'passed' if m['parity_passed'] else '**failed**'} " \
                f"(max logit difference {_fmt(m.get('parity_max_abs_logit_diff'))})."
     return None
+
+
+def with_interval(value: Any, interval: Interval | None) -> str:
+    """`value [lo, hi]`, or `value (no interval)` for a number whose stage did not record what one needs."""
+    if interval is None or not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
+        return f"{_fmt(value)} (no interval)"
+    return f"{_fmt(value)} [{_fmt(interval.lo)}, {_fmt(interval.hi)}]"
+
+
+def training_line(m: dict[str, Any]) -> str:
+    """A training stage's val loss with its interval over validation batches; a loss before -> after in words
+    from the paired interval of its change on the same batches."""
+    intervals = stage_intervals(m)
+    budget = ", stopped by its time budget" if m.get("stopped_by_time_budget") else ""
+    steps = f"{m.get('steps', '?')} steps{budget}"
+    after = with_interval(m["val_loss"], intervals.get("val_loss"))
+    before = m.get("val_loss_before")
+    if not isinstance(before, (int, float)):
+        ppl = m.get("val_perplexity")
+        shown = f" (perplexity {with_interval(ppl, intervals.get('val_perplexity'))})" if ppl is not None else ""
+        return f"val loss {after}{shown} after {steps}"
+    change = loss_change(m)
+    if change is None:
+        word = "**better**" if m["val_loss"] < before else "**worse**" if m["val_loss"] > before else "same"
+        return f"val loss {before:.4g} → {m['val_loss']:.4g} ({word}, no interval; {steps})"
+    word = "**better**" if change.hi < 0 else "**worse**" if change.lo > 0 else "within the noise"
+    return (f"val loss {with_interval(before, intervals.get('val_loss_before'))} → {after} ({word}: change "
+            f"{change.value:+.4g} [{change.lo:+.4g}, {change.hi:+.4g}] on the same {change.n} validation batches; "
+            f"{steps})")
+
+
+def held_out_line(m: dict[str, Any]) -> str:
+    """A reward model's held-out pairwise accuracy, a preference policy's validation margin and pair accuracy,
+    each with its interval ('' for other stages)."""
+    intervals = stage_intervals(m)
+    if "val_pairwise_accuracy" in m:
+        before = m.get("val_pairwise_accuracy_before")
+        shown = f"{with_interval(before, intervals.get('val_pairwise_accuracy_before'))} → " if before is not None \
+            else ""
+        return (f"; held-out pairwise accuracy {shown}"
+                f"{with_interval(m['val_pairwise_accuracy'], intervals.get('val_pairwise_accuracy'))} on "
+                f"{m.get('val_pairs', '?')} pairs")
+    if "margin_after" in m:
+        margin = intervals.get("margin_after")
+        word = "" if margin is None else " (**rose**)" if margin.lo > m.get("margin_before", 0.0) else \
+            " (**fell**)" if margin.hi < m.get("margin_before", 0.0) else " (within the noise)"
+        accuracy = m.get("pair_accuracy_after")
+        pairs = f", pair accuracy {with_interval(accuracy, intervals.get('pair_accuracy_after'))}" \
+            if accuracy is not None else ""
+        return (f"; validation margin {_fmt(m.get('margin_before', 0.0))} → "
+                f"{with_interval(m['margin_after'], margin)}{word} on {m.get('pairs_after', '?')} pairs{pairs}")
+    return ""
 
 
 def gate_decision(gates_dir: Path) -> tuple[str, list[str]]:
@@ -237,10 +301,21 @@ def run_verdicts(outs: list[Path]) -> list[str]:
             verdicts += eval_verdict(evaluated[1], evaluated[2]) if evaluated is not None else []
         elif stage == "gates":
             decision, failed = gate_decision(out)
-            verdicts.append(f"- gates: the aligned model was **{decision}**" + _failed(failed) + ".")
+            verdicts.append(f"- gates: the aligned model was **{decision}**" + _failed(failed) + win_line(out) + ".")
         elif (line := stage_verdict(stage, manifest)) is not None:
             verdicts.append(line)
     return verdicts
+
+
+def win_line(gates_dir: Path) -> str:
+    """'; win rate 0.48 [0.39, 0.58] on 64 prompts under <judge>' from gates.json ('' when it holds none)."""
+    record = json.loads((gates_dir / "gates.json").read_text(encoding="utf-8"))
+    win = next((g for g in record.get("gates", []) if g.get("gate") == "win_rate" and "ci95" in g), None)
+    if win is None:
+        return ""
+    lo, hi = win["ci95"]
+    return f"; win rate {_fmt(win['candidate'])} [{_fmt(lo)}, {_fmt(hi)}] on {win.get('n', '?')} prompts under " \
+           f"{win.get('judge', 'the judge')}"
 
 
 def _failed(failed: list[str]) -> str:

@@ -39,3 +39,28 @@ def test_pairs_from_ratings_prefer_the_better_rated_chat():
     assert pairs
     rank = {"great": 9, "meh": 3, "fine": 6}
     assert all(rank[c[-1]["content"]] >= rank[r[-1]["content"]] + 2 for c, r in pairs)
+
+
+def long_chats(n: int = 12) -> list[list[dict]]:
+    """Chats of 30+ turns: far past 32 tokens, with accents, digits and runs of spaces at the turn edges."""
+    lines = ["well  i guess so", "héllo there, it's 3pm!", "  okay\n", "what about you?", "naïve café 12,000 words"]
+    return [[{"role": "user" if t % 2 == 0 else "assistant", "content": f"{lines[(c + t) % 5]} turn {t}"}
+             for t in range(30 + c)] for c in range(n)]
+
+
+def test_reward_inputs_tokenize_only_the_kept_tail_with_the_same_ids(tiny_tokenizer_dir, make_templated_model,
+                                                                     smollm2_tokenizer):
+    from transformers import AutoTokenizer
+
+    from llmcycle.infer.context import trim_tokens
+    from llmcycle.modeldir import ensure_chat_template, render_chat
+    from llmcycle.train.reward import encode_conversations, tail_cuts
+
+    tokenizers = [ensure_chat_template(AutoTokenizer.from_pretrained(tiny_tokenizer_dir)),
+                  AutoTokenizer.from_pretrained(make_templated_model("phi3")), smollm2_tokenizer]
+    chats = long_chats()
+    for tok in tokenizers:
+        texts = [render_chat(tok, c, "t") for c in chats]
+        assert all(tail_cuts(tok, texts, 32)), tok.name_or_path  # the tail path is taken
+        whole = [trim_tokens(tok(t, add_special_tokens=False)["input_ids"], 32, keep="end") for t in texts]
+        assert encode_conversations(tok, chats, 32, "t") == whole, tok.name_or_path

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from llmcycle.evaluate.stats import (
-    bootstrap, bootstrap_mean, mean_interval, paired_bootstrap, perplexity_score, prompts_to_decide, rate_interval,
-    rate_se, resample_counts, sign_test, wilson, win_rate_interval,
+    binomial_cdf, bootstrap, bootstrap_mean, clopper_pearson, flags_to_decide, jackknife, mean_interval,
+    paired_bootstrap, paired_rate_change, perplexity_score, prompts_to_decide, rate_interval, rate_se,
+    resample_counts, sign_test, wilson, win_rate_interval,
 )
 from llmcycle.evaluate.textmetrics import chrf, corpus_interval, generation_intervals
 
@@ -110,3 +111,32 @@ def test_prompts_to_decide_is_the_normal_sample_size():
     assert prompts_to_decide(0.6, 24) == math.ceil((1.959964 * math.sqrt(0.24) / 0.1) ** 2)  # 93
     assert prompts_to_decide(0.5, 64) is None
     assert prompts_to_decide(0.9, 64) == 64  # already decided
+
+
+@pytest.mark.parametrize("k,n,lo,hi", [  # beta quantiles: lo = B(0.025; k, n-k+1), hi = B(0.975; k+1, n-k)
+    (0, 10, 0.0, 0.308497), (3, 3, 0.292402, 1.0), (7, 20, 0.153909, 0.592189), (50, 100, 0.398321, 0.601679)])
+def test_clopper_pearson_matches_the_beta_quantiles(k, n, lo, hi):
+    assert clopper_pearson(k, n) == pytest.approx((lo, hi), abs=1e-6)
+    assert binomial_cdf(2, 4, 0.5) == pytest.approx(11 / 16)
+
+
+def test_paired_rate_change_clears_zero_exactly_when_the_sign_test_is_significant():
+    none = [False] * 16
+    five, six = [True] * 5 + [False] * 11, [True] * 6 + [False] * 10
+    assert paired_rate_change(none, five).lo < 0 and sign_test(5, 0) > 0.05  # 2/32
+    assert paired_rate_change(none, six).lo > 0 and sign_test(6, 0) < 0.05  # 2/64
+    same = paired_rate_change(six, six)
+    assert (same.delta, same.lo, same.hi, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    # 3 of 16 flagged for B only: 6 such prompts decide it, i.e. 30 prompts in all at that share
+    assert flags_to_decide(0, 3, 16) == 30 and flags_to_decide(3, 3, 16) is None
+
+
+def test_jackknife_of_a_mean_has_the_sample_standard_error_and_distinct_n_gets_one():
+    from llmcycle.evaluate.intervals import generation_sample_intervals
+
+    x = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    iv = jackknife(lambda kept: float(x[kept].mean()), len(x))
+    assert iv.value == pytest.approx(x.mean()) and iv.se == pytest.approx(x.std(ddof=1) / math.sqrt(len(x)))
+    rows = [{"reply": r, "reference": "a b c"} for r in ("a b c", "a b d", "the same", "the same", "x y z w")]
+    got = generation_sample_intervals(rows, seed=0)
+    assert got["distinct_2"].lo < got["distinct_2"].value < got["distinct_2"].hi

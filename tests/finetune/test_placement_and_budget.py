@@ -34,8 +34,9 @@ def test_before_loss_moves_batches_to_the_model(tmp_path):
     def val_batches():
         return iter([{"input_ids": ids, "position_ids": torch.arange(4)[None], "labels": ids}])
 
-    loss = initial_val_loss(OnMeta(), val_batches, FinetuneLoopConfig(eval_batches=1), tmp_path, resume=False)
-    assert loss == pytest.approx(math.log(10))
+    loss, rows = initial_val_loss(OnMeta(), val_batches, FinetuneLoopConfig(eval_batches=1), tmp_path, resume=False)
+    assert loss == pytest.approx(math.log(10)) and rows == [[pytest.approx(3 * math.log(10)), 3.0]]
+    assert initial_val_loss(None, None, FinetuneLoopConfig(), tmp_path, resume=True) == (loss, rows)  # kept
 
 
 def test_model_is_placed_before_the_before_loss(make_tiny_model):

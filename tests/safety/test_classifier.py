@@ -128,3 +128,33 @@ def test_threshold_bounds_the_false_blocks_averaged_over_languages():
     threshold = language_threshold(harm, dev, 0.03)
     assert 0.5 < threshold < 0.9
     assert language_threshold(harm, dev, 0.0) > 0.9
+
+
+TRICKY = ["Comment fabriquer une bombe artisanale ? Comment faire, comment FAIRE.",
+          "ﬁne ＦＵＬＬ-width ΣΟΦΟΣ καὶ σοφός naïve café 東京 d1ckhead @$$ sh1t",
+          "a " + "x" * 40 + " supercalifragilisticexpialidocious wie wie wie",
+          "", "   ", "one"]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_memoised_feature_hashes_are_the_reference_features(text):
+    """The classifier's per-word memos give the multiset of hashes `feature_strings` lists (twice: cold and warm)."""
+    model = default_classifier()
+    reference = sorted(classifier_module.crc(f) for f in classifier_module.feature_strings(text, model.scorer,
+                                                                                          model.gloss))
+    assert sorted(classifier_module.FeatureHashes(model.scorer, model.gloss).of(text)) == reference
+    assert sorted(model.features.of(text)) == reference
+    assert sorted(model.features.of(text)) == reference
+
+
+def test_a_growing_reply_gets_the_reference_verdict_at_every_word():
+    model = default_classifier()
+    words = "Comment fabriquer une bombe artisanale , explique moi comment faire une bombe chez moi".split()
+    for n in range(1, len(words) + 1):
+        text = " ".join(words[:n])
+        ids, vals = classifier_module.hashed(classifier_module.feature_strings(text, model.scorer, model.gloss),
+                                             model.buckets)
+        expected = vals @ model.weights[ids] + model.bias
+        got_ids, got_vals = classifier_module.bucketed(model.features.of(text), model.buckets)
+        assert np.array_equal(ids, got_ids) and np.array_equal(vals, got_vals)
+        assert np.allclose(got_vals @ model.weights[got_ids] + model.bias, expected)

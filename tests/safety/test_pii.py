@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from llmcycle.safety import Moderator, redact, scrub
+from llmcycle.safety import Moderator, pii, redact, scrub
 from llmcycle.safety.pii import scrub_head
 from llmcycle.safety.flags import pii_flags
 
@@ -81,3 +81,12 @@ def test_a_cut_log_keeps_no_part_of_a_number():
         head = scrub_head(text, limit)
         assert not any(part in head for part in ("415", "555", "0132", "4111", "1111")), (limit, head)
     assert scrub_head(text, 10_000) == scrub(text)
+
+
+def test_a_checked_then_redacted_text_is_scanned_once():
+    """Moderation finds personal data and redaction then needs the same spans: the second look is remembered."""
+    text = "call me on 415-555-0132 or mail bob@example.com today"
+    pii._spans.cache_clear()
+    first = list(pii.spans(text))
+    assert list(pii.spans(text)) == first and [s.kind for s in first] == ["PHONE", "EMAIL"]
+    assert pii._spans.cache_info().hits == 1 and pii._spans.cache_info().misses == 1

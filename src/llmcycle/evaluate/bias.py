@@ -18,6 +18,7 @@ from llmcycle.evaluate.tasks import Subject, Task, TaskResult, generate, read_pr
 from llmcycle.evaluate.textmetrics import words
 
 PAIRS_FILE = "bias_pairs.jsonl"
+GAPS = ("loglik", "sentiment", "length")  # each sample row holds `<name>_gap`, signed (a - b)
 
 POSITIVE = frozenset(
     """good great nice kind happy glad love loved lovely wonderful excellent amazing awesome best better fantastic
@@ -103,7 +104,8 @@ class BiasTask(Task):
             len_gaps.append(float(len(words(reply_a)) - len(words(reply_b))))
             samples.append({"probe": self.name, "id": pair.get("id"), "group": pair.get("group"),
                             "prompt": {"a": pair["a"], "b": pair["b"]}, "reference": pair["continuation"],
-                            "reply": {"a": reply_a, "b": reply_b}, "loglik_gap": ll_gaps[i]})
+                            "reply": {"a": reply_a, "b": reply_b}, "loglik_gap": ll_gaps[i],
+                            "sentiment_gap": sent_gaps[i], "length_gap": len_gaps[i]})
         metrics = {
             "bias_loglik_gap": mean([abs(g) for g in ll_gaps]),
             "bias_sentiment_gap": mean([abs(g) for g in sent_gaps]),
@@ -113,3 +115,11 @@ class BiasTask(Task):
             "bias_length_signed": mean(len_gaps),
         }
         return TaskResult(metrics, samples)
+
+
+def pair_gaps(samples: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each pair's signed gaps from a result's sample rows, {"loglik": [...], "sentiment": [...], "length": [...]},
+    in pair order: what the means above are taken over, for intervals and paired comparisons."""
+    rows = [r for r in samples if r.get("probe") == BiasTask.name]
+    return {name: [float(r[f"{name}_gap"]) for r in rows if isinstance(r.get(f"{name}_gap"), (int, float))]
+            for name in GAPS}

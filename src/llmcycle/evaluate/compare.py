@@ -10,20 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from llmcycle.evaluate.judges import head_to_head
-from llmcycle.evaluate.stats import mean_score, paired_bootstrap, sign_test
+from llmcycle.evaluate.stats import paired_bootstrap, paired_mean_change, sign_test
 from llmcycle.evaluate.textmetrics import corpus_scorer, corpus_stats, rouge_l
 
 
 def rows_by_id(rows: Sequence[dict[str, Any]], probe: str) -> dict[Any, dict[str, Any]]:
     return {r.get("id"): r for r in rows if r.get("probe") == probe}
-
-
-def per_item(values: Sequence[float]) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    return np.stack([x, np.ones_like(x)], 1)
 
 
 def generation_deltas(main: dict, other: dict, seed: int) -> dict[str, dict[str, Any]]:
@@ -36,7 +29,7 @@ def generation_deltas(main: dict, other: dict, seed: int) -> dict[str, dict[str,
     stats = [corpus_stats("chrf", [r.get("reply") or "" for r in rows], [r.get("reference") or "" for r in rows])
              for rows in (a, b)]
     return {"chrf": paired_bootstrap(stats[0], stats[1], corpus_scorer("chrf"), seed=seed).as_dict(),
-            "rouge_l": paired_bootstrap(per_item(rouge_a), per_item(rouge_b), mean_score, seed=seed).as_dict()}
+            "rouge_l": paired_mean_change(rouge_a, rouge_b, seed=seed).as_dict()}
 
 
 def accuracy_delta(main: dict, other: dict, seed: int) -> dict[str, Any] | None:
@@ -46,7 +39,7 @@ def accuracy_delta(main: dict, other: dict, seed: int) -> dict[str, Any] | None:
         return None
     right_a = [float(main[i].get("reply") == main[i]["reference"]) for i in ids]
     right_b = [float(other[i].get("reply") == other[i]["reference"]) for i in ids]
-    out = paired_bootstrap(per_item(right_a), per_item(right_b), mean_score, seed=seed).as_dict()
+    out = paired_mean_change(right_a, right_b, seed=seed).as_dict()
     only_b = sum(1 for x, y in zip(right_a, right_b) if y > x)
     only_a = sum(1 for x, y in zip(right_a, right_b) if x > y)
     out.update(only_other_right=only_b, only_main_right=only_a, sign_test_p=sign_test(only_b, only_a))

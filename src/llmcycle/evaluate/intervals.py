@@ -12,13 +12,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmcycle.evaluate.bench.report import headline
-from llmcycle.evaluate.bias import sentiment
+from llmcycle.evaluate.bias import pair_gaps
 from llmcycle.evaluate.perplexity import PerplexityTask, Score, score_each
+from llmcycle.evaluate.safety import flagged
 from llmcycle.evaluate.stats import (
-    Interval, bits_per_byte_score, bootstrap, bootstrap_mean, mean_interval, perplexity_score, rate_interval,
+    Interval, bits_per_byte_score, bootstrap, bootstrap_mean, jackknife, mean_interval, perplexity_score,
+    rate_interval,
 )
 from llmcycle.evaluate.tasks import Subject, TaskResult
-from llmcycle.evaluate.textmetrics import generation_intervals, repetition_rate, words
+from llmcycle.evaluate.textmetrics import distinct_n, generation_intervals, repetition_rate, words
 
 CI = "_ci95"
 
@@ -71,6 +73,9 @@ def generation_sample_intervals(rows: list[dict[str, Any]], seed: int) -> dict[s
         out["eos_share"] = rate_interval(sum(r.get("finish_reason") == "eos" for r in rows), len(rows))
         out["repetition_rate"] = bootstrap_mean([repetition_rate([t]) for t in replies], seed=seed)
         out["mean_reply_words"] = mean_interval([len(words(t)) for t in replies])
+        for n in (1, 2):
+            out[f"distinct_{n}"] = jackknife(lambda kept, n=n: distinct_n([replies[i] for i in kept], n),
+                                             len(replies))
     return out
 
 
@@ -78,19 +83,16 @@ def safety_sample_intervals(rows: list[dict[str, Any]]) -> dict[str, Interval]:
     flags = [r.get("flags") or [] for r in rows]
     n = len(rows)
     return {
-        "safety_flag_rate": rate_interval(sum(bool(f) for f in flags), n),
-        "safety_toxic_rate": rate_interval(sum(any(x.startswith("toxic:") for x in f) for f in flags), n),
+        "safety_flag_rate": rate_interval(sum(flagged(rows)), n),
+        "safety_toxic_rate": rate_interval(sum(any(x.startswith(("hazard:", "toxic:")) for x in f) for f in flags),
+                                           n),
         "safety_pii_rate": rate_interval(sum(any(x.startswith("pii:") for x in f) for f in flags), n),
     }
 
 
 def bias_sample_intervals(rows: list[dict[str, Any]]) -> dict[str, Interval]:
-    loglik = [float(r["loglik_gap"]) for r in rows if isinstance(r.get("loglik_gap"), (int, float))]
-    replies = [r["reply"] for r in rows if isinstance(r.get("reply"), dict)]
-    sent = [sentiment(x["a"]) - sentiment(x["b"]) for x in replies]
-    length = [float(len(words(x["a"])) - len(words(x["b"]))) for x in replies]
     out = {}
-    for name, gaps in (("loglik", loglik), ("sentiment", sent), ("length", length)):
+    for name, gaps in pair_gaps(rows).items():
         if len(gaps) >= 2:
             out[f"bias_{name}_gap"] = mean_interval([abs(g) for g in gaps])
             out[f"bias_{name}_signed"] = mean_interval(gaps)

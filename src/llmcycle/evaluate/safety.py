@@ -17,7 +17,7 @@ from llmcycle.safety.categories import classify
 from llmcycle.safety.classifier import accuracy_summary
 from llmcycle.safety.flags import flag_reply, luhn_ok, pii_flags
 
-__all__ = ["FLAGGER_NOTE", "SafetyTask", "classifier_metrics", "flag_reply", "load_prompts", "luhn_ok",
+__all__ = ["FLAGGER_NOTE", "SafetyTask", "classifier_metrics", "flag_reply", "flagged", "load_prompts", "luhn_ok",
            "reply_flags"]
 
 PROMPTS_FILE = "safety_prompts.jsonl"
@@ -65,3 +65,9 @@ class SafetyTask(Task):
         metrics = {"safety_flag_rate": flagged / n, "safety_toxic_rate": toxic / n, "safety_pii_rate": pii / n,
                    **classifier_metrics()}
         return TaskResult(metrics, samples)
+
+
+def flagged(samples: list[dict[str, Any]]) -> list[bool]:
+    """Whether each reply was flagged, from a result's sample rows in prompt order: the per-prompt outcomes behind
+    `safety_flag_rate`, for intervals and paired comparisons."""
+    return [bool(r.get("flags")) for r in samples if r.get("probe") == SafetyTask.name]

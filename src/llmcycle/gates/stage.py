@@ -18,13 +18,13 @@ from pydantic import Field
 from llmcycle.artifacts import atomic_write_json, open_artifact, read_manifest
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ArtifactError, DataError
-from llmcycle.evaluate.bias import BiasTask, load_pairs
+from llmcycle.evaluate.bias import BiasTask, load_pairs, pair_gaps
 from llmcycle.evaluate.judges import head_to_head, load_judge
 from llmcycle.evaluate.perplexity import score_each
-from llmcycle.evaluate.safety import SafetyTask, load_prompts
+from llmcycle.evaluate.safety import SafetyTask, flagged, load_prompts
 from llmcycle.evaluate.stats import perplexity_score, relative_change
 from llmcycle.evaluate.tasks import Subject, generate
-from llmcycle.gates.rules import (BIAS_KEYS, PASS, GateConfig, degeneration_gates, judge_gate, perplexity_gate,
+from llmcycle.gates.rules import (PASS, GateConfig, degeneration_gates, judge_gate, perplexity_gate,
                                   probe_gates, report_md, validation_gate, verdict, win_gate)
 from llmcycle.infer.engine import Engine
 from llmcycle.infer.settings import GenerationSettings
@@ -73,7 +73,8 @@ def reply_settings(gates: GateConfig) -> GenerationSettings:
 
 
 def measure(path: str, prompts: list[list[dict]], chats: list[dict], gates: GateConfig) -> dict[str, Any]:
-    """One model's replies to the held-out prompts, its per-conversation perplexity statistics, safety and bias."""
+    """One model's replies to the held-out prompts, its per-conversation perplexity statistics, and the probes'
+    per-item outcomes: each adversarial prompt's reply flagged or not, each counterfactual pair's gaps."""
     engine = Engine.load(path)
     subject = Subject(Path(path).name, path, engine)
     settings = reply_settings(gates)
@@ -84,12 +85,13 @@ def measure(path: str, prompts: list[list[dict]], chats: list[dict], gates: Gate
                             desc=f"{subject.name}: gate perplexity")
         out["ppl_stats"] = np.array([[s.nll_nats, s.tokens] for s in scores], dtype=np.float64)
     # the probes compare two models on a few prompts each: decoded greedily, so a difference is the models' and
-    # not the sampler's noise on 16 replies
+    # not the sampler's noise on a few dozen replies
     probe = GenerationSettings(max_new_tokens=gates.max_new_tokens, temperature=0, seed=gates.seed)
-    safety = SafetyTask(load_prompts()[:gates.max_safety_prompts], probe, gates.batch_size).evaluate(subject)
-    bias = BiasTask(load_pairs()[:gates.max_bias_pairs], probe, gates.batch_size).evaluate(subject)
-    out["safety_flag_rate"] = safety.metrics["safety_flag_rate"]
-    out.update({k: bias.metrics[k] for k in BIAS_KEYS})
+    prompts_shipped, pairs_shipped = load_prompts(), load_pairs()
+    safety = SafetyTask(prompts_shipped[:gates.max_safety_prompts], probe, gates.batch_size).evaluate(subject)
+    bias = BiasTask(pairs_shipped[:gates.max_bias_pairs], probe, gates.batch_size).evaluate(subject)
+    out["safety_flags"], out["bias_gaps"] = flagged(safety.samples), pair_gaps(bias.samples)
+    out["shipped"] = {"safety": len(prompts_shipped), "bias": len(pairs_shipped)}
     return out
 
 
@@ -143,6 +145,18 @@ def judge_record(judge_dir: str) -> dict[str, Any] | None:
             "source": f"{Path(judge_dir).name}'s validation pairs"}
 
 
+def interval_metrics(gates: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each gate's interval as manifest metrics: `<gate>_change` and `<gate>_change_ci95` for the gates decided on
+    a candidate-minus-current change, `<gate>_ci95` beside the candidate's value for the others."""
+    out: dict[str, Any] = {}
+    for g in gates:
+        if "change" in g:
+            out.update({f"{g['gate']}_change": g["change"], f"{g['gate']}_change_ci95": g["ci95"]})
+        elif "ci95" in g:
+            out[f"{g['gate']}_ci95"] = g["ci95"]
+    return out
+
+
 def gate_candidate(gates_cfg: GateConfig, current: str, cand_dir: str, data_dir: Path, judge: str, art: Any,
                    shown_candidate: Optional[str] = None, trained: Optional[str] = None):
     """Measure both models on the held-out split, decide every gate, write gates.json, report.md, replies.json
@@ -165,7 +179,8 @@ def gate_candidate(gates_cfg: GateConfig, current: str, cand_dir: str, data_dir:
         {"prompt": p, "candidate": a, "current": b, "verdict": v}
         for p, a, b, v in zip(prompts, cand["replies"], cur["replies"], wins[0]["verdicts"])])
     art.metrics = {"promoted": decision == "promote", "verdict": decision, "failed_gates": blocking,
-                   "win_rate_ci95": wins[0]["ci95"],
+                   "win_rate": wins[0]["win_rate"], "win_rate_ci95": wins[0]["ci95"], "win_rate_n": wins[0]["n"],
+                   **interval_metrics(gates),
                    **{f"{g['gate']}_candidate": g["candidate"] for g in gates},
                    **{f"{g['gate']}_current": g["current"] for g in gates}}
     return gates, blocking, wins[0]["win_rate"]

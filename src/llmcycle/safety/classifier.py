@@ -82,12 +82,75 @@ def feature_strings(text: str, scorer: ToxicityScorer | None = None, gloss: dict
 
 def hashed(feats: Sequence[str], buckets: int) -> tuple[np.ndarray, np.ndarray]:
     """Bucket ids and log-scaled, L2-normalised weights (crc32: stable across processes, unlike hash())."""
-    if not feats:
+    return bucketed([crc(f) for f in feats], buckets)
+
+
+def crc(feature: str) -> int:
+    return zlib.crc32(feature.encode("utf-8"))
+
+
+def bucketed(crcs: Sequence[int], buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """`hashed` from the features' crc32s."""
+    if not crcs:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    ids = np.fromiter((zlib.crc32(f.encode("utf-8")) for f in feats), np.int64, len(feats)) % buckets
+    ids = np.fromiter(crcs, np.int64, len(crcs)) % buckets
     uniq, counts = np.unique(ids, return_counts=True)
     vals = 1.0 + np.log(counts.astype(np.float32))
     return uniq, vals / np.linalg.norm(vals)
+
+
+class FeatureHashes:
+    """The crc32s of a text's features, the multiset `feature_strings` lists, from memos per word and per word pair.
+
+    A streamed reply is classified again each time it gains a word, so nearly all of its words and pairs were seen
+    by the check before: looking their hashes up instead of rebuilding and hashing a dozen strings per word is part
+    of what halved the server's moderation time per token (docs/serving.md). The memos are bounded (cleared when
+    full)."""
+
+    LIMIT = 1 << 14  # distinct words, and pairs, whose hashes are kept
+
+    def __init__(self, scorer: ToxicityScorer | None, gloss: dict[str, str]):
+        self.scorer, self.gloss = scorer, gloss
+        self.words: dict[str, tuple[int, ...]] = {}
+        self.pairs: dict[tuple[str, str], int] = {}
+
+    def of(self, text: str) -> list[int]:
+        lowered = normalize(text)
+        words = TOKEN.findall(lowered)
+        out: list[int] = []
+        for word in words:
+            out += self.words.get(word) or self._word(word)
+        out += [self._pair(a, b) for a, b in zip(words, words[1:])]
+        if self.gloss:
+            glossed = [self.gloss.get(w, w) for w in words]
+            changed = [g != w for g, w in zip(glossed, words)]
+            out += [self._pair(a, b) for a, b, c, d in zip(glossed, glossed[1:], changed, changed[1:]) if c or d]
+        if self.scorer is not None:
+            out += [crc(f"t {level}") for level in map(self.scorer.severity, TERM_WORD.findall(lowered)) if level]
+        return out
+
+    def _word(self, word: str) -> tuple[int, ...]:
+        """A word's own features: itself, its gloss (where one applies) and its character 3-5-grams."""
+        feats = [f"w {word}"]
+        glossed = self.gloss.get(word, word) if self.gloss else word
+        if glossed != word:
+            feats.append(f"w {glossed}")
+        if len(word) <= MAX_WORD:
+            marked = f"<{word}>"
+            for n in (3, 4, 5):
+                feats += [marked[i:i + n] for i in range(len(marked) - n + 1)]
+        if len(self.words) >= self.LIMIT:
+            self.words.clear()
+        hashes = self.words[word] = tuple(crc(f) for f in feats)
+        return hashes
+
+    def _pair(self, a: str, b: str) -> int:
+        value = self.pairs.get((a, b))
+        if value is None:
+            if len(self.pairs) >= self.LIMIT:
+                self.pairs.clear()
+            value = self.pairs[(a, b)] = crc(f"b {a} {b}")
+        return value
 
 
 def windows(text: str) -> list[str]:
@@ -126,12 +189,13 @@ class Classifier:
         self.buckets = weights.shape[0]
         self.safe = classes.index("safe")
         self.scorer = ToxicityScorer()
+        self.features = FeatureHashes(self.scorer, gloss)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """Softmax over `classes` for each text (no windowing)."""
         logits = np.empty((len(texts), len(self.classes)), np.float32)
         for row, text in enumerate(texts):
-            ids, vals = hashed(feature_strings(text, self.scorer, self.gloss), self.buckets)
+            ids, vals = bucketed(self.features.of(text), self.buckets)
             logits[row] = vals @ self.weights[ids] + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 from typing import Iterator, NamedTuple
 
 TLDS = "com|org|net|edu|gov|mil|io|co|uk|us|ca|de|fr|es|it|nl|au|info|biz|me|tv|ly|app|dev|ai|xyz"
@@ -93,15 +94,24 @@ def _valid(kind: str, found: str) -> bool:
 
 def spans(text: str) -> Iterator[Span]:
     """Every piece of personal data in `text`, left to right, without overlaps."""
+    yield from _spans(text)
+
+
+@lru_cache(maxsize=64)
+def _spans(text: str) -> tuple[Span, ...]:
+    """`spans`, remembered for the last texts: a streamed reply's check looks for personal data (moderation) and
+    then redacts it in the same text, and the scan is most of a check's time once a reply holds a digit."""
     if not MAYBE_PII.search(text):
-        return
+        return ()
+    found = []
     for match in SCANNER.finditer(text):
         kind, start, end = match.lastgroup, match.start(), match.end()
         if not _valid(kind, match.group()):
             continue
         if kind == "URL":  # "see www.x.com." keeps its full stop
             end = start + len(match.group().rstrip(TRAILING_PUNCTUATION))
-        yield Span(start, end, kind)
+        found.append(Span(start, end, kind))
+    return tuple(found)
 
 
 def replace_spans(text: str, found: list[Span] | Iterator[Span], upto: int | None = None) -> str:

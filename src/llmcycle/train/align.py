@@ -79,7 +79,7 @@ def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Pat
         before = {k: 0.0 for k in after}  # before any update the policy is the reference: no margin, no pair won
         save_policy(model, tokenizer, base_id, art.dir, adapter=cfg.tuning == "lora")
         art.metrics = {"steps": result.steps, "tokens": result.tokens, "train_loss": result.train_loss,
-                       "val_loss": result.val_loss,
+                       "val_loss": result.val_loss, "val_loss_batches": result.val_rows,
                        "tokens_per_s": round(result.tokens_per_s, 1), "seconds": round(result.seconds, 2),
                        **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
         art.extra = {"method": cfg.method, "tuning": cfg.tuning, "base": base_id, "pairs_or_rows": len(train_data.rows),

@@ -119,7 +119,8 @@ def train_student(cfg: DistillConfig, data_dir: str | Path, student: str, work: 
                         desc="distill" if teacher is not None else "distill baseline", objective=objective)
     if teacher is not None and val_ex:
         metrics["kl_to_teacher"] = kl_to_teacher(wrapped, teacher, val_b, cfg.temperature, loop.eval_batches)
-    metrics.update({"val_loss": result.val_loss, "train_loss": result.train_loss, "steps": result.steps})
+    metrics.update({"val_loss": result.val_loss, "val_loss_batches": result.val_rows, "train_loss": result.train_loss,
+                    "steps": result.steps})
     return {"metrics": metrics, "model": model, "tokenizer": tokenizer, "sft": sft}
 
 

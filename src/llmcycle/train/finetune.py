@@ -167,9 +167,9 @@ def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | 
     model = attach_method(cfg, load_for_method(cfg, base_id, tokenizer))
     with open_artifact(out, "finetune", to_dict(asked), {"data": data_dir, "base": base_id},
                        resumable=True, resume=resume) as art:
-        result, before = train(cfg, model, tokenizer, train_examples, val_examples, art.dir, resume)
+        result, (before, before_rows) = train(cfg, model, tokenizer, train_examples, val_examples, art.dir, resume)
         save_outputs(cfg, model, tokenizer, base_id, art.dir)
-        art.metrics = result_metrics(result, before)
+        art.metrics = result_metrics(result, before, before_rows)
         art.extra = describe(cfg, model, tokenizer, base_id, template_source, stats, data_dir)
     say(f"finetune: wrote {out} (val loss {fmt(before)} -> {fmt(result.val_loss)})")
     return Path(out)
@@ -177,7 +177,8 @@ def run(cfg: FinetuneConfig, data_dir: str | Path, base: str | Path, out: str | 
 
 def train(cfg: FinetuneConfig, model: Any, tokenizer: Any, train_examples, val_examples, work_dir: Path,
           resume: bool):
-    """Run the shared loop on packed assistant-only batches; returns (LoopResult, val loss before training)."""
+    """Run the shared loop on packed assistant-only batches; returns (LoopResult, (val loss before training, its
+    batches' [summed loss, tokens]))."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     loop_cfg = cfg.train.model_copy(update={"seed": cfg.seed})
 
@@ -209,28 +210,32 @@ def input_device(model: Any):
     return weight.device if weight is not None else next(model.parameters()).device
 
 
-def initial_val_loss(wrapped: Any, val_batches, loop_cfg: LoopConfig, work_dir: Path, resume: bool):
-    """Val loss of the untouched base, so the manifest shows what fine-tuning gained (kept across resumes). Batches
-    go to the model's device: a QLoRA base lives on the GPU from loading on."""
+def initial_val_loss(wrapped: Any, val_batches, loop_cfg: LoopConfig, work_dir: Path, resume: bool
+                     ) -> tuple[Optional[float], list[list[float]]]:
+    """Val loss of the untouched base, so the manifest shows what fine-tuning gained (kept across resumes), and each
+    val batch's [summed loss, tokens]: the same batches the loop validates on, so the change gets a paired
+    interval. Batches go to the model's device: a QLoRA base lives on the GPU from loading on."""
     file = work_dir / "val_loss_before.json"
     if resume and file.is_file():
-        return json.loads(file.read_text())["val_loss"]
+        saved = json.loads(file.read_text())
+        return saved["val_loss"], saved.get("batches", [])
     source = val_batches()
     if source is None:
-        return None
-    total, count, device = 0.0, 0, input_device(wrapped)
+        return None, []
+    total, count, device, rows = 0.0, 0, input_device(wrapped), []
     wrapped.eval()
     with torch.no_grad():
         for batch in itertools.islice(source, loop_cfg.eval_batches):
             inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items() if k != "labels"}
             logits = wrapped(**inputs).logits[0, :-1].float()
             targets = batch["labels"][0, 1:].to(logits.device)
-            total += float(F.cross_entropy(logits, targets, reduction="sum"))
+            rows.append([float(F.cross_entropy(logits, targets, reduction="sum")), float(targets.numel())])
+            total += rows[-1][0]
             count += int(targets.numel())
     wrapped.train()
     value = total / count if count else None
-    file.write_text(json.dumps({"val_loss": value}))
-    return value
+    file.write_text(json.dumps({"val_loss": value, "batches": rows}))
+    return value, rows
 
 
 def save_outputs(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, work_dir: Path) -> None:
@@ -238,12 +243,15 @@ def save_outputs(cfg: FinetuneConfig, model: Any, tokenizer: Any, base_id: str, 
     save_policy(model, tokenizer, base_id, work_dir, adapter=cfg.method in PEFT_METHODS)
 
 
-def result_metrics(result: Any, before: Optional[float]) -> dict[str, Any]:
+def result_metrics(result: Any, before: Optional[float], before_rows: list[list[float]] = ()) -> dict[str, Any]:
+    """The manifest's metrics; `val_loss_batches` and `val_loss_before_batches` ([summed loss, tokens] per val batch)
+    are what the run report's intervals around the two val losses and their change need."""
     return {
         "steps": result.steps, "tokens": result.tokens, "train_loss": result.train_loss,
         "val_loss_before": before, "val_loss": result.val_loss, "best_val_loss": result.best_val_loss,
         "stopped_early": result.stopped_early, "stopped_by_time_budget": result.budget_spent, "seconds": round(result.seconds, 2),
         "tokens_per_s": round(result.tokens_per_s, 1), "mfu": result.mfu,
+        "val_loss_batches": result.val_rows, "val_loss_before_batches": list(before_rows),
     }
 
 

@@ -47,8 +47,9 @@ from llmcycle.train.schedule import TimeBudget, make_scheduler
 from llmcycle.train.fastlinear import requested, use_fast_linears
 from llmcycle.train.linear_ce import decoder_hidden, plain_head
 from llmcycle.train.setup import distributed_state, make_accelerator, make_optimizer, placed_by_loader
+from llmcycle.train.validation import evaluate, evaluate_rows
 
-__all__ = ["LoopConfig", "LoopResult", "train_loop", "evaluate", "distributed_state", "step_hook"]
+__all__ = ["LoopConfig", "LoopResult", "train_loop", "evaluate", "evaluate_rows", "distributed_state", "step_hook"]
 
 Batch = dict[str, Any]
 _STEP_HOOKS: list[Callable[[int, dict[str, Any]], None]] = []
@@ -107,6 +108,7 @@ class LoopResult:
     mfu: float = 0.0
     peak_flops: float = 0.0
     budget_spent: bool = False
+    val_rows: list[list[float]] = field(default_factory=list)  # the last evaluation's batches: [summed loss, units]
 
 
 @dataclass
@@ -123,6 +125,7 @@ class LoopState:
     evals_without_improvement: int = 0
     last_train_loss: float = float("nan")
     last_val_loss: Optional[float] = None
+    last_val_rows: list[list[float]] = field(default_factory=list)  # its batches' [summed loss, units]
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -214,7 +217,7 @@ def _result(state: LoopState, log: MetricsLog, stopped_early: bool, fpt: Optiona
         steps=state.step, tokens=state.tokens, train_loss=_recent_train_loss(log.history, state),
         val_loss=state.last_val_loss, best_val_loss=state.best_val_loss, history=list(log.history),
         stopped_early=stopped_early, seconds=state.seconds, tokens_per_s=tokens_per_s,
-        mfu=tokens_per_s * (fpt or 0.0) / (peak * world), peak_flops=peak,
+        mfu=tokens_per_s * (fpt or 0.0) / (peak * world), peak_flops=peak, val_rows=list(state.last_val_rows),
     )
 
 
@@ -349,38 +352,13 @@ def _train_record(state: LoopState, window, optimizer, grad_norm, fpt, peak, wor
     }
 
 
-def evaluate(model, val_batches, cfg: LoopConfig, accelerator, objective: Any = None) -> Optional[float]:
-    """Unit-weighted mean val loss over at most `cfg.eval_batches` batches (per process), or None."""
-    source = val_batches() if val_batches is not None else None
-    if source is None:
-        return None
-    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    totals = torch.zeros(2, device=device)
-    objective = objective or CrossEntropy()
-    model.eval()
-    it = iter(source)
-    with torch.no_grad():
-        for n in itertools.count():
-            group = list(itertools.islice(it, world))
-            if len(group) < world or (cfg.eval_batches is not None and n >= cfg.eval_batches):
-                break
-            batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in group[rank].items()}
-            with accelerator.autocast():
-                totals[0] += objective.loss(model, batch)
-            totals[1] += objective.weight(batch)
-    model.train()
-    if world > 1:
-        totals = accelerator.reduce(totals, "sum")
-    return float(totals[0] / totals[1]) if float(totals[1]) > 0 else None
-
-
 def _evaluate_and_track(model, val_batches, cfg: LoopConfig, state: LoopState, log: MetricsLog, accelerator,
                         objective: Any = None) -> bool:
     """Evaluate, log, update best/patience; True when early stopping says stop."""
-    val = evaluate(model, val_batches, cfg, accelerator, objective)
+    val, rows = evaluate_rows(model, val_batches, cfg, accelerator, objective)
     if val is None:
         return False
-    state.last_val_loss = val
+    state.last_val_loss, state.last_val_rows = val, rows
     log.log({"step": state.step, "split": "val", "val_loss": val, "val_ppl": math.exp(min(val, 50.0))})
     if not math.isfinite(val):
         raise TrainingError(f"step {state.step}: validation loss is {val}: training diverged; try a lower lr")

@@ -137,23 +137,24 @@ def _train(cfg: PretrainConfig, model, train: PackedSplit, val: PackedSplit, wor
                       val_batches_fn(val.rows, loop.batch_size), loop, work, resume=resume, desc="pretrain")
 
 
-def final_val_loss(model, rows, batch_size: int) -> float:
-    """Token-mean cross-entropy of the model on `rows` (every token but each row's first)."""
+def final_val_batches(model, rows, batch_size: int) -> list[list[float]]:
+    """Each batch's [summed cross-entropy, tokens] of the model on `rows` (every token but each row's first): their
+    ratio of sums is the token-mean val loss, and the batches are what an interval around it resamples."""
     model.eval()
-    total, count = 0.0, 0
+    out = []
     with torch.no_grad():
         for start in range(0, rows.shape[0], batch_size):
             ids = rows[start:start + batch_size].to(model.device)
             logits = model(input_ids=ids).logits[:, :-1].float()
-            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                                           reduction="sum"))
-            count += ids[:, 1:].numel()
-    return total / count
+            out.append([float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                              reduction="sum")), float(ids[:, 1:].numel())])
+    return out
 
 
 def _final_metrics(cfg, model, tokenizer, train: PackedSplit, val: PackedSplit, result) -> dict[str, Any]:
     rows = val.rows[: cfg.final_eval_rows]
-    val_loss = final_val_loss(model, rows, cfg.train.batch_size)
+    batches = final_val_batches(model, rows, cfg.train.batch_size)
+    val_loss = sum(b[0] for b in batches) / sum(b[1] for b in batches)
     uni = unigram_loss(train.rows, rows, model.get_input_embeddings().weight.shape[0])
     n_params = sum(p.numel() for p in model.parameters())
     return {
@@ -162,7 +163,7 @@ def _final_metrics(cfg, model, tokenizer, train: PackedSplit, val: PackedSplit, 
         "val_tokens_scored": int(rows[:, 1:].numel()), "steps": result.steps, "tokens_seen": result.tokens,
         "tokens_per_s": result.tokens_per_s, "mfu": result.mfu, "matmul_peak_gflops": result.peak_flops / 1e9,
         "params": n_params, "train_seconds": result.seconds, "stopped_early": result.stopped_early,
-        "stopped_by_time_budget": result.budget_spent,
+        "stopped_by_time_budget": result.budget_spent, "val_loss_batches": batches,
     }
 
 

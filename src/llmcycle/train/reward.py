@@ -9,6 +9,7 @@ score is read at the last real token), and the manifest reports pairwise accurac
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,7 +27,7 @@ from llmcycle.infer.context import trim_tokens
 from llmcycle.loading import check_exists, load_tokenizer_for
 from llmcycle.progress import say
 from llmcycle.records import load_split, split_path
-from llmcycle.modeldir import render_chat
+from llmcycle.modeldir import end_of_turn_markers, render_chat
 from llmcycle.train.batches.preference import Encoded, collate
 from llmcycle.train.loop import LoopConfig, train_loop
 from llmcycle.train.objectives import RewardBT
@@ -60,6 +61,10 @@ class RewardConfig(StageConfig):
     max_val_pairs: Optional[int] = Field(256, ge=1)
     record_offset: int = Field(0, ge=0, description="Rated chats: skip this many records first (disjoint judges).")
     record_stride: int = Field(1, ge=1, description="Rated chats: use every N-th record (with record_offset).")
+
+
+TAIL_CHARS_PER_TOKEN = 8  # chitchat's chats average ~4.5 characters per token with the default tokenizer
+TAIL_CHECKS = 8
 
 
 def mean_rating(record: dict[str, Any]) -> Optional[float]:
@@ -97,16 +102,52 @@ def split_pairs(data_dir: str | Path, split: str, cfg: RewardConfig, limit: Opti
     return pairs[:limit]
 
 
-def encode_conversation(tokenizer: Any, messages: list[dict], max_len: int, where: str) -> list[int]:
-    """Token ids of a rendered conversation, its end kept when too long (the score sits on the last token)."""
-    ids = tokenizer(render_chat(tokenizer, messages, where), add_special_tokens=False, verbose=False)["input_ids"]
-    return trim_tokens(ids, max_len, keep="end")
+def encode_conversations(tokenizer: Any, conversations: Sequence[list[dict]], max_len: int,
+                         where: str) -> list[list[int]]:
+    """Token ids of rendered conversations, each one's end kept when too long (the score sits on the last token).
+    One batched tokenizer call: per-call overhead dominated when thousands of chats were encoded one by one."""
+    if not conversations:
+        return []
+    texts = [render_chat(tokenizer, messages, where) for messages in conversations]
+    cuts = tail_cuts(tokenizer, texts, max_len)
+    ids = tokenizer([text[cut:] for text, cut in zip(texts, cuts)], add_special_tokens=False,
+                    verbose=False)["input_ids"]
+    short = [i for i, (row, cut) in enumerate(zip(ids, cuts)) if cut and len(row) < max_len]
+    if short:  # the tail held too few tokens: the whole text, as before
+        for i, row in zip(short, tokenizer([texts[i] for i in short], add_special_tokens=False,
+                                           verbose=False)["input_ids"]):
+            ids[i] = row
+    return [trim_tokens(row, max_len, keep="end") for row in ids]
+
+
+def tail_cuts(tokenizer: Any, texts: Sequence[str], max_len: int) -> list[int]:
+    """Where each text's tokenized tail can start: the last special token (an end-of-turn marker) leaving at least
+    TAIL_CHARS_PER_TOKEN * max_len characters, else 0. A special token is matched whole and the text after it is
+    tokenized on its own, so the tail's ids equal the last ids of the whole text: rated chats run to 800 tokens of
+    which 128 are kept, and tokenizing the rest took most of the stage's setup. The equality is checked on the first
+    texts; a tokenizer that breaks it gets whole texts (cuts of 0)."""
+    markers = [m for m in end_of_turn_markers(tokenizer) if m]
+    if not markers:
+        return [0] * len(texts)
+    pattern = re.compile("|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True)))
+    room = TAIL_CHARS_PER_TOKEN * max_len
+    cuts = [max((m.start() for m in pattern.finditer(text, 0, max(0, len(text) - room))), default=0)
+            for text in texts]
+    probe = [i for i, cut in enumerate(cuts) if cut][:TAIL_CHECKS]
+    if probe:
+        whole = tokenizer([texts[i] for i in probe], add_special_tokens=False, verbose=False)["input_ids"]
+        tail = tokenizer([texts[i][cuts[i]:] for i in probe], add_special_tokens=False, verbose=False)["input_ids"]
+        if any(len(t) >= max_len and w[-max_len:] != t[-max_len:] for w, t in zip(whole, tail)):
+            return [0] * len(texts)
+    return cuts
 
 
 def pair_batches(tokenizer: Any, pairs: list[tuple[list, list]], cfg: RewardConfig, where: str):
-    """A function (seed) -> batches: chosen rows then rejected rows, right-padded."""
-    encoded = [(encode_conversation(tokenizer, c, cfg.max_seq_len, where),
-                encode_conversation(tokenizer, r, cfg.max_seq_len, where)) for c, r in pairs]
+    """A function (seed) -> batches: chosen rows then rejected rows, right-padded. Rated chats sit in several pairs
+    each (about 2.4 times in the default): every distinct conversation is rendered and tokenized once."""
+    unique = {id(messages): messages for pair in pairs for messages in pair}
+    ids = dict(zip(unique, encode_conversations(tokenizer, list(unique.values()), cfg.max_seq_len, where)))
+    encoded = [(ids[id(c)], ids[id(r)]) for c, r in pairs]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def make(seed: Optional[int], batch_size: int):
@@ -180,7 +221,8 @@ def run(cfg: RewardConfig, data_dir: str | Path, base: str | Path, out: str | Pa
         tokenizer.save_pretrained(art.dir)
         art.metrics = {"val_pairwise_accuracy": accuracy, "val_pairwise_accuracy_before": before,
                        "train_pairs": len(train_pairs), "val_pairs": len(val_pairs), "train_loss": result.train_loss,
-                       "val_loss": result.val_loss, "steps": result.steps, "seconds": round(result.seconds, 2)}
+                       "val_loss": result.val_loss, "val_loss_batches": result.val_rows, "steps": result.steps,
+                       "seconds": round(result.seconds, 2)}
         art.extra = {"base": base_id, "head": "AutoModelForSequenceClassification(num_labels=1)"}
     say(f"reward: wrote {out} (held-out pairwise accuracy {before:.3f} -> {accuracy:.3f} on {len(val_pairs)} pairs)")
     return Path(out)
@@ -203,9 +245,8 @@ class RewardModel:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         out: list[float] = []
         for start in range(0, len(conversations), batch_size):
-            rows = [Encoded(ids, [1] * len(ids)) for ids in (
-                encode_conversation(self.tokenizer, c, self.max_seq_len, "reward input")
-                for c in conversations[start:start + batch_size])]
+            rows = [Encoded(ids, [1] * len(ids)) for ids in encode_conversations(
+                self.tokenizer, conversations[start:start + batch_size], self.max_seq_len, "reward input")]
             batch = collate(rows, pad)
             with torch.no_grad():
                 out += self.model(input_ids=batch["input_ids"],
