@@ -160,10 +160,11 @@ def score_questions(engine: Any, questions: Sequence[tuple[Sequence[int], Sequen
                     batch_size: int = 8) -> list[list[list[float]]]:
     """`score_shared_context` for many (context, continuations) questions, `batch_size` questions per forward.
 
-    One forward runs every question's context (plus its continuations' shared tokens), right padded; a second runs
-    every continuation tail against its own question's rows of that KV cache. Batching questions matters on CPU:
-    a forward reads every weight once, so a few dozen tokens per forward leave the cores waiting on memory."""
-    packed = packable(engine.backend)
+    On the fast backend one packed forward scores a batch (infer.packed). Otherwise one forward runs every
+    question's context (plus its continuations' shared tokens), right padded; a second runs every continuation
+    tail against its own question's rows of that KV cache. Batching questions matters on CPU: a forward reads
+    every weight once, so a few dozen tokens per forward leave the cores waiting on memory."""
+    packed = packable(getattr(engine, "backend", None))
     if not packed and not plain_head(engine.model):
         return [score_shared_context(engine, c, conts, batch_size) for c, conts in questions]
     batch = _packed_batch if packed else _question_batch
