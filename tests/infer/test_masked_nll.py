@@ -70,9 +70,12 @@ def reference_logprobs(engine, context, target):
 
 def test_every_loglik_path_scores_alike_at_batch_1_and_n_on_both_backends(engines):
     """Benchmarks (separate and shared-context questions), bias pairs and perplexity: each path, on the fast
-    backend and on transformers, at batch 1 and batch N (padded rows of different lengths), equals plain teacher
-    forcing of each sequence alone to 1e-5."""
+    backend and on transformers, at batch 1 and batch N (padded rows of different lengths; packed rows of a
+    context and its answers on the fast backend), equals plain teacher forcing of each sequence alone to 1e-5."""
+    from llmcycle.infer.packed import packable
     from llmcycle.infer.scoring import score_questions, score_shared_context, score_texts
+
+    assert packable(engines[0].backend) and not packable(engines[1].backend)
 
     questions = [([5, 17, 33], [[12], [40, 41, 42], [40, 41, 7]]), ([9, 8, 7, 6, 5, 4, 3, 2], [[100, 3, 9], [11]]),
                  ([4], [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]])]

@@ -58,7 +58,11 @@ def copies_fit(model: Any) -> bool:
     """Our fused, transposed weights are a second copy: on CPU allow it only within half the free memory."""
     if model.device.type != "cpu":
         return True
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return fits_in_memory(sum(p.numel() * p.element_size() for p in model.parameters()))
+
+
+def fits_in_memory(size: int) -> bool:
+    """Whether `size` more bytes fit within half the memory this machine has available."""
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             free_kb = next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable:"))

@@ -9,6 +9,7 @@ import torch
 
 from llmcycle.errors import DataError
 from llmcycle.infer.lengths import length_groups
+from llmcycle.infer.packed import packable, packed_logprobs
 
 
 def score_token_ids(engine: Any, contexts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
@@ -159,19 +160,65 @@ def score_questions(engine: Any, questions: Sequence[tuple[Sequence[int], Sequen
                     batch_size: int = 8) -> list[list[list[float]]]:
     """`score_shared_context` for many (context, continuations) questions, `batch_size` questions per forward.
 
-    One forward runs every question's context (plus its continuations' shared tokens), right padded; a second runs
-    every continuation tail against its own question's rows of that KV cache. Batching questions matters on CPU:
-    a forward reads every weight once, so a few dozen tokens per forward leave the cores waiting on memory."""
-    if not plain_head(engine.model):
+    On the fast backend one packed forward scores a batch (infer.packed). Otherwise one forward runs every
+    question's context (plus its continuations' shared tokens), right padded; a second runs every continuation
+    tail against its own question's rows of that KV cache. Batching questions matters on CPU: a forward reads
+    every weight once, so a few dozen tokens per forward leave the cores waiting on memory."""
+    packed = packable(getattr(engine, "backend", None))
+    if not packed and not plain_head(engine.model):
         return [score_shared_context(engine, c, conts, batch_size) for c, conts in questions]
-    order = sorted(range(len(questions)), key=lambda i: len(questions[i][0]))  # similar lengths pad little
+    batch = _packed_batch if packed else _question_batch
+    order = sorted(range(len(questions)), key=lambda i: _row_length(questions[i]))  # similar lengths pad little
     out: list[list[list[float]] | None] = [None] * len(questions)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            for i, scores in zip(chunk, _question_batch(engine, [questions[i] for i in chunk])):
+            for i, scores in zip(chunk, batch(engine, [questions[i] for i in chunk])):
                 out[i] = scores
     return out  # type: ignore[return-value]
+
+
+def _row_length(question: tuple[Sequence[int], Sequence[Sequence[int]]]) -> int:
+    """Tokens a question runs: its context, then every continuation's tokens but the last."""
+    context, conts = question
+    return len(context) + sum(len(c) - 1 for c in conts)
+
+
+def _split(engine: Any, context: Sequence[int], conts: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]]:
+    """(context + the tokens every continuation starts with, each continuation's remaining tokens), checked."""
+    if not context or any(not c for c in conts):
+        raise DataError("score: an empty context or continuation")
+    longest = len(context) + max(len(c) for c in conts)
+    if longest > engine.context_length:
+        raise DataError(f"score: text is {longest} tokens, the model's context is {engine.context_length}")
+    shared = _common_prefix(conts)
+    return list(context) + list(conts[0][:shared]), [list(c)[shared:] for c in conts]
+
+
+def _packed_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list:
+    """Scores of a chunk of questions from one packed forward (infer.packed): a row per question, holding its
+    prefix and then every tail but the tail's last token; logits only where a token is scored."""
+    rows, picks, targets, shared = [], [], [], []  # targets: (pick index, token) per scored token, in score order
+    for q, (context, conts) in enumerate(chunk):
+        prefix, tails = _split(engine, context, conts)
+        shared.append(len(prefix) - len(context))
+        rows.append((prefix, [t[:-1] for t in tails]))
+        first = len(picks) + len(prefix) - len(context)  # the pick at the prefix's last token
+        picks.extend((q, j) for j in range(len(context) - 1, len(prefix)))
+        targets.extend((first - len(prefix) + len(context) + j, prefix[len(context) + j])
+                       for j in range(len(prefix) - len(context)))
+        column = len(prefix)
+        for tail in tails:
+            targets.append((first, tail[0]))
+            targets.extend((len(picks) + j, token) for j, token in enumerate(tail[1:]))
+            picks.extend((q, column + j) for j in range(len(tail) - 1))
+            column += len(tail) - 1
+    values = iter(packed_logprobs(engine.backend, rows, picks, targets))
+    scores = []
+    for (_, conts), n in zip(chunk, shared):
+        head = [next(values) for _ in range(n)]
+        scores.append([head + [next(values) for _ in range(len(c) - n)] for c in conts])
+    return scores
 
 
 # causal LMs whose logits are exactly lm_head(decoder output): no soft-capping or logit scaling
