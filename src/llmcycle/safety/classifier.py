@@ -173,7 +173,11 @@ def window_bounds(length: int) -> list[tuple[int, int]]:
         middle = starts[4:-4]
         step = len(middle) / (MAX_WINDOWS - 8)
         starts = head + [middle[int(i * step)] for i in range(MAX_WINDOWS - 8)] + tail
-    return [(start, min(start + WINDOW, length)) for start in starts]
+    bounds = [(start, min(start + WINDOW, length)) for start in starts]
+    # the last window reaches the end: its start is at least length - WINDOW * 1.4, so it grows to at most 1,400
+    # characters (a fixed window at the end would leave up to 400 trailing characters unread for some lengths)
+    bounds[-1] = (bounds[-1][0], length)
+    return bounds
 
 
 MIN_WORDS = 3
