@@ -228,14 +228,9 @@ PLAIN_HEAD_MODELS = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "smo
 def _question_batch(engine: Any, chunk: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list:
     prefixes, tails, ctx_lens = [], [], []
     for context, conts in chunk:
-        if not context or any(not c for c in conts):
-            raise DataError("score: an empty context or continuation")
-        longest = len(context) + max(len(c) for c in conts)
-        if longest > engine.context_length:
-            raise DataError(f"score: text is {longest} tokens, the model's context is {engine.context_length}")
-        shared = _common_prefix(conts)
-        prefixes.append(list(context) + list(conts[0][:shared]))
-        tails.append([list(c)[shared:] for c in conts])
+        prefix, tail = _split(engine, context, conts)
+        prefixes.append(prefix)
+        tails.append(tail)
         ctx_lens.append(len(context))
     decoder, head, device = engine.model.get_decoder(), engine.model.get_output_embeddings(), engine.device
     ids, mask = right_pad(prefixes, engine.pad_token_id)
