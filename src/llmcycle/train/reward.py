@@ -244,10 +244,9 @@ class RewardModel:
     def score(self, conversations: Sequence[list[dict]], batch_size: int = 16) -> list[float]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         out: list[float] = []
-        for start in range(0, len(conversations), batch_size):
-            rows = [Encoded(ids, [1] * len(ids)) for ids in encode_conversations(
-                self.tokenizer, conversations[start:start + batch_size], self.max_seq_len, "reward input")]
-            batch = collate(rows, pad)
+        encoded = encode_conversations(self.tokenizer, conversations, self.max_seq_len, "reward input")  # one check
+        for start in range(0, len(encoded), batch_size):
+            batch = collate([Encoded(ids, [1] * len(ids)) for ids in encoded[start:start + batch_size]], pad)
             with torch.no_grad():
                 out += self.model(input_ids=batch["input_ids"],
                                   attention_mask=batch["attention_mask"]).logits[:, 0].float().tolist()
