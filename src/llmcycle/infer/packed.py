@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcycle.infer.fast_llama import FastLlama
-from llmcycle.infer.llama_layout import fits_in_memory, project, project_add
+from llmcycle.infer.llama_layout import fits_in_memory, project, project_add, rotate
 
 Row = tuple[Sequence[int], Sequence[Sequence[int]]]  # (prefix ids, tail ids fed after it)
 
@@ -132,9 +132,7 @@ def _layer(backend: FastLlama, layer: Any, wide: tuple[Any, Any], x: torch.Tenso
     heads, kv, dim = backend.n_heads, backend.n_kv, backend.head_dim
     qk_cols = (heads + kv) * dim
     qkv = project(backend._norm(x, layer.norm1), wide[0], layer.qkv_bias)
-    qk = qkv[:, :qk_cols].float()
-    qk = torch.view_as_real(torch.view_as_complex(qk.reshape(len(x), heads + kv, dim // 2, 2)) * freqs)
-    qk = qk.reshape(len(x), heads + kv, dim).to(x.dtype)
+    qk = rotate(qkv[:, :qk_cols].reshape(len(x), heads + kv, dim), freqs)
     grid = (plan.rows * plan.width,)
     q = _scatter(qk[:, :heads], plan, grid + (heads, dim))
     k = _scatter(qk[:, heads:], plan, grid + (kv, dim))
@@ -142,9 +140,7 @@ def _layer(backend: FastLlama, layer: Any, wide: tuple[Any, Any], x: torch.Tenso
     att = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, is_causal=plan.mask is None,
                                          scale=backend.scaling, enable_gqa=kv != heads)
     att = att.transpose(1, 2).reshape(plan.rows * plan.width, heads * dim)[plan.slots]
-    x = project_add(x, att, layer.out, layer.out_bias)
-    gate, up = project(backend._norm(x, layer.norm2), wide[1], layer.gate_up_bias).chunk(2, dim=-1)
-    return project_add(x, F.silu(gate) * up, layer.down, layer.down_bias)
+    return backend._mlp(layer, project_add(x, att, layer.out, layer.out_bias), wide[1])
 
 
 def _scatter(values: torch.Tensor, plan: Layout, shape: tuple[int, ...]) -> torch.Tensor:
