@@ -11,7 +11,6 @@ through the layers on the fast Llama backend's fused weights (q/k/v in one produ
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -19,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from llmcycle.infer.fast_llama import FastLlama
-from llmcycle.infer.llama_layout import fits_in_memory, project, project_add, rotate
+from llmcycle.infer.llama_layout import project, project_add, rotate
+from llmcycle.infer.row_prefill import wide_weights
 
 Row = tuple[Sequence[int], Sequence[Sequence[int]]]  # (prefix ids, tail ids fed after it)
 
@@ -92,7 +92,7 @@ def packed_logprobs(backend: FastLlama, rows: Sequence[Row], picks: Sequence[tup
     with torch.inference_mode():
         x = F.embedding(plan.ids, backend.embed)
         freqs = backend.freqs[plan.positions][:, None]
-        for layer, wide in zip(backend.layers, _wide_weights(backend)):
+        for layer, wide in zip(backend.layers, wide_weights(backend)):
             x = _layer(backend, layer, wide, x, freqs, plan)
         at = torch.tensor([plan.starts[r] + c for r, c in picks], dtype=torch.long, device=backend.device)
         hidden = x[at]
@@ -108,23 +108,6 @@ def packed_logprobs(backend: FastLlama, rows: Sequence[Row], picks: Sequence[tup
 
 
 HEAD_ROWS = 512  # picked positions per slice of the output head
-
-
-_WIDE: "weakref.WeakKeyDictionary[FastLlama, list[tuple[Any, Any]]]" = weakref.WeakKeyDictionary()
-
-
-def _wide_weights(backend: FastLlama) -> list[tuple[Any, Any]]:
-    """Each layer's (qkv, gate_up) weights for products of hundreds of rows: [in, out] views of row-major [out, in]
-    copies. The backend stores them [in, out] for batch-1 decoding, and oneDNN rearranges such a weight on every
-    call, which made these two products ~1.4x slower than the others per FLOP; with the copies a scoring forward
-    ran ~15% faster. Made once per backend, where float32 weights fit in memory twice; else the backend's own."""
-    if backend not in _WIDE:
-        own = [(layer.qkv, layer.gate_up) for layer in backend.layers]
-        plain = all(type(w) is torch.Tensor for pair in own for w in pair)
-        size = sum(w.numel() * w.element_size() for pair in own for w in pair) if plain else 0
-        _WIDE[backend] = [(q.t().contiguous().t(), g.t().contiguous().t()) for q, g in own] \
-            if plain and fits_in_memory(size) else own
-    return _WIDE[backend]
 
 
 def _layer(backend: FastLlama, layer: Any, wide: tuple[Any, Any], x: torch.Tensor, freqs: torch.Tensor,
