@@ -30,8 +30,8 @@ from llmcycle.infer.row_prefill import left_padded, prefill_rows
 
 
 def _padded_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """[rows, 1, width, width] causal mask over each row's real tokens, for a padding other than left padding; a
-    padding query attends to itself, so its softmax stays finite."""
+    """[rows, 1, width, width] causal mask over each row's real tokens, for the padded-grid forward (longrope's
+    recompute, or a padding other than left padding); a padding query attends to itself, so softmax stays finite."""
     width = attention_mask.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool, device=attention_mask.device).tril()
     mask = causal[None, None] & attention_mask.bool()[:, None, None, :]
