@@ -19,12 +19,16 @@ from llmcycle.infer.engine import Completion
 from llmcycle.infer.settings import GenerationSettings
 from llmcycle.safety import Decision, Moderator
 from llmcycle.safety.categories import growing_judge
-from llmcycle.safety.pii import Span, open_start, replace_spans, safe_cut, spans
+from llmcycle.safety.pii import Span, open_start, open_word, pulled_before, replace_spans, safe_cut, spans
 from llmcycle.serve.errors import APIError
 from llmcycle.serve.host import Served
 from llmcycle.serve.structured import plan
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
+# A word at least this long is released before it ends, up to where an e-mail, URL, key or IP could still be under
+# way (`open_word`): a reply without spaces is not held back to its end. Shorter words wait for their end, as
+# releasing inside them would only cost more checks and chunks.
+LONG_WORD = 24
 
 
 @dataclass
@@ -153,7 +157,8 @@ class OutputGuard:
     point later text cannot change: never inside the last word (an e-mail or key still being written) and, with
     redaction on, not from where a match that may contain a space (phone, card, IBAN) could still be under way
     (`open_start`: a run of digits, "+", "(" or an IBAN's start at the end). Ordinary words are released as soon
-    as they end, so the first token is not held back. Log-probs are held back with their text, and those of
+    as they end, so the first token is not held back; a long word is released up to where a match could still be
+    under way (`open_word`), so a reply without spaces is not held to its end. Log-probs are held back with their text, and those of
     redacted tokens are masked, so no channel shows the hidden text."""
 
     def __init__(self, moderator: Moderator):
@@ -167,6 +172,7 @@ class OutputGuard:
         self.blocked: Decision | None = None
         self.last: Decision | None = None
         self.redacting = moderator.enabled and moderator.redacts_output
+        self.word_scan = 0  # positions of the last word before this are settled (`open_word`)
         self.judge = growing_judge() if moderator.enabled else None  # each check reads only the new words
 
     def flags(self) -> list[str]:
@@ -204,9 +210,15 @@ class OutputGuard:
 
     def _safe_cut(self, found: list[Span]) -> int:
         """The end of the text no later piece can change: the last word boundary before any match later text
-        could complete (with redaction on), moved before any match it would split."""
-        limit = open_start(self.text) if self.redacting else len(self.text)
-        return safe_cut(self.text, found, limit - 1) if limit > 0 else 0
+        could complete (with redaction on), moved before any match it would split; inside a long last word, the
+        first place where an e-mail, URL, key or IP could still be under way."""
+        text = self.text
+        limit = open_start(text) if self.redacting else len(text)
+        word = max(text.rfind(" "), text.rfind("\n")) + 1
+        if self.redacting and limit > word and len(text) - word >= LONG_WORD:
+            self.word_scan = open_word(text, max(word, self.word_scan))
+            return pulled_before(min(limit, self.word_scan), found)
+        return safe_cut(text, found, limit - 1) if limit > 0 else 0
 
     def _bound(self) -> int:
         """The furthest `_safe_cut` could reach (matches only move it back): while it is no further than what was
