@@ -16,7 +16,7 @@ from typing import Callable
 from llmcycle.safety.classifier import Verdict, default_classifier
 from llmcycle.safety.flags import SSN, card_numbers
 from llmcycle.safety.growing import GrowingVerdict
-from llmcycle.safety.pii import scrub
+from llmcycle.safety.pii import MAYBE_PII, scrub
 
 CATEGORIES: dict[str, str] = {
     "S1": "violent_crimes",
@@ -47,6 +47,8 @@ class Hit:
 
 
 def _privacy_hits(text: str) -> list[Hit]:
+    if not MAYBE_PII.search(text):  # one scan instead of three for text with no digit, "@" or domain
+        return []
     counts: Counter = Counter()
     scrub(text, counts)
     kinds = [k for k in ("email", "phone", "ip") if counts[k]]
