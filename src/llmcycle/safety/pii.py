@@ -125,10 +125,16 @@ def spans(text: str) -> Iterator[Span]:
 def _spans(text: str) -> tuple[Span, ...]:
     """`spans`, remembered for the last texts: a streamed reply's check looks for personal data (moderation) and
     then redacts it in the same text, and the scan is most of a check's time once a reply holds a digit."""
-    if not MAYBE_PII.search(text):
+    return scan_from(text, 0)
+
+
+def scan_from(text: str, at: int) -> tuple[Span, ...]:
+    """The spans the scan of the whole text finds from `at` on, when no match of any pattern can contain position
+    `at` - 1 (see `growing_pii.REST`): the scan is then at rest there, and look-behinds still see the text before."""
+    if not MAYBE_PII.search(text, at):
         return ()
     found = []
-    for match in SCANNER.finditer(text):
+    for match in SCANNER.finditer(text, at):
         kind, start, end = match.lastgroup, match.start(), match.end()
         if not _valid(kind, match.group()):
             continue

@@ -19,7 +19,8 @@ from llmcycle.infer.engine import Completion
 from llmcycle.infer.settings import GenerationSettings
 from llmcycle.safety import Decision, Moderator
 from llmcycle.safety.categories import growing_judge
-from llmcycle.safety.pii import Span, open_start, open_word, pulled_before, replace_spans, safe_cut, spans
+from llmcycle.safety.growing_pii import GrowingScan
+from llmcycle.safety.pii import Span, open_start, open_word, pulled_before, replace_spans, safe_cut
 from llmcycle.serve.errors import APIError
 from llmcycle.serve.host import Served
 from llmcycle.serve.structured import plan
@@ -174,6 +175,7 @@ class OutputGuard:
         self.redacting = moderator.enabled and moderator.redacts_output
         self.word_scan = 0  # positions of the last word before this are settled (`open_word`)
         self.judge = growing_judge() if moderator.enabled else None  # each check reads only the new words
+        self.scan = GrowingScan()  # ... and the personal-data scans read only what follows the last rest
 
     def flags(self) -> list[str]:
         decision = self.blocked or self.last
@@ -190,7 +192,7 @@ class OutputGuard:
             return ""
         if not final and self._bound() <= self.released:
             return ""  # nothing more could be released: the check waits for text that could be shown
-        decision = self.moderator.check(self.text, "output", notify=final, judge=self.judge)
+        decision = self.moderator.check(self.text, "output", notify=final, judge=self.judge, scan=self.scan)
         self.last = decision
         if decision.blocked:
             self.blocked = decision
@@ -198,7 +200,7 @@ class OutputGuard:
             if not final:
                 self.moderator.notify(decision)
             return ""
-        found = list(spans(self.text)) if self.redacting else []
+        found = list(self.scan.spans(self.text)) if self.redacting else []
         cut = len(self.text) if final else self._safe_cut(found)
         if cut <= self.released:
             return ""
