@@ -159,8 +159,8 @@ class OutputGuard:
     redaction on, not from where a match that may contain a space (phone, card, IBAN) could still be under way
     (`open_start`: a run of digits, "+", "(" or an IBAN's start at the end). Ordinary words are released as soon
     as they end, so the first token is not held back; a long word is released up to where a match could still be
-    under way (`open_word`), so a reply without spaces is not held to its end. Log-probs are held back with their text, and those of
-    redacted tokens are masked, so no channel shows the hidden text."""
+    under way (`open_word`), so a reply without spaces is not held to its end. Log-probs are held back with their
+    text, and those of redacted tokens are masked, so no channel shows the hidden text."""
 
     def __init__(self, moderator: Moderator):
         self.moderator = moderator
