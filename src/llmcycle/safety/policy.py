@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from llmcycle.errors import ConfigError
-from llmcycle.safety.categories import CATEGORIES, Hit, classify
+from llmcycle.safety.categories import CATEGORIES, Hit, classify, prompt_judge
 from llmcycle.safety.classifier import Verdict
 from llmcycle.safety.growing_pii import GrowingScan
 from llmcycle.safety.pii import replace_spans, scrub
@@ -104,6 +104,8 @@ class Moderator:
             if notify:
                 self.notify(decision)
             return decision
+        if judge is None and side == "input":
+            judge = prompt_judge()
         hits = [h for h in classify(text, judge, scan) if self.policy.get(h.category, "flag") != "allow"] \
             if self.enabled else []
         if not hits:
