@@ -55,7 +55,8 @@ def test_prompts_of_very_different_lengths_batch_apart_and_decode_the_same(make_
     assert sorted(batches) == [[3, 3, 4, 5], [40]]  # the long prompt does not pad the four short ones
     assert [c.token_ids for c in got] == [run_batch([p], settings)[0].token_ids for p in prompts]
     assert length_groups([3, 3, 3, 3, 3], max_rows=2, min_rows=1) == [[0, 1], [2, 3], [4]]
-    assert generation_batches([3000, 2500, 10, 12], 8) == [[2, 3], [1], [0]]  # long prompts prefill alone
+    assert generation_batches([3000, 2500, 10, 12], 8) == [[2, 3], [1], [0]]  # masked-grid prefill: alone
+    assert generation_batches([3000, 2500, 10, 12], 8, None) == [[2, 3], [1, 0]]  # packed prefill: together
 
 
 def test_chat_stream_score_and_beam(make_tiny_model):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from llmcycle.safety import Moderator
 from llmcycle.safety.categories import growing_judge
 from llmcycle.safety.classifier import SINGLE, default_classifier
 from llmcycle.safety.corpus import HELDOUT, seed_examples
-from llmcycle.safety.growing import GrowingVerdict
+from llmcycle.safety.growing import GrowingVerdict, RunningSums
 
 
 def replies(rng: random.Random, count: int) -> list[str]:
@@ -62,3 +64,18 @@ def test_a_text_that_does_not_extend_the_last_one_starts_afresh():
     assert judge(harmful).harmful and clf.verdict(harmful).harmful
     benign = "Here is a recipe for bread with flour, water and salt."
     assert abs(judge(benign).harm - clf.verdict(benign).harm) < 1e-4 and not judge(benign).harmful
+
+
+def test_word_by_word_sums_equal_a_fresh_read():
+    """Fed a token at a time, each with its leading space (the sums of the word last read as the tail are reused
+    when the next token ends it), the running sums equal those of one read of the whole text."""
+    clf, rng = default_classifier(), random.Random(3)
+    for reply in replies(rng, 6):
+        tokens = [w if i == 0 else " " + w for i, w in enumerate(reply.split(" "))]
+        running, text = RunningSums(clf), ""
+        for token in tokens:
+            text += token
+            logits, letters = running.read(text)
+            fresh, fresh_letters = RunningSums(clf).read(text)
+            assert np.abs(logits - fresh).max() < 1e-9 and letters == fresh_letters
+        assert running.tail is not None and running.settled > 0  # the reuse ran

@@ -92,3 +92,49 @@ def test_a_number_is_held_only_while_it_could_grow():
     assert open_start("I have 3 cats ") == len("I have 3 cats ")
     assert open_start("IBAN GB82 WEST 12") == len("IBAN ")
     assert open_start("dial +44 (20) 79") == len("dial ")
+
+
+SPACELESS = [
+    "rup" * 30 + "mail:jo.smith@example.com)})})" + "x" * 30,
+    ")}" * 20 + "http://example.com/a/b?c=1" + ")}" * 15 + "sk-abcdefghijklmnopqrstuvwx1234" + "]" * 30,
+    "umeric" * 8 + "(192.168.1.20)" + "umeric" * 8 + "(2001:db8:0:0:0:0:2:1)" + "ab" * 20,
+    "_" * 40 + "/www.example.org/" + "=" * 30 + "ghp_" + "a" * 40 + ";" + "hf_" + "b" * 34 + "!" * 20,
+    "word-" * 12 + ";jo@example.com;" + "-x" * 12 + ",AKIAABCDEFGHIJKLMNOP" + "." * 25,
+]
+
+
+@pytest.mark.parametrize("reply", SPACELESS)
+def test_a_reply_without_spaces_never_leaks(reply):
+    """Long words are released before they end: still never a character of an e-mail, URL, key or IP."""
+    assert scrub(reply) != reply
+    moderator, rng = redaction_only(), random.Random(reply)
+    stream(moderator, list(reply))
+    for _ in range(6):
+        stream(moderator, pieces(reply, rng, 6))
+
+
+def test_random_spaceless_text_never_leaks():
+    """Runs drawn from the characters of e-mails, URLs, keys and IPs, with real ones mixed in, split at random."""
+    moderator, rng = redaction_only(), random.Random(11)
+    alphabet = "abcdefxyz" * 3 + "0123456789" + "@.:/-_)(]+" + "ABKIhpsk"
+    inserts = ["jo@example.com", "www.example.com/x", "10.0.0.1", "sk-abcdefghijklmnopqrstuvwx1234", "a.b.io"]
+    leaked = 0
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(20, 90)))
+        at = rng.randint(0, len(text))
+        text = text[:at] + rng.choice(["", ";"]) + rng.choice(inserts) + rng.choice(["", ")"]) + text[at:]
+        stream(moderator, pieces(text, rng, 4))
+        leaked += scrub(text) != text
+    assert leaked > 120
+
+
+def test_a_long_run_without_spaces_is_released_before_its_end():
+    """A run that cannot be the start of a match is released once longer than the longest e-mail local part
+    (64 characters), and then as it comes, not held to the end of the reply."""
+    guard = OutputGuard(redaction_only())
+    shown = [guard.feed("rup") for _ in range(40)]
+    first = next(i for i, s in enumerate(shown) if s)
+    assert 3 * (first + 1) <= 66 and shown[first + 1:] == ["rup"] * (39 - first)
+    brackets = OutputGuard(redaction_only())  # nothing can start there: released once the word is long
+    shown = [brackets.feed(")}") for _ in range(20)]
+    assert "".join(shown[:13]) == ")}" * 13 and shown[13:] == [")}"] * 7

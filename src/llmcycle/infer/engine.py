@@ -30,17 +30,19 @@ from llmcycle.loading import check_exists, load_model, load_tokenizer_for
 
 DEFAULT_BATCH_SIZE = 8
 PADDING_SLACK = 1.5  # padded prompt tokens per real one a generation batch may hold
-ALONE_FROM = 2048  # prompt tokens from which a prompt is prefilled on its own
+ALONE_FROM = 2048  # prompt tokens from which a prompt is prefilled on its own by a masked-grid backend
 
 
-def generation_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Prompt indices in batches of at most `batch_size`, cut where padding would pass half the real tokens (a long
-    prompt's prefill dwarfs a short reply's decode), and a prompt of `ALONE_FROM` tokens or more alone: a padded
-    batch's prefill attends through an explicit [rows, 1, L, L] mask, which at thousands of tokens costs far more
-    than the causal kernel a lone prompt gets (two chitchat conversations of 3,042 and 5,351 tokens took minutes)."""
+def generation_batches(lengths: Sequence[int], batch_size: int, alone_from: int | None = ALONE_FROM
+                       ) -> list[list[int]]:
+    """Prompt indices in batches of at most `batch_size`, cut where padding would pass half the real tokens (the
+    decode steps of a batch attend over its longest row), and a prompt of `alone_from` tokens or more alone: the
+    transformers backend prefills a padded batch through an explicit [rows, 1, L, L] mask, which at thousands of
+    tokens costs far more than the causal kernel a lone prompt gets (two chitchat conversations of 3,042 and 5,351
+    tokens took minutes). Our Llama backend prefills each row causally on its own (`row_prefill`): None there."""
     out: list[list[int]] = []
     for group in length_groups(lengths, PADDING_SLACK, min_rows=1, max_rows=batch_size):
-        long = len(group) > 1 and max(lengths[i] for i in group) >= ALONE_FROM
+        long = alone_from is not None and len(group) > 1 and max(lengths[i] for i in group) >= alone_from
         out.extend([[i] for i in group] if long else [group])
     return out
 
@@ -171,7 +173,8 @@ class Engine:
         """Batches of similar length (left padded; see `generation_batches`); results in the input order."""
         settings = settings or self.default_settings
         results: list[Completion | None] = [None] * len(prompts)
-        for chunk in generation_batches([len(p) for p in prompts], batch_size):
+        alone_from = None if isinstance(self.backend, FastLlama) else ALONE_FROM
+        for chunk in generation_batches([len(p) for p in prompts], batch_size, alone_from):
             for index, completion in zip(chunk, self._generate_batch([prompts[i] for i in chunk], settings)):
                 results[index] = completion
         return results  # type: ignore[return-value]

@@ -23,9 +23,19 @@ import torch
 import torch.nn.functional as F
 
 from llmcycle.infer.llama_layout import (LENGTH_DEPENDENT_ROPE, Layer, band, interleave_permutation, layer_windows,
-                                         project, project_add, unsupported_reason)
+                                         project, project_add, rotate, unsupported_reason)
 from llmcycle.infer.prefix_cache import common_prefix
 from llmcycle.infer.quantize import head_spec, parse_spec, quantize_weight
+from llmcycle.infer.row_prefill import left_padded, prefill_rows
+
+
+def _padded_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[rows, 1, width, width] causal mask over each row's real tokens, for the padded-grid forward (longrope's
+    recompute, or a padding other than left padding); a padding query attends to itself, so softmax stays finite."""
+    width = attention_mask.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=attention_mask.device).tril()
+    mask = causal[None, None] & attention_mask.bool()[:, None, None, :]
+    return mask | torch.eye(width, dtype=torch.bool, device=attention_mask.device)[None, None]
 
 
 class FastLlama:
@@ -148,25 +158,24 @@ class FastLlama:
         self.slot, self.reused = width, reuse
         self.next_position = positions[:, -1] + 1
         self.attend = None
-        prefill_mask = None
         if padded:
             self.attend = torch.ones(batch, 1, 1, length, dtype=torch.bool, device=self.device)
             self.attend[:, 0, 0, :width] = attention_mask.bool()
-            causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-            prefill_mask = causal[None, None] & attention_mask.bool()[:, None, None, :]
-            # rows that are all padding (a pad query) attend to themselves, so softmax stays finite
-            prefill_mask = prefill_mask | torch.eye(width, dtype=torch.bool, device=self.device)[None, None]
         if not reuse:  # (with longrope, a reused cache was computed with the short table, as this prefill)
             self.cache_long = self.short_freqs is not None and table is self.freqs
-        hidden = self._forward(input_ids[:, reuse:], table[positions[:, reuse:]], reuse, prefill_mask,
-                               causal=not padded)
+        if padded and left_padded(attention_mask):
+            last = prefill_rows(self, input_ids, attention_mask, table)
+        else:
+            hidden = self._forward(input_ids[:, reuse:], table[positions[:, reuse:]], reuse,
+                                   _padded_mask(attention_mask) if padded else None, causal=not padded)
+            last = hidden[:, -1]
         self.cached_ids, self._fed = ids or [], []
         if self.short_freqs is not None:  # longrope may recompute the whole sequence once (see `step`)
             self._ids = torch.empty(batch, length, dtype=torch.long, device=self.device)
             self._ids[:, :width] = input_ids
         if ids and self.prefix_cache is not None and self.short_freqs is None:
             self.prefix_cache.insert(ids, self.keys, self.values)
-        return self._logits(hidden[:, -1])
+        return self._logits(last)
 
     def _reuse(self, ids: list[int], length: int, table: torch.Tensor) -> int:
         """Slots 0..n of the cache made ready from a cached prefix of `ids` (the live cache, else the shared
@@ -233,9 +242,7 @@ class FastLlama:
         else:
             seen = self.attend[:, 0, 0, :end]
             positions = (seen.long().cumsum(-1) - 1).clamp(min=0)
-            causal = torch.ones(end, end, dtype=torch.bool, device=self.device).tril()
-            mask = (causal[None, None] & seen[:, None, None, :]) | torch.eye(end, dtype=torch.bool,
-                                                                             device=self.device)[None, None]
+            mask = _padded_mask(seen)
             self.next_position = positions[:, -1] + 1
         table = self._table(int(positions.max()) + 1)
         hidden = self._forward(self._ids[:, :end], table[positions], 0, mask, causal=mask is None)
@@ -274,7 +281,6 @@ class FastLlama:
         end = start + new
         qk_cols = (self.n_heads + self.n_kv) * self.head_dim
         freqs = freqs[:, :, None]
-        full_precision = self.dtype == torch.float32
         x = F.embedding(ids.reshape(-1), self.embed)
         if causal and new > 1 and start > 0:  # a prefill after a cached prefix: causal from slot `start`
             mask, causal = band(start, new, end, None, self.device), False
@@ -282,10 +288,7 @@ class FastLlama:
         for layer, keys, values, window in zip(self.layers, self.keys, self.values, self.windows):
             h = self._norm(x, layer.norm1)
             qkv = project(h, layer.qkv, layer.qkv_bias)
-            qk = qkv[:, :qk_cols] if full_precision else qkv[:, :qk_cols].float()
-            qk = torch.view_as_complex(qk.reshape(batch, new, -1, self.head_dim // 2, 2))
-            qk = torch.view_as_real(qk * freqs).reshape(batch, new, -1, self.head_dim)
-            qk = qk if full_precision else qk.to(self.dtype)
+            qk = rotate(qkv[:, :qk_cols].reshape(batch, new, -1, self.head_dim), freqs)
             keys[:, :, start:end] = qk[:, :, self.n_heads:].transpose(1, 2)
             values[:, :, start:end] = qkv[:, qk_cols:].reshape(batch, new, self.n_kv, self.head_dim).transpose(1, 2)
             low, layer_mask, layer_causal = 0, mask, causal and new > 1
@@ -302,10 +305,15 @@ class FastLlama:
                                                  values[:, :, low:end], attn_mask=layer_mask,
                                                  is_causal=layer_causal, scale=self.scaling,
                                                  enable_gqa=self.n_kv != self.n_heads)
-            x = project_add(x, att.transpose(1, 2).reshape(batch * new, -1), layer.out, layer.out_bias)
-            gate, up = project(self._norm(x, layer.norm2), layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
-            x = project_add(x, F.silu(gate) * up, layer.down, layer.down_bias)
+            x = self._mlp(layer, project_add(x, att.transpose(1, 2).reshape(batch * new, -1), layer.out,
+                                             layer.out_bias))
         return x.view(batch, new, -1)
+
+    def _mlp(self, layer: Layer, x: torch.Tensor, gate_up: Any = None) -> torch.Tensor:
+        """x plus the layer's MLP of x (its gate and up in one product; `gate_up` replaces the layer's weight)."""
+        weight = layer.gate_up if gate_up is None else gate_up
+        gate, up = project(self._norm(x, layer.norm2), weight, layer.gate_up_bias).chunk(2, dim=-1)
+        return project_add(x, F.silu(gate) * up, layer.down, layer.down_bias)
 
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
         h = self._norm(last, self.final_norm)

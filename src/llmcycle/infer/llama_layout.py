@@ -95,6 +95,15 @@ def interleave_permutation(head_dim: int, rotary_dim: int) -> torch.Tensor:
     return torch.cat([pairs, torch.arange(rotary_dim, head_dim)])
 
 
+def rotate(qk: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on [..., heads, head_dim] (dims permuted as `interleave_permutation` leaves them) as one
+    complex multiply by `freqs` [..., 1, head_dim/2]; the arithmetic in float32, the result in qk's dtype."""
+    x = qk if qk.dtype == torch.float32 else qk.float()
+    pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2))
+    out = torch.view_as_real(pairs * freqs).reshape(x.shape)
+    return out if qk.dtype == torch.float32 else out.to(qk.dtype)
+
+
 def project(x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight (+ bias) for a transposed float weight; a quantized Linear module is called instead."""
     if type(weight) is not torch.Tensor:

@@ -11,7 +11,6 @@ through the layers on the fast Llama backend's fused weights (q/k/v in one produ
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -19,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from llmcycle.infer.fast_llama import FastLlama
-from llmcycle.infer.llama_layout import fits_in_memory, project, project_add
+from llmcycle.infer.llama_layout import project, project_add, rotate
+from llmcycle.infer.row_prefill import wide_weights
 
 Row = tuple[Sequence[int], Sequence[Sequence[int]]]  # (prefix ids, tail ids fed after it)
 
@@ -92,7 +92,7 @@ def packed_logprobs(backend: FastLlama, rows: Sequence[Row], picks: Sequence[tup
     with torch.inference_mode():
         x = F.embedding(plan.ids, backend.embed)
         freqs = backend.freqs[plan.positions][:, None]
-        for layer, wide in zip(backend.layers, _wide_weights(backend)):
+        for layer, wide in zip(backend.layers, wide_weights(backend)):
             x = _layer(backend, layer, wide, x, freqs, plan)
         at = torch.tensor([plan.starts[r] + c for r, c in picks], dtype=torch.long, device=backend.device)
         hidden = x[at]
@@ -110,31 +110,12 @@ def packed_logprobs(backend: FastLlama, rows: Sequence[Row], picks: Sequence[tup
 HEAD_ROWS = 512  # picked positions per slice of the output head
 
 
-_WIDE: "weakref.WeakKeyDictionary[FastLlama, list[tuple[Any, Any]]]" = weakref.WeakKeyDictionary()
-
-
-def _wide_weights(backend: FastLlama) -> list[tuple[Any, Any]]:
-    """Each layer's (qkv, gate_up) weights for products of hundreds of rows: [in, out] views of row-major [out, in]
-    copies. The backend stores them [in, out] for batch-1 decoding, and oneDNN rearranges such a weight on every
-    call, which made these two products ~1.4x slower than the others per FLOP; with the copies a scoring forward
-    ran ~15% faster. Made once per backend, where float32 weights fit in memory twice; else the backend's own."""
-    if backend not in _WIDE:
-        own = [(layer.qkv, layer.gate_up) for layer in backend.layers]
-        plain = all(type(w) is torch.Tensor for pair in own for w in pair)
-        size = sum(w.numel() * w.element_size() for pair in own for w in pair) if plain else 0
-        _WIDE[backend] = [(q.t().contiguous().t(), g.t().contiguous().t()) for q, g in own] \
-            if plain and fits_in_memory(size) else own
-    return _WIDE[backend]
-
-
 def _layer(backend: FastLlama, layer: Any, wide: tuple[Any, Any], x: torch.Tensor, freqs: torch.Tensor,
            plan: Layout) -> torch.Tensor:
     heads, kv, dim = backend.n_heads, backend.n_kv, backend.head_dim
     qk_cols = (heads + kv) * dim
     qkv = project(backend._norm(x, layer.norm1), wide[0], layer.qkv_bias)
-    qk = qkv[:, :qk_cols].float()
-    qk = torch.view_as_real(torch.view_as_complex(qk.reshape(len(x), heads + kv, dim // 2, 2)) * freqs)
-    qk = qk.reshape(len(x), heads + kv, dim).to(x.dtype)
+    qk = rotate(qkv[:, :qk_cols].reshape(len(x), heads + kv, dim), freqs)
     grid = (plan.rows * plan.width,)
     q = _scatter(qk[:, :heads], plan, grid + (heads, dim))
     k = _scatter(qk[:, heads:], plan, grid + (kv, dim))
@@ -142,9 +123,7 @@ def _layer(backend: FastLlama, layer: Any, wide: tuple[Any, Any], x: torch.Tenso
     att = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, is_causal=plan.mask is None,
                                          scale=backend.scaling, enable_gqa=kv != heads)
     att = att.transpose(1, 2).reshape(plan.rows * plan.width, heads * dim)[plan.slots]
-    x = project_add(x, att, layer.out, layer.out_bias)
-    gate, up = project(backend._norm(x, layer.norm2), wide[1], layer.gate_up_bias).chunk(2, dim=-1)
-    return project_add(x, F.silu(gate) * up, layer.down, layer.down_bias)
+    return backend._mlp(layer, project_add(x, att, layer.out, layer.out_bias), wide[1])
 
 
 def _scatter(values: torch.Tensor, plan: Layout, shape: tuple[int, ...]) -> torch.Tensor:

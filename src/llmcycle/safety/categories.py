@@ -9,14 +9,14 @@ data formats (S7 privacy: e-mail, phone, IP, Luhn-checked card numbers, SSNs).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
 from llmcycle.safety.classifier import Verdict, default_classifier
 from llmcycle.safety.flags import SSN, card_numbers
 from llmcycle.safety.growing import GrowingVerdict
-from llmcycle.safety.pii import scrub
+from llmcycle.safety.growing_pii import GrowingScan
+from llmcycle.safety.pii import MAYBE_PII, spans
 
 CATEGORIES: dict[str, str] = {
     "S1": "violent_crimes",
@@ -46,25 +46,29 @@ class Hit:
         return CATEGORIES[self.category]
 
 
-def _privacy_hits(text: str) -> list[Hit]:
-    counts: Counter = Counter()
-    scrub(text, counts)
-    kinds = [k for k in ("email", "phone", "ip") if counts[k]]
-    if card_numbers(text):
-        kinds.append("card_number")
-    if SSN.search(text):
-        kinds.append("ssn")
-    return [Hit("S7", kind) for kind in kinds]
+def _privacy_hits(text: str, scan: GrowingScan | None = None) -> list[Hit]:
+    """One Hit per kind of personal data in `text` (`scan` finds them in a text that only grows)."""
+    if scan is not None:
+        found, card, ssn = scan.privacy(text)
+        kinds = {span.kind.lower() for span in found}
+    else:
+        if not MAYBE_PII.search(text):  # one scan instead of three for text with no digit, "@" or domain
+            return []
+        kinds = {span.kind.lower() for span in spans(text)}
+        card, ssn = bool(card_numbers(text)), SSN.search(text) is not None
+    names = [k for k in ("email", "phone", "ip") if k in kinds] + ["card_number"] * card + ["ssn"] * ssn
+    return [Hit("S7", kind) for kind in names]
 
 
-def classify(text: str, judge: Callable[[str], Verdict] | None = None) -> list[Hit]:
+def classify(text: str, judge: Callable[[str], Verdict] | None = None, scan: GrowingScan | None = None) -> list[Hit]:
     """Every hazard category `text` falls into (one Hit per category and kind), in category order. `judge`
-    replaces the classifier's verdict with one that decides the same (`growing_judge` for a streamed reply)."""
+    replaces the classifier's verdict with one that decides the same (`growing_judge` for a streamed reply), and
+    `scan` the personal-data scans with ones that find the same (`GrowingScan`)."""
     if not text:
         return []
     verdict = (judge or default_classifier().verdict)(text)
     hits = [Hit(verdict.category, f"classifier p={verdict.harm:.2f}")] if verdict.harmful and verdict.category else []
-    hits += _privacy_hits(text)
+    hits += _privacy_hits(text, scan)
     order = list(CATEGORIES)
     return sorted(set(hits), key=lambda h: (order.index(h.category), h.evidence))
 

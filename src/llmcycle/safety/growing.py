@@ -15,7 +15,6 @@ evidence is the same). Long texts keep one running sum per classification window
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 import numpy as np
 
@@ -24,9 +23,12 @@ from llmcycle.safety.classifier import LETTER_WORD, MIN_WORDS, TOKEN, Classifier
 MARGIN = 0.01  # P(harmful) this close to the threshold is decided by a full check
 
 
+WEIGHTS = [0.0] + [1.0 + math.log(count) for count in range(1, 1024)]  # f(count) looked up, not recomputed
+
+
 def weight(count: int) -> float:
     """f(count) = 1 + log(count) for a feature present, 0 for one absent."""
-    return 1.0 + math.log(count) if count else 0.0
+    return WEIGHTS[count] if count < len(WEIGHTS) else 1.0 + math.log(count)
 
 
 class RunningSums:
@@ -35,6 +37,7 @@ class RunningSums:
 
     def __init__(self, classifier: Classifier):
         self.classifier = classifier
+        self.bias = classifier.bias.astype(np.float64)
         self._reset()
 
     def _reset(self) -> None:
@@ -46,6 +49,7 @@ class RunningSums:
         self.letter_words = 0  # LETTER_WORD matches in the settled part
         self.seen = ""  # the text of the last call (a call whose text does not extend it starts afresh)
         self.logits: np.ndarray | None = None
+        self.tail: tuple | None = None  # (settled, tail, its features, S and Q with them) of the last read
 
     def read(self, text: str) -> tuple[np.ndarray, int]:
         """(logits, LETTER_WORD count) of `text`, which extends every text read before."""
@@ -60,8 +64,10 @@ class RunningSums:
         tail = text[self.settled:]
         s, q = self.sum, self.squares
         if tail:
-            s, q = self._added(self.classifier.features.of(tail, self.last_word), s, q, keep=False)
-        bias = self.classifier.bias.astype(np.float64)
+            crcs = self.classifier.features.of(tail, self.last_word)
+            s, q = self._added(crcs, s, q, keep=False)
+            self.tail = (self.settled, tail, crcs, s, q)
+        bias = self.bias
         self.seen, self.logits = text, (s / np.sqrt(q) + bias if q > 0 else bias)
         return self.logits, self.letter_words + len(LETTER_WORD.findall(tail))
 
@@ -69,9 +75,17 @@ class RunningSums:
         return len(LETTER_WORD.findall(text[self.settled:]))
 
     def _fold(self, piece: str) -> None:
-        """Adds a piece that ends with a space to the settled part."""
-        self.sum, self.squares = self._added(self.classifier.features.of(piece, self.last_word), self.sum,
-                                             self.squares, keep=True)
+        """Adds a piece that ends with a space to the settled part. A streamed token usually ends the word the
+        last read had as its tail ("cover", then " cover" after it): that word's features and sums are reused."""
+        tail = self.tail
+        if tail is not None and tail[0] == self.settled and piece[:-1] == tail[1] and piece[-1] == " ":
+            _, _, crcs, self.sum, self.squares = tail
+            buckets, counts = self.classifier.buckets, self.counts
+            for c in crcs:
+                counts[c % buckets] = counts.get(c % buckets, 0) + 1
+        else:
+            self.sum, self.squares = self._added(self.classifier.features.of(piece, self.last_word), self.sum,
+                                                 self.squares, keep=True)
         words = TOKEN.findall(normalize(piece))
         if words:
             self.last_word = words[-1]
@@ -82,16 +96,22 @@ class RunningSums:
         or two, a few dozen features: plain Python and one product beat numpy's per-call overhead here."""
         if not crcs:
             return s, q
-        extra = Counter(c % self.classifier.buckets for c in crcs)
+        buckets, counts = self.classifier.buckets, self.counts
+        extra: dict[int, int] = {}
+        for c in crcs:
+            bucket = c % buckets
+            extra[bucket] = extra.get(bucket, 0) + 1
         ids, deltas = list(extra), []
-        for i in ids:
-            before = self.counts.get(i, 0)
-            after = before + extra[i]
-            old, new = weight(before), weight(after)
+        table, size = WEIGHTS, len(WEIGHTS)
+        for i, n in extra.items():
+            before = counts.get(i, 0)
+            after = before + n
+            old = table[before] if before < size else weight(before)
+            new = table[after] if after < size else weight(after)
             deltas.append(new - old)
             q += new * new - old * old
             if keep:
-                self.counts[i] = after
+                counts[i] = after
         return s + np.asarray(deltas) @ self.classifier.weights[ids], q
 
 
@@ -114,13 +134,15 @@ class GrowingVerdict:
             letters = len(LETTER_WORD.findall(text))  # the words of the whole text, not of a window
         if letters < MIN_WORDS:
             return Verdict(None, 0.0, False)
-        logits = np.stack(rows)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        harm = 1.0 - probs[:, clf.safe]
-        worst = int(np.argmax(harm))
-        if harm[worst] >= clf.threshold - MARGIN:
+        harm, exps = -1.0, []
+        for logits in rows:  # the softmax of a dozen classes: plain floats cost less than numpy's calls here
+            values = logits.tolist()
+            top = max(values)
+            row = [math.exp(v - top) for v in values]
+            row_harm = 1.0 - row[clf.safe] / sum(row)
+            if row_harm > harm:
+                harm, exps = row_harm, row
+        if harm >= clf.threshold - MARGIN:
             return clf.verdict(text)  # a full check decides near the threshold, and gives a harmful text's evidence
-        row = probs[worst].copy()
-        row[clf.safe] = -1.0
-        return Verdict(clf.classes[int(np.argmax(row))], float(harm[worst]), False)
+        exps[clf.safe] = -1.0
+        return Verdict(clf.classes[exps.index(max(exps))], harm, False)

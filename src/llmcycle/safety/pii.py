@@ -65,6 +65,22 @@ MAX_SPACED_MATCH = 64
 OPEN_NUMBER = rf"[\d(+][\d .()\-]{{0,{MAX_SPACED_MATCH}}}"
 OPEN_IBAN = rf"[A-Z](?:[A-Z](?:\d(?:\d[A-Z\d ]{{0,{MAX_SPACED_MATCH}}})?)?)?"
 OPEN_TAIL = re.compile(rf"(?:{OPEN_NUMBER}|{OPEN_IBAN})\Z")
+# The shapes a match without spaces (e-mail, URL, key, IP) has while it is still being written: every prefix of
+# every such match is one of them (they over-approximate the patterns above, and only shrink as text is added, so
+# a start found dead stays dead). A start from which the rest of the text is none of them cannot begin a match
+# that later text completes or changes.
+GROWING_SHAPES = re.compile("|".join([
+    r"[\w.+-]{0,64}(?:@(?:[A-Za-z0-9-]{1,63}\.){0,8}[A-Za-z0-9-]{0,63})?",  # e-mail
+    r"(?:[A-Za-z0-9-]{1,63}\.){0,8}[A-Za-z0-9-]{0,63}",  # a domain (a URL without a scheme)
+    r"(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}/[^\s<>\"']{0,2048}",  # ... with its path
+    r"(?:https?://|ftp://|www\.)[^\s<>\"']{0,2048}",
+    r"(?-i:(?:sk-|AKIA|gh[pousr]_|github_pat_|xox[abprs]-|AIza|hf_)[\w-]{0,200})",
+    r"[0-9a-fA-F:.]{0,45}",  # IPv4, IPv6
+]), re.IGNORECASE)
+GROWING_STARTS = ("http://", "https://", "ftp://", "www.")  # compared lower-cased
+KEY_STARTS = ("sk-", "AKIA", "github_pat_", "AIza", "hf_") + tuple(f"gh{c}_" for c in "pousr") + tuple(
+    f"xox{c}-" for c in "abprs")
+NONWORD = re.compile(r"\W")
 
 
 class Span(NamedTuple):
@@ -109,10 +125,16 @@ def spans(text: str) -> Iterator[Span]:
 def _spans(text: str) -> tuple[Span, ...]:
     """`spans`, remembered for the last texts: a streamed reply's check looks for personal data (moderation) and
     then redacts it in the same text, and the scan is most of a check's time once a reply holds a digit."""
-    if not MAYBE_PII.search(text):
+    return scan_from(text, 0)
+
+
+def scan_from(text: str, at: int) -> tuple[Span, ...]:
+    """The spans the scan of the whole text finds from `at` on, when no match of any pattern can contain position
+    `at` - 1 (see `growing_pii.REST`): the scan is then at rest there, and look-behinds still see the text before."""
+    if not MAYBE_PII.search(text, at):
         return ()
     found = []
-    for match in SCANNER.finditer(text):
+    for match in SCANNER.finditer(text, at):
         kind, start, end = match.lastgroup, match.start(), match.end()
         if not _valid(kind, match.group()):
             continue
@@ -142,10 +164,7 @@ def safe_cut(text: str, found: list[Span], limit: int) -> int:
     if limit >= len(text):
         return len(text)
     cut = max(text.rfind(" ", 0, limit + 1), text.rfind("\n", 0, limit + 1)) + 1
-    for span in found:
-        if span.start < cut < span.end:
-            cut = span.start
-    return cut
+    return pulled_before(cut, found)
 
 
 def open_start(text: str) -> int:
@@ -154,6 +173,40 @@ def open_start(text: str) -> int:
     continuation changes which spans it holds."""
     found = OPEN_TAIL.search(text, max(0, len(text) - MAX_SPACED_MATCH - 8))
     return found.start() if found else len(text)
+
+
+def may_grow(tail: str) -> bool:
+    """Whether `tail` may be the start of an e-mail, URL, key or IP still being written."""
+    if GROWING_SHAPES.fullmatch(tail):
+        return True
+    lowered = tail.lower()
+    return any(s.startswith(tail) for s in KEY_STARTS) or any(s.startswith(lowered) for s in GROWING_STARTS)
+
+
+def open_word(text: str, start: int) -> int:
+    """The earliest position at or after `start` (inside the last word: no whitespace from `start` on) where an
+    e-mail, URL, key or IP that later text could complete or change may start; len(text) when there is none.
+
+    A match can only start where the character before is no word character (every pattern's look-behind), and
+    only if the rest of the text could be its beginning (`may_grow`): a long run of letters, or of brackets, is
+    settled, so a reply without spaces is not held back to its end. Every position before the result is settled
+    for good, so a caller whose text only grows can pass the last result as the next `start`."""
+    at = start
+    while True:
+        if (at == 0 or NONWORD.match(text, at - 1)) and may_grow(text[at:]):
+            return at
+        found = NONWORD.search(text, at)
+        if found is None:
+            return len(text)
+        at = found.end()
+
+
+def pulled_before(cut: int, found: list[Span]) -> int:
+    """`cut`, moved back to the start of any span it would split."""
+    for span in found:
+        if span.start < cut < span.end:
+            cut = span.start
+    return cut
 
 
 def scrub_head(text: str, limit: int) -> str:

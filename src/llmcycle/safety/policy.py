@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 from llmcycle.errors import ConfigError
 from llmcycle.safety.categories import CATEGORIES, Hit, classify, prompt_judge
 from llmcycle.safety.classifier import Verdict
-from llmcycle.safety.pii import scrub
+from llmcycle.safety.growing_pii import GrowingScan
+from llmcycle.safety.pii import replace_spans, scrub
 
 ACTIONS = ("allow", "flag", "redact", "block")
 DEFAULT_POLICY: dict[str, str] = {
@@ -94,9 +95,10 @@ class Moderator:
         return self.policy.get("S7") == "redact"
 
     def check(self, text: str, side: str, notify: bool = True, role: str = "user",
-              judge: Callable[[str], Verdict] | None = None) -> Decision:
+              judge: Callable[[str], Verdict] | None = None, scan: GrowingScan | None = None) -> Decision:
         """The decision for `text` (from `role`); `notify=False` for a look at a reply still streaming (counted
-        once, at its end or when it is blocked), whose checks pass the same `growing_judge()` each time."""
+        once, at its end or when it is blocked), whose checks pass the same `growing_judge()` and `GrowingScan`
+        each time."""
         if self.enabled and len(text) > self.max_chars:
             decision = Decision(side, "block", [], text, TOO_LONG, [(TOO_LONG, "block")])
             if notify:
@@ -104,13 +106,17 @@ class Moderator:
             return decision
         if judge is None and side == "input":
             judge = prompt_judge()
-        hits = [h for h in classify(text, judge) if self.policy.get(h.category, "flag") != "allow"] if self.enabled else []
+        hits = [h for h in classify(text, judge, scan) if self.policy.get(h.category, "flag") != "allow"] \
+            if self.enabled else []
         if not hits:
             return Decision(side, "allow", [], text)
         actions = {h.category: self._action(h.category, role) for h in hits}
         action = max(actions.values(), key=ACTIONS.index)
         blocked_by = next((c for c, a in actions.items() if a == "block"), None)
-        out = redact(text) if action == "redact" else text
+        if action != "redact":
+            out = text
+        else:
+            out = redact(text) if scan is None else replace_spans(text, scan.spans(text))
         decision = Decision(side, action, hits, out, blocked_by, sorted(actions.items()))
         if notify:
             self.notify(decision)

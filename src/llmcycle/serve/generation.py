@@ -19,12 +19,17 @@ from llmcycle.infer.engine import Completion
 from llmcycle.infer.settings import GenerationSettings
 from llmcycle.safety import Decision, Moderator
 from llmcycle.safety.categories import growing_judge
-from llmcycle.safety.pii import Span, open_start, replace_spans, safe_cut, spans
+from llmcycle.safety.growing_pii import GrowingScan
+from llmcycle.safety.pii import Span, open_start, open_word, pulled_before, replace_spans, safe_cut
 from llmcycle.serve.errors import APIError
 from llmcycle.serve.host import Served
 from llmcycle.serve.structured import plan
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
+# A word at least this long is released before it ends, up to where an e-mail, URL, key or IP could still be under
+# way (`open_word`): a reply without spaces is not held back to its end. Shorter words wait for their end, as
+# releasing inside them would only cost more checks and chunks.
+LONG_WORD = 24
 
 
 @dataclass
@@ -153,8 +158,9 @@ class OutputGuard:
     point later text cannot change: never inside the last word (an e-mail or key still being written) and, with
     redaction on, not from where a match that may contain a space (phone, card, IBAN) could still be under way
     (`open_start`: a run of digits, "+", "(" or an IBAN's start at the end). Ordinary words are released as soon
-    as they end, so the first token is not held back. Log-probs are held back with their text, and those of
-    redacted tokens are masked, so no channel shows the hidden text."""
+    as they end, so the first token is not held back; a long word is released up to where a match could still be
+    under way (`open_word`), so a reply without spaces is not held to its end. Log-probs are held back with their
+    text, and those of redacted tokens are masked, so no channel shows the hidden text."""
 
     def __init__(self, moderator: Moderator):
         self.moderator = moderator
@@ -167,7 +173,9 @@ class OutputGuard:
         self.blocked: Decision | None = None
         self.last: Decision | None = None
         self.redacting = moderator.enabled and moderator.redacts_output
+        self.word_scan = 0  # positions of the last word before this are settled (`open_word`)
         self.judge = growing_judge() if moderator.enabled else None  # each check reads only the new words
+        self.scan = GrowingScan()  # ... and the personal-data scans read only what follows the last rest
 
     def flags(self) -> list[str]:
         decision = self.blocked or self.last
@@ -184,7 +192,7 @@ class OutputGuard:
             return ""
         if not final and self._bound() <= self.released:
             return ""  # nothing more could be released: the check waits for text that could be shown
-        decision = self.moderator.check(self.text, "output", notify=final, judge=self.judge)
+        decision = self.moderator.check(self.text, "output", notify=final, judge=self.judge, scan=self.scan)
         self.last = decision
         if decision.blocked:
             self.blocked = decision
@@ -192,7 +200,7 @@ class OutputGuard:
             if not final:
                 self.moderator.notify(decision)
             return ""
-        found = list(spans(self.text)) if self.redacting else []
+        found = list(self.scan.spans(self.text)) if self.redacting else []
         cut = len(self.text) if final else self._safe_cut(found)
         if cut <= self.released:
             return ""
@@ -204,9 +212,15 @@ class OutputGuard:
 
     def _safe_cut(self, found: list[Span]) -> int:
         """The end of the text no later piece can change: the last word boundary before any match later text
-        could complete (with redaction on), moved before any match it would split."""
-        limit = open_start(self.text) if self.redacting else len(self.text)
-        return safe_cut(self.text, found, limit - 1) if limit > 0 else 0
+        could complete (with redaction on), moved before any match it would split; inside a long last word, the
+        first place where an e-mail, URL, key or IP could still be under way."""
+        text = self.text
+        limit = open_start(text) if self.redacting else len(text)
+        word = max(text.rfind(" "), text.rfind("\n")) + 1
+        if self.redacting and limit > word and len(text) - word >= LONG_WORD:
+            self.word_scan = open_word(text, max(word, self.word_scan))
+            return pulled_before(min(limit, self.word_scan), found)
+        return safe_cut(text, found, limit - 1) if limit > 0 else 0
 
     def _bound(self) -> int:
         """The furthest `_safe_cut` could reach (matches only move it back): while it is no further than what was

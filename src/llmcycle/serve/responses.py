@@ -6,6 +6,7 @@ it in the feedback store) before the client sees its end, so feedback can refer 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, AsyncIterator, Callable
 
@@ -105,6 +106,26 @@ def _delta_chunk(job: Job, index: int, text: str | None, reason: str | None, log
     return {**_envelope(job, chunk=True), "choices": [choice]}
 
 
+class ContentFrames:
+    """The SSE frames of one response's content deltas, from a template per choice: the envelope and the choice's
+    fixed fields are encoded once, so a streamed token costs the JSON encoding of its text alone (the frame is
+    byte for byte `sse(_delta_chunk(job, index, text, None, None))`)."""
+
+    MARK = "\x00content\x00"
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.parts: dict[int, tuple[bytes, bytes]] = {}
+
+    def __call__(self, index: int, text: str) -> bytes:
+        parts = self.parts.get(index)
+        if parts is None:
+            frame = sse(_delta_chunk(self.job, index, self.MARK, None, None))
+            head, _, tail = frame.partition(json.dumps(self.MARK).encode())
+            parts = self.parts[index] = (head, tail)
+        return parts[0] + json.dumps(text, ensure_ascii=False).encode("utf-8") + parts[1]
+
+
 def _tool_chunk(job: Job, index: int, parsed: ParsedReply) -> dict:
     """One delta with every call complete (its arguments whole: they are only known once they parse)."""
     calls = [{"index": i, **call} for i, call in enumerate(parsed.calls)]
@@ -139,6 +160,7 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
         yield b"data: [DONE]\n\n"
         return
     guards = [OutputGuard(moderator) for _ in range(job.n)]
+    frames = ContentFrames(job)
     held: list[list[Piece]] = [[] for _ in range(job.n)]
     tokens = 0
     async for index, event in events(job):
@@ -154,8 +176,10 @@ async def _stream_chunks(job: Job, moderator: Moderator, on_choice: OnChoice) ->
                 continue
             text = guard.feed(event.text, event.logprobs if want_logprobs else ())
             entries = guard.ready_logprobs()
-            if text or entries:
-                yield sse(_delta_chunk(job, index, text, None, entries or None))
+            if entries:
+                yield sse(_delta_chunk(job, index, text, None, entries))
+            elif text:
+                yield frames(index, text)
             if guard.blocked is not None:
                 job.handles[index].cancel()  # stop generating what will not be shown
             continue
