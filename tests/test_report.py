@@ -124,3 +124,15 @@ def test_lineage_shows_measured_numbers_only_with_their_intervals():
                          "verdict": "inconclusive", "win_rate": 0.48, "win_rate_ci95": [0.39, 0.58], "mfu": 0.7})
     assert shown.startswith("steps=128, val_loss=4.82 [") and "win_rate=0.48 [0.39, 0.58]" in shown
     assert "train_loss" not in shown and "mfu" not in shown and "verdict=inconclusive" in shown
+
+
+def test_a_reject_names_what_failed_and_what_was_only_inconclusive(tmp_path):
+    from llmcycle.report import gate_decision
+
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    rows = [{"gate": "win_rate", "status": "inconclusive", "passed": False},
+            {"gate": "perplexity", "status": "pass", "passed": True},
+            {"gate": "bias_loglik_gap", "status": "fail", "passed": False}]
+    (gates / "gates.json").write_text(json.dumps({"gates": rows, "decision": "rejected"}), encoding="utf-8")
+    assert gate_decision(gates) == ("rejected", ["bias_loglik_gap", "win_rate inconclusive"])

@@ -253,9 +253,12 @@ def held_out_line(m: dict[str, Any]) -> str:
 
 
 def gate_decision(gates_dir: Path) -> tuple[str, list[str]]:
-    """'promoted' | 'rejected' | 'inconclusive', and the gates that failed."""
+    """'promoted' | 'rejected' | 'inconclusive', and the gates that did not pass: failed ones by name, the others
+    with their status ('win_rate inconclusive'), so a reject names what failed and not what was only too close."""
     record = json.loads((gates_dir / "gates.json").read_text(encoding="utf-8"))
-    failed = [g["gate"] for g in record.get("gates", []) if not g.get("passed")]
+    gates = [g for g in record.get("gates", []) if not g.get("passed")]
+    failed = [g["gate"] for g in gates if g.get("status", "fail") == "fail"]
+    failed += [f"{g['gate']} {g['status']}" for g in gates if g.get("status", "fail") != "fail"]
     decision = record.get("decision") or ("promoted" if record.get("promoted") else "rejected")
     return decision, failed
 
@@ -319,7 +322,7 @@ def win_line(gates_dir: Path) -> str:
 
 
 def _failed(failed: list[str]) -> str:
-    return f" (failed: {', '.join(failed)})" if failed else " (every gate passed)"
+    return f" (not passed: {', '.join(failed)})" if failed else " (every gate passed)"
 
 
 def write_report(run_dir: Path, outs: list[Path], statuses: dict[str, str], config: str | Path | None = None) -> Path:
