@@ -167,17 +167,20 @@ def choose_rows(pipelines: Sequence[LogitsPipeline], logits: torch.Tensor, steps
             groups.setdefault(key, []).append(row)
     chosen: dict[int, int] = {}
     for key, rows in groups.items():
-        first = pipelines[rows[0]]
         group = logits if len(rows) == len(pipelines) else logits[rows]
-        if first.trivial:
-            tokens = group.argmax(dim=-1).tolist()
-        else:
-            processed = first.process(group, None, steps[rows[0]])
-            if not first.sampling:
-                tokens = processed.argmax(dim=-1).tolist()
-            else:
-                probs = processed.softmax(dim=-1)
-                tokens = [int(torch.multinomial(probs[j:j + 1], 1, generator=pipelines[row].generator))
-                          for j, row in enumerate(rows)]
+        # greedy: when no row's first maximum is an id to suppress, suppressing leaves it the first maximum
+        tokens = group.argmax(dim=-1).tolist() if key[0] == "greedy" else []
+        if not tokens or set(tokens) & set(key[1]):
+            tokens = _processed_choice([pipelines[row] for row in rows], group, steps[rows[0]])
         chosen.update(zip(rows, tokens))
     return chosen
+
+
+def _processed_choice(pipelines: Sequence[LogitsPipeline], logits: torch.Tensor, n_generated: int) -> list[int]:
+    """One group's tokens through the processors its rows share, each sampled row drawing from its own generator."""
+    first = pipelines[0]
+    processed = first.process(logits, None, n_generated)
+    if not first.sampling:
+        return processed.argmax(dim=-1).tolist()
+    probs = processed.softmax(dim=-1)
+    return [int(torch.multinomial(probs[j:j + 1], 1, generator=p.generator)) for j, p in enumerate(pipelines)]
