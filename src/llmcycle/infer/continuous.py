@@ -8,7 +8,8 @@ it ends at the current column, and a per-row mask hides the columns before it (e
 positions). When the column reaches the end the cache is compacted left (or grown, up to `max_context`).
 
 Sampling, stop ids, stop strings and text decoding are the engine's own (`DecodeRun`, one per request), so a
-request decodes to the same tokens alone or in a batch (greedy; sampling draws from the request's own seed).
+request decodes to the same tokens alone or in a batch (greedy; sampling draws from the request's own seed). Rows
+with the same sampling settings choose their tokens in one batched call (`sampling.choose_rows`).
 Models our fast forward does not cover are served in static batches through the engine instead.
 
 A row that raises while its token is chosen (or while its prompt is prefilled) fails that request alone, with a
