@@ -192,3 +192,33 @@ def test_unset_do_sample_follows_generate(make_tiny_model, tmp_path):
     assert ours[0] == ours[1] == ref[: len(ours[0])]
     assert GenerationSettings.from_model(model_dir, temperature=0.8).sampling
     assert not GenerationSettings.from_model(model_dir, temperature=0.8, do_sample=False).sampling
+
+
+def test_rows_chosen_together_draw_what_each_draws_alone():
+    """Batched token choice: rows with the same settings are processed in one call, and each sampled row still
+    draws exactly what its own pipeline alone would (its seed, its generator); rows needing history stay alone."""
+    vocab, eos = 50, [3]
+    kinds = [dict(temperature=0.8, top_k=20, top_p=0.9, seed=1), dict(temperature=0.8, top_k=20, top_p=0.9, seed=2),
+             dict(temperature=0.8, top_k=20, top_p=0.9, seed=3), dict(temperature=0.5, min_p=0.05, seed=4),
+             dict(temperature=0), dict(temperature=0, min_new_tokens=3), dict(temperature=0.8, top_k=20, top_p=0.9,
+                                                                               seed=5, min_new_tokens=2),
+             dict(temperature=0.7, seed=6, repetition_penalty=1.3)]
+
+    def pipelines():
+        return [sampling.LogitsPipeline(GenerationSettings(max_new_tokens=8, **kw), eos) for kw in kinds]
+
+    batched, alone = pipelines(), pipelines()
+    generator = torch.Generator().manual_seed(0)
+    for step in range(6):
+        logits = torch.randn(len(kinds), vocab, generator=generator) * 3
+        logits[:, eos] += 6.0  # eos is likely: min_new_tokens must hold it back
+        chosen = sampling.choose_rows(batched, logits, [step] * len(kinds))
+        assert sorted(chosen) == list(range(len(kinds) - 1))  # all but the row with a repetition penalty
+        for row, pipeline in enumerate(alone):
+            history = torch.tensor([[1, 2]]) if pipeline.needs_history else None
+            expected = int(pipeline.choose(logits[row:row + 1], history, step)[0])
+            if row in chosen:
+                assert chosen[row] == expected, (step, row)
+            else:
+                batched[row].choose(logits[row:row + 1], history, step)  # keep its generator in step
+        assert chosen[5] != 3 or step >= 3

@@ -19,13 +19,13 @@ ASK = [{"role": "user", "content": "tell me a long story about a cat"}]
 
 
 def _poison(monkeypatch, live):
-    """Sequence_.choose, except that the request seeded POISON waits (in its first decode step) until the 8
+    """Sequence_.accept (every chosen token, alone or batched, goes through it), except that the request seeded POISON waits (in its first decode step) until the 8
     streams are queued behind it, then raises at its next step, while they share its batch."""
     scheduler = live.state.host.current.scheduler
     seen = {"blocked": threading.Event(), "running_at_raise": None}
-    original = continuous.Sequence_.choose
+    original = continuous.Sequence_.accept
 
-    def choose(self, logits):
+    def accept(self, token, logits):
         if self.settings.seed == POISON and self.step == 1:
             seen["blocked"].set()
             deadline = time.monotonic() + 30
@@ -34,9 +34,9 @@ def _poison(monkeypatch, live):
         elif self.settings.seed == POISON and self.step >= 2:
             seen["running_at_raise"] = len(scheduler.running)
             raise RuntimeError("poisoned row")
-        return original(self, logits)
+        return original(self, token, logits)
 
-    monkeypatch.setattr(continuous.Sequence_, "choose", choose)
+    monkeypatch.setattr(continuous.Sequence_, "accept", accept)
     return seen
 
 
@@ -127,14 +127,14 @@ def test_shutdown_drains_then_cancels_what_is_in_flight(start_live, make_tiny_mo
 
 
 def test_a_request_failing_at_prefill_fails_alone(live_server, monkeypatch):
-    original = continuous.Sequence_.choose
+    original = continuous.Sequence_.accept
 
-    def choose(self, logits):
+    def accept(self, token, logits):
         if self.settings.seed == POISON:
             raise ValueError("poisoned prompt")
-        return original(self, logits)
+        return original(self, token, logits)
 
-    monkeypatch.setattr(continuous.Sequence_, "choose", choose)
+    monkeypatch.setattr(continuous.Sequence_, "accept", accept)
     client = live_server.client()
     outcomes: list = [None] * 4
 

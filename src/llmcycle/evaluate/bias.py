@@ -89,7 +89,7 @@ class BiasTask(Task):
             for pair in self.pairs for side in ("a", "b")
         ]
         scores = score_each(subject.model, subject.tokenizer, records, self.batch_size, where="bias pair",
-                            desc=f"{subject.name}: bias likelihood")
+                            desc=f"{subject.name}: bias likelihood", backend=subject.backend)
         # score = NLL, so log p(a) - log p(b) = nll(b) - nll(a)
         return [scores[2 * i + 1].nll_nats - scores[2 * i].nll_nats for i in range(len(self.pairs))]
 

@@ -53,7 +53,7 @@ class PerplexityWithIntervals(PerplexityTask):
 
     def evaluate(self, subject: Subject) -> TaskResult:
         scores = score_each(subject.model, subject.tokenizer, self.records, self.batch_size,
-                            desc=f"{subject.name}: perplexity")
+                            desc=f"{subject.name}: perplexity", backend=subject.backend)
         total = Score()
         for score in scores:
             total.add(score)

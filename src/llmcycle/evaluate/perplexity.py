@@ -163,8 +163,10 @@ def batches(pieces: list[Piece], batch_size: int) -> Iterable[list[Piece]]:
 
 
 def score_each(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], batch_size: int = 16,
-               max_len: int | None = None, where: str = "test", desc: str = "perplexity") -> list[Score]:
-    """NLL, scored tokens and scored bytes of each record under `model` (teacher forcing, batched across records)."""
+               max_len: int | None = None, where: str = "test", desc: str = "perplexity",
+               backend: Any = None) -> list[Score]:
+    """NLL, scored tokens and scored bytes of each record under `model` (teacher forcing, batched across records);
+    through the engine's `backend` where it runs packed rows (`infer.scoring.masked_nll`: the same numbers)."""
     max_len = max_len or model_context(model, tokenizer)
     scores = [Score() for _ in records]
     pieces: list[Piece] = []
@@ -176,7 +178,7 @@ def score_each(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], ba
     was_training = getattr(model, "training", False)
     model.eval()
     for group in bar(list(batches(pieces, batch_size)), desc=desc, unit="batch"):
-        nlls, counts = masked_nll(model, group, pad_id)
+        nlls, counts = masked_nll(model, group, pad_id, backend)
         for (_, _, owner), nll, count in zip(group, nlls, counts):
             scores[owner].nll_nats += nll
             scores[owner].tokens += int(count)
@@ -186,10 +188,11 @@ def score_each(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], ba
 
 
 def score_records(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], batch_size: int = 16,
-                  max_len: int | None = None, where: str = "test", desc: str = "perplexity") -> Score:
-    """Total NLL, scored tokens and scored bytes of `records` under `model`."""
+                  max_len: int | None = None, where: str = "test", desc: str = "perplexity",
+                  backend: Any = None) -> Score:
+    """Total NLL, scored tokens and scored bytes of `records` under `model` (or the engine's `backend`)."""
     total = Score()
-    for score in score_each(model, tokenizer, records, batch_size, max_len, where, desc):
+    for score in score_each(model, tokenizer, records, batch_size, max_len, where, desc, backend):
         total.add(score)
     return total
 
@@ -244,7 +247,7 @@ class PerplexityTask(Task):
 
     def evaluate(self, subject: Subject) -> TaskResult:
         score = score_records(subject.model, subject.tokenizer, self.records, self.batch_size,
-                              desc=f"{subject.name}: perplexity")
+                              desc=f"{subject.name}: perplexity", backend=subject.backend)
         metrics = score.as_metrics()
         if self.train:
             baseline = self.baseline(subject.tokenizer)

@@ -39,6 +39,11 @@ class Subject:
     def tokenizer(self) -> Any:
         return self.engine.tokenizer
 
+    @property
+    def backend(self) -> Any:
+        """The engine's decode backend, which scores too where it runs packed rows (None for a stand-in engine)."""
+        return getattr(self.engine, "backend", None)
+
 
 @dataclass
 class TaskResult:

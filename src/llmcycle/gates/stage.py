@@ -82,7 +82,7 @@ def measure(path: str, prompts: list[list[dict]], chats: list[dict], gates: Gate
     out: dict[str, Any] = {"replies": replies}
     if chats:
         scores = score_each(engine.model, engine.tokenizer, chats, gates.batch_size,
-                            desc=f"{subject.name}: gate perplexity")
+                            desc=f"{subject.name}: gate perplexity", backend=engine.backend)
         out["ppl_stats"] = np.array([[s.nll_nats, s.tokens] for s in scores], dtype=np.float64)
     # the probes compare two models on a few prompts each: decoded greedily, so a difference is the models' and
     # not the sampler's noise on a few dozen replies

@@ -93,12 +93,20 @@ class BatchCache:
         self.starts.pop()
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits [n, vocab] for one token per running row, written at the current column."""
+        """Logits [n, vocab] for one token per running row, written at the current column.
+
+        Each row owns one contiguous run of columns ending at the current one, so attention reads the columns from
+        the earliest row's start only, and needs no mask at all when every row starts there (always at one client);
+        otherwise the mask is made additive once per step, not converted from booleans by every layer."""
         self.make_room(self.column + 1)
         n, col = len(self.starts), self.column
         self.valid[:n, col] = True
-        mask = self.valid[:n, None, None, :col + 1]
-        logits = self.backend.step_rows([k[:n] for k in self.keys], [v[:n] for v in self.values], tokens,
-                                        positions, col, mask)
+        low = min(self.starts)
+        mask = None
+        if any(start != low for start in self.starts):
+            mask = torch.zeros(n, 1, 1, col + 1 - low, dtype=self.backend.dtype, device=self.valid.device)
+            mask.masked_fill_(~self.valid[:n, None, None, low:col + 1], float("-inf"))
+        logits = self.backend.step_rows([k[:n, :, low:] for k in self.keys], [v[:n, :, low:] for v in self.values],
+                                        tokens, positions, col - low, mask)
         self.column = col + 1
         return logits

@@ -8,7 +8,8 @@ it ends at the current column, and a per-row mask hides the columns before it (e
 positions). When the column reaches the end the cache is compacted left (or grown, up to `max_context`).
 
 Sampling, stop ids, stop strings and text decoding are the engine's own (`DecodeRun`, one per request), so a
-request decodes to the same tokens alone or in a batch (greedy; sampling draws from the request's own seed).
+request decodes to the same tokens alone or in a batch (greedy; sampling draws from the request's own seed). Rows
+with the same sampling settings choose their tokens in one batched call (`sampling.choose_rows`).
 Models our fast forward does not cover are served in static batches through the engine instead.
 
 A row that raises while its token is chosen (or while its prompt is prefilled) fails that request alone, with a
@@ -30,6 +31,7 @@ from llmcycle.infer.batch_cache import BatchCache
 from llmcycle.infer.decode import left_pad, streamable_length
 from llmcycle.infer.engine import Completion, Engine
 from llmcycle.infer.handles import Failed, Handle, Piece
+from llmcycle.infer.sampling import choose_rows
 from llmcycle.infer.settings import GenerationSettings
 
 DEFAULT_MAX_CONTEXT = 2048
@@ -66,7 +68,11 @@ class Sequence_:
         """Pick, record and emit the next token from this row's logits [1, vocab]."""
         length = len(self.row.prompt_ids) + self.step
         seen = self.history[:, :length] if self.history is not None else None
-        token = int(self.run.pipeline.choose(logits, seen, self.step)[0])
+        self.accept(int(self.run.pipeline.choose(logits, seen, self.step)[0]), logits)
+
+    def accept(self, token: int, logits: torch.Tensor) -> None:
+        """Record and emit `token`, chosen from this row's logits [1, vocab] (here or batched with other rows)."""
+        length = len(self.row.prompt_ids) + self.step
         if self.logprobs is not None:
             self.pending_logprobs.append(token_logprobs(self.tokenizer, logits[0], token, self.logprobs))
         self.run._record([token], self.step)
@@ -240,10 +246,14 @@ class Scheduler:
         positions = torch.tensor([seq.position for seq in self.running], device=self.engine.device)
         logits = cache.step(tokens, positions)
         self.steps += 1
+        chosen = self._choose_together(logits)
         for i, seq in enumerate(self.running):
             seq.position += 1
             try:
-                seq.choose(logits[i:i + 1])
+                if i in chosen:
+                    seq.accept(chosen[i], logits[i:i + 1])
+                else:
+                    seq.choose(logits[i:i + 1])
             except Exception as exc:  # noqa: BLE001 - one request's failure is that request's alone
                 seq.fail(exc)
         self.tokens += len(self.running)
@@ -252,6 +262,16 @@ class Scheduler:
             self._free(cache, i)
         for seq in finished:
             seq.send_final()
+
+    def _choose_together(self, logits: torch.Tensor) -> dict[int, int]:
+        """The tokens of the rows whose sampling settings allow choosing them in one batched call; if that fails,
+        every row chooses alone, so a failure is its own row's."""
+        try:
+            return choose_rows([seq.run.pipeline for seq in self.running], logits,
+                               [seq.step for seq in self.running])
+        except Exception as exc:  # noqa: BLE001 - retried row by row below, where the culprit fails alone
+            log.warning("batched token choice failed (%s: %s): choosing row by row", type(exc).__name__, exc)
+            return {}
 
     def _admit(self, cache: BatchCache, taken: list) -> None:
         """Prefill the joining requests and give each a batch row; one that fails is answered with its error and

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from transformers import DynamicCache
 
+from llmcycle.infer.reply_text import ReplyText
 from llmcycle.infer.sampling import LogitsPipeline
 from llmcycle.infer.settings import GenerationSettings
 
@@ -40,6 +41,7 @@ class Row:
     finish_reason: str | None = None
     stop_at: int | None = None  # where a stop string begins in the decoded text
     checked_chars: int = 0
+    reply: ReplyText | None = None  # the text of new_ids, decoded as they grow
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +129,9 @@ class DecodeRun:
 
     def text_of(self, row: Row) -> str:
         """The row's reply so far: special tokens dropped, cut before a stop string."""
-        text = self.tokenizer.decode(row.new_ids, skip_special_tokens=True)
+        if row.reply is None:
+            row.reply = ReplyText(self.tokenizer)
+        text = row.reply.text(row.new_ids)
         return text if row.stop_at is None else text[:row.stop_at]
 
     def run(self) -> list[Row]:

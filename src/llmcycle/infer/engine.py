@@ -256,7 +256,7 @@ class Engine:
 
     def masked_nll(self, rows: Sequence[tuple[Sequence[int], Sequence[bool]]]) -> tuple[list[float], list[int]]:
         """Summed NLL (nats) of the marked tokens of each row and how many were marked, in one forward pass."""
-        return masked_nll(self.model, rows, self.pad_token_id)
+        return masked_nll(self.model, rows, self.pad_token_id, self.backend)
 
 def _texts(events: Iterator["str | Completion"]) -> Iterator[str]:
     return (event for event in events if isinstance(event, str))

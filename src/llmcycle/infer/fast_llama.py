@@ -341,9 +341,10 @@ class FastLlama:
         return self._logits(hidden[:, -1]), self.keys, self.values
 
     def step_rows(self, keys: list[torch.Tensor], values: list[torch.Tensor], tokens: torch.Tensor,
-                  positions: torch.Tensor, column: int, mask: torch.Tensor) -> torch.Tensor:
+                  positions: torch.Tensor, column: int, mask: torch.Tensor | None) -> torch.Tensor:
         """One token per row [n] written at `column` of the batch cache (`keys`/`values`: [n, kv, L, hd] views),
-        each row at its own position; `mask` [n, 1, 1, column + 1] hides the columns a row does not own."""
+        each row at its own position; `mask` [n, 1, 1, column + 1] (boolean, or additive in the cache's dtype)
+        hides the columns a row does not own, None when every row owns columns 0..column."""
         self.keys, self.values = keys, values
         self.cached_ids, self._fed = [], []  # views of the batch cache: nothing for `start` to reuse
         hidden = self._forward(tokens[:, None], self.freqs[positions][:, None], column, mask, causal=False)

@@ -42,9 +42,13 @@ def _score_chunk(engine: Any, contexts: Sequence[Sequence[int]], targets: Sequen
     return out
 
 
-def masked_nll(model: Any, batch: Sequence[tuple], pad_id: int) -> tuple[list[float], list[int]]:
+def masked_nll(model: Any, batch: Sequence[tuple], pad_id: int, backend: Any = None) -> tuple[list[float], list[int]]:
     """Per-row summed NLL (nats) of the tokens marked in each row's mask, and how many were scored, in one forward
-    pass of a right-padded batch of (ids, mask, ...) rows: perplexity and the bias pairs score with this."""
+    pass of a batch of (ids, mask, ...) rows: perplexity and the bias pairs score with this. With a `backend` that
+    runs packed rows (the engine's fast Llama forward) the rows run packed on its row-major weights, no padding in
+    the products; else through `model`'s forward, right padded."""
+    if packable(backend):
+        return _packed_nll(backend, batch)
     device = next(model.parameters()).device
     width = max(len(row[0]) for row in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -62,6 +66,23 @@ def masked_nll(model: Any, batch: Sequence[tuple], pad_id: int) -> tuple[list[fl
     nll = torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:].to(device)[mask], reduction="none")
     totals = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows, nll.double())
     return totals.tolist(), mask.sum(dim=1).tolist()
+
+
+def _packed_nll(backend: Any, batch: Sequence[tuple]) -> tuple[list[float], list[int]]:
+    """`masked_nll` through one packed forward (infer.packed): each row alone, the head only where a token is scored."""
+    rows, picks, targets, owners = [], [], [], []
+    for row, (ids, mask, *_) in enumerate(batch):
+        rows.append((list(ids), []))
+        for column in range(1, len(ids)):
+            if mask[column]:
+                targets.append((len(picks), int(ids[column])))
+                picks.append((row, column - 1))
+                owners.append(row)
+    totals, counts = [0.0] * len(batch), [0] * len(batch)
+    for row, value in zip(owners, packed_logprobs(backend, rows, picks, targets) if picks else []):
+        totals[row] -= value
+        counts[row] += 1
+    return totals, counts
 
 
 def scored_logits(model: Any, input_ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
-from peft import LoraConfig, TaskType
-from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
 
 from llmcycle.building import BUILD_LOCK
@@ -58,7 +56,10 @@ def check_targets_exist(model: Any, targets: list[str] | str) -> None:
 
 
 def peft_config(model: Any, method: str, r: int, alpha: int, dropout: float, targets: list[str] | str):
-    """A peft LoraConfig for lora/dora/qlora (DoRA = LoRA with weight-decomposed magnitude)."""
+    """A peft LoraConfig for lora/dora/qlora (DoRA = LoRA with weight-decomposed magnitude).
+    peft (half a second to import) is imported here, when an adapter is made: eval, chat and serve need none."""
+    from peft import LoraConfig, TaskType
+
     resolved = target_modules(model.config.model_type, targets)
     check_targets_exist(model, resolved)
     return LoraConfig(
@@ -68,7 +69,10 @@ def peft_config(model: Any, method: str, r: int, alpha: int, dropout: float, tar
 
 
 def wrap_with_adapter(model: Any, method: str, r: int, alpha: int, dropout: float, targets: list[str] | str):
-    """The base frozen, LoRA/DoRA matrices trainable (QLoRA: after preparing the 4-bit base for training)."""
+    """The base frozen, LoRA/DoRA matrices trainable (QLoRA: after preparing the 4-bit base for training).
+    peft is imported on the first adapter made, as in `peft_config`."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
     if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = peft_config(model, method, r, alpha, dropout, targets)
