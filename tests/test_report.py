@@ -80,6 +80,8 @@ def test_a_training_stage_line_says_when_its_time_budget_stopped_it():
     budgeted = {"metrics": {"val_loss": 4.169, "steps": 374, "stopped_by_time_budget": True}}
     assert stage_verdict("pretrain", budgeted) == \
         "- pretrain: val loss 4.169 (no interval) after 374 steps, stopped by its time budget."
+    budgeted["metrics"]["stopped_by_run_deadline"] = True
+    assert stage_verdict("pretrain", budgeted).endswith("after 374 steps, stopped in time for the rest of the run.")
     stepped = {"metrics": {"val_loss": 4.843, "val_loss_before": 4.886, "steps": 160}}  # recorded before intervals
     assert stage_verdict("finetune", stepped) == \
         "- finetune: val loss 4.886 → 4.843 (**better**, no interval; 160 steps)."

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,11 +24,26 @@ from llmcycle.errors import ArtifactError, ConfigError
 from llmcycle.infer.config import ChatConfig
 from llmcycle.progress import say
 from llmcycle.report import write_report
+from llmcycle.train.schedule import run_deadline
 
 STAGES = registry.NAMES
 CORE_STAGES = registry.CORE  # what a run config without `stages:` runs; export and the closed loop are opt-in
 RUN_MARKER = "run.json"
 DEFAULT_DIRS = registry.DEFAULT_DIRS
+
+
+class RunBudget(StageConfig):
+    """The whole run's wall-clock budget. The stages after `stage` do fixed work, so their time scales with the
+    machine's speed; `stage` (a training stage with `train.max_minutes`) measures that speed in its own steps and
+    stops early enough that they still fit (see `train/schedule.py`). On a fast machine it ends at its own
+    max_minutes; on a slower one it trains less, and the run still ends in time."""
+
+    minutes: float = Field(10.0, gt=0, description="The run's budget, counted from the start of `llmcycle run`.")
+    stage: str = Field("pretrain", description="The time-budgeted training stage that gives way to the deadline.")
+    later_steps: int = Field(0, ge=0, description="What the stages after `stage` cost, in `stage`'s own optimizer "
+                             "steps (measure it: their seconds over its seconds per step).")
+    min_share: float = Field(0.5, ge=0, le=1, description="`stage` keeps at least this share of its own "
+                             "max_minutes even when the deadline cannot be met.")
 
 
 class RunSettings(StageConfig):
@@ -37,6 +53,7 @@ class RunSettings(StageConfig):
     base: str | None = None
     stages: list[str] = Field(default_factory=lambda: list(CORE_STAGES))
     dirs: dict[str, str] = Field(default_factory=dict, description="Artifact dir name per stage, e.g. sft: out-x.")
+    budget: RunBudget | None = Field(None, description="A wall-clock budget for the whole run (None: each stage's own).")
 
     def model_post_init(self, _: Any) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
@@ -45,6 +62,8 @@ class RunSettings(StageConfig):
         bad = [k for k in self.dirs if k not in STAGES]
         if bad:
             raise ConfigError(f"dirs.{bad[0]}: unknown stage (stages are {', '.join(STAGES)})")
+        if self.budget is not None and self.budget.stage not in STAGES:
+            raise ConfigError(f"budget.stage: unknown stage {self.budget.stage!r} (stages are {', '.join(STAGES)})")
 
 
 def _stage_fields() -> dict[str, Any]:
@@ -171,13 +190,15 @@ def run(cfg: Any, run_dir: str | Path, force: bool = False, config_ref: str | No
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / RUN_MARKER, {"name": cfg.name, "config": to_dict(cfg)})
     plan = stage_plan(cfg, run_dir)
-    results = [run_step(cfg, run_dir, step, f"[{i}/{len(plan)}] {step.stage:<9}", force)
+    started = time.time()
+    results = [run_step(cfg, run_dir, step, f"[{i}/{len(plan)}] {step.stage:<9}", force, started)
                for i, step in enumerate(plan, 1)]
     write_report(run_dir, [r.out for r in results], {r.stage: r.status for r in results}, config_ref)
     return results
 
 
-def run_step(cfg: Any, run_dir: Path, step: Step, head: str, force: bool = False) -> StageResult:
+def run_step(cfg: Any, run_dir: Path, step: Step, head: str, force: bool = False,
+             run_started: float | None = None) -> StageResult:
     """One step of a run: skipped when up to date, resumed when a killed attempt left checkpoints, else run."""
     config = to_dict(step.config)
     if not force and is_current(run_dir, step.stage, step.out, config, step.inputs):
@@ -188,11 +209,22 @@ def run_step(cfg: Any, run_dir: Path, step: Step, head: str, force: bool = False
     say(f"{head} {'resuming' if resume else 'running'} -> {step.out}")
     started = time.time()
     _remember_attempt(run_dir, step.stage, config, step.inputs)
-    step.run(resume)
+    with deadline_for(cfg, step, started if run_started is None else run_started):
+        step.run(resume)
     _remember_attempt(run_dir, step.stage, config, step.inputs, done_dir=step.out)
     seconds = time.time() - started
     say(f"{head} done in {seconds:.1f}s")
     return StageResult(step.stage, step.out, "resumed" if resume else "ran", seconds)
+
+
+def deadline_for(cfg: Any, step: Step, run_started: float):
+    """The run's deadline for the stage that gives way to it (see `RunBudget`); no deadline for any other."""
+    budget = getattr(cfg, "budget", None)
+    if budget is None or step.stage != budget.stage:
+        return nullcontext()
+    own = getattr(getattr(step.config, "train", None), "max_minutes", None)
+    floor = budget.min_share * own * 60.0 if own else 0.0
+    return run_deadline(run_started + budget.minutes * 60.0, budget.later_steps, floor)
 
 
 def run_preset(steps: list[Step]) -> list[StageResult]:

@@ -212,6 +212,7 @@ def training_line(m: dict[str, Any]) -> str:
     from the paired interval of its change on the same batches."""
     intervals = stage_intervals(m)
     budget = ", stopped by its time budget" if m.get("stopped_by_time_budget") else ""
+    budget = ", stopped in time for the rest of the run" if m.get("stopped_by_run_deadline") else budget
     steps = f"{m.get('steps', '?')} steps{budget}"
     after = with_interval(m["val_loss"], intervals.get("val_loss"))
     before = m.get("val_loss_before")

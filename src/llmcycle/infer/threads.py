@@ -4,6 +4,10 @@ A small model decoding at batch 1 does matrix-vector products of a few hundred K
 synchronisation and, on a shared machine, fight other processes for cores. `bench/decode_bench.py` measured 1 vs 2
 threads on our 2-core CPU (see bench/results/decode_bench.json): 1 thread wins, so it is the default for models
 under SMALL_MODEL_PARAMS on CPU. Larger models keep torch's choice. $LLMCYCLE_THREADS or an explicit value win.
+
+torch's thread count is one setting for the whole process, and a run's stages share the process: training (batches
+of hundreds of tokens) wants every core, so the training loop puts back torch's own choice (`use_process_default`)
+that a decoding engine of an earlier step (on-policy sampling, evaluation) narrowed to one thread.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 
 THREADS_ENV = "LLMCYCLE_THREADS"
 SMALL_MODEL_PARAMS = 50_000_000
+PROCESS_DEFAULT = torch.get_num_threads()  # torch's choice ($OMP_NUM_THREADS or the cores), read before any change
 
 
 def choose_threads(threads: int | None, params: int, device: str) -> int | None:
@@ -34,3 +39,10 @@ def apply_threads(threads: int | None, params: int = 0, device: str = "cpu") -> 
     if chosen is not None and torch.get_num_threads() != chosen:
         torch.set_num_threads(chosen)
     return torch.get_num_threads()
+
+
+def use_process_default() -> int:
+    """Give torch back its own thread count for this process (for batched work such as training)."""
+    if torch.get_num_threads() != PROCESS_DEFAULT:
+        torch.set_num_threads(PROCESS_DEFAULT)
+    return PROCESS_DEFAULT

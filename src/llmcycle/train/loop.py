@@ -17,7 +17,8 @@ accelerate, so the same code runs on one CPU, `accelerate launch --num_processes
   state.json}`; `resume=True` continues from the newest (TrainingError if none) and ends with the same loss as an
   uninterrupted run. A NaN/inf loss raises TrainingError before the bad update, keeping the last good checkpoint.
 - `max_minutes` bounds the run by wall-clock time as well as steps (see `schedule.py`); a resumed run counts the
-  time its checkpoint had already spent.
+  time its checkpoint had already spent. Inside `schedule.run_deadline` the budget also ends in time for the work
+  that must follow it before the run's deadline.
 - Logs: `work_dir/metrics.jsonl`, `work_dir/tensorboard/`, `work_dir/loss.png`, a progress bar.
 """
 
@@ -108,6 +109,8 @@ class LoopResult:
     mfu: float = 0.0
     peak_flops: float = 0.0
     budget_spent: bool = False
+    budget_seconds: Optional[float] = None  # the step seconds it was allowed in the end (None: steps only)
+    cut_by_deadline: bool = False  # the run's deadline ended it before its own max_minutes
     val_rows: list[list[float]] = field(default_factory=list)  # the last evaluation's batches: [summed loss, units]
 
 
@@ -152,7 +155,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     ckpt_root = work_dir / "checkpoints"
     if resume:
         state = LoopState.from_dict(load_checkpoint(latest_checkpoint(ckpt_root), model, optimizer, scheduler))
-    budget.spent = state.train_seconds
+    budget.update(state.train_seconds, state.step)
     model, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
     log = MetricsLog(work_dir, main, state.history)
@@ -174,7 +177,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
             seq_len = micro[0]["input_ids"].shape[-1] if "input_ids" in micro[0] else 1
             fpt = fpt or flops_per_token(accelerator.unwrap_model(model), seq_len)
             _account(state, window, loss, tokens, time.perf_counter() - tick)
-            budget.spent = _agreed_seconds(state.train_seconds, budget, accelerator)
+            _agree_budget(budget, state, accelerator)
             scheduler.step()  # after the budget update, so the last step under a budget sets the floor lr
             last = state.step == cfg.max_steps or budget.exhausted()
             progress.update(1)
@@ -199,15 +202,19 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     accelerator.wait_for_everyone()
     result = _result(state, log, stopped_early, fpt, peak, accelerator.num_processes)
     result.budget_spent = budget.exhausted()
+    result.budget_seconds = budget.limit
+    result.cut_by_deadline = budget.exhausted() and budget.cut_by_deadline()
     return result
 
 
-def _agreed_seconds(seconds: float, budget: TimeBudget, accelerator) -> float:
-    """Training seconds every process agrees on (the main one's), so all stop at the same step and use one lr."""
-    if budget.seconds is None or accelerator.num_processes == 1:
-        return seconds
-    value = torch.tensor([seconds], dtype=torch.float64, device=accelerator.device)
-    return float(broadcast(value, from_process=0).item())
+def _agree_budget(budget: TimeBudget, state: LoopState, accelerator) -> None:
+    """Update the budget after a step; every process takes the main one's seconds and limit, so all stop at the
+    same step and use one lr."""
+    budget.update(state.train_seconds, state.step)
+    if budget.limit is None or accelerator.num_processes == 1:
+        return
+    value = torch.tensor([budget.spent, budget.limit], dtype=torch.float64, device=accelerator.device)
+    budget.spent, budget.limit = (float(v) for v in broadcast(value, from_process=0).tolist())
 
 
 def _result(state: LoopState, log: MetricsLog, stopped_early: bool, fpt: Optional[float], peak: float,

@@ -163,7 +163,8 @@ def _final_metrics(cfg, model, tokenizer, train: PackedSplit, val: PackedSplit, 
         "val_tokens_scored": int(rows[:, 1:].numel()), "steps": result.steps, "tokens_seen": result.tokens,
         "tokens_per_s": result.tokens_per_s, "mfu": result.mfu, "matmul_peak_gflops": result.peak_flops / 1e9,
         "params": n_params, "train_seconds": result.seconds, "stopped_early": result.stopped_early,
-        "stopped_by_time_budget": result.budget_spent, "val_loss_batches": batches,
+        "stopped_by_time_budget": result.budget_spent, "stopped_by_run_deadline": result.cut_by_deadline,
+        "val_loss_batches": batches,
     }
 
 

@@ -4,12 +4,20 @@ The end of the run is the last step, or — when a wall-clock budget is set (`tr
 budget is spent, whichever comes first: the decay follows whichever of steps or time is further along, so a run
 that stops on its budget still ends at the low learning rate instead of being cut mid-schedule. This is how a run
 is sized to "N minutes on this machine" and stays inside it on a slower one.
+
+A whole run can have a deadline too (`run_deadline`, set by `llmcycle run` for its `budget.stage`): the stage's
+budget then also ends when what is left of the run's time is just enough for the stages after it, counted in this
+stage's own steps at the speed it measures (`later_steps` x seconds per step). On a slower machine every later stage
+is slower in the same proportion, so the run keeps its deadline by training a little less rather than ending late.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -26,18 +34,60 @@ def lr_factor(step: int, max_steps: int, warmup_steps: int, min_lr_ratio: float,
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class TimeBudget:
-    """Seconds of optimizer steps a run may spend (evaluations and checkpoint writes are not counted)."""
+@dataclass(frozen=True)
+class Deadline:
+    """The run must end by `at` (time.time()); after this stage come `later_steps` of its steps' worth of work.
+    The stage keeps at least `min_seconds` of steps even when the deadline cannot be met: a base model trained for
+    seconds is worth nothing to the stages after it."""
 
-    def __init__(self, minutes: Optional[float]):
+    at: float
+    later_steps: int
+    min_seconds: float = 0.0
+
+
+_DEADLINES: list[Deadline] = []
+
+
+@contextmanager
+def run_deadline(at: float, later_steps: int, min_seconds: float = 0.0) -> Iterator[Deadline]:
+    """Within the block, a training loop's budget also ends in time for `later_steps` more steps before `at`."""
+    deadline = Deadline(at, later_steps, min_seconds)
+    _DEADLINES.append(deadline)
+    try:
+        yield deadline
+    finally:
+        _DEADLINES.remove(deadline)
+
+
+class TimeBudget:
+    """Seconds of optimizer steps a run may spend (evaluations and checkpoint writes are not counted): its own
+    `max_minutes`, capped by the run's deadline when one is set (`limit`, refreshed after every step)."""
+
+    def __init__(self, minutes: Optional[float], deadline: Optional[Deadline] = None):
         self.seconds = None if minutes is None else minutes * 60.0
+        self.deadline = deadline if deadline is not None else (_DEADLINES[-1] if _DEADLINES else None)
+        self.limit = self.seconds
         self.spent = 0.0
 
+    def update(self, spent: float, steps: int, now: Optional[float] = None) -> Optional[float]:
+        """Record the step seconds spent after `steps` steps; returns the limit now in force."""
+        self.spent = spent
+        if self.deadline is not None and steps > 0:
+            per_step = spent / steps
+            left = self.deadline.at - (time.time() if now is None else now) - self.deadline.later_steps * per_step
+            cap = max(spent + max(0.0, left), self.deadline.min_seconds)
+            self.limit = cap if self.seconds is None else min(self.seconds, cap)
+        return self.limit
+
+    def cut_by_deadline(self) -> bool:
+        """Whether the run's deadline, not the stage's own minutes, set the limit."""
+        return self.limit is not None and (self.seconds is None or self.limit < self.seconds)
+
     def fraction(self) -> float:
-        return 0.0 if self.seconds is None else min(1.0, self.spent / self.seconds)
+        return 0.0 if self.limit is None else min(1.0, self.spent / max(self.limit, 1e-9))
 
     def exhausted(self) -> bool:
-        return self.seconds is not None and self.spent >= self.seconds
+        return self.limit is not None and self.spent >= self.limit
 
 
 def make_scheduler(optimizer, max_steps: int, warmup_steps: int, min_lr_ratio: float,

@@ -10,11 +10,14 @@ from accelerate import PartialState
 from accelerate.state import AcceleratorState
 
 from llmcycle.errors import TrainingError
+from llmcycle.infer.threads import use_process_default
 
 
 def make_accelerator(precision: str):
     """An Accelerator for this run's precision. accelerate keeps one global state per process; it is reset so a
-    process (a test, a notebook) can run several loops with different precisions."""
+    process (a test, a notebook) can run several loops with different precisions. Training gets every core torch
+    would use, whatever a decoding engine earlier in the process chose."""
+    use_process_default()
     if precision == "auto":
         if torch.cuda.is_available():
             mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
