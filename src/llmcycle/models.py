@@ -12,7 +12,7 @@ embeddings ("body" = everything but the embedding, which is vocab x hidden):
 | medium  | 768    | 12     | 12 (4)     | 2048 | 2048    | 75.5M       | 81.8M              |
 | large   | 1024   | 24     | 16 (8)     | 2816 | 2048    | 283M        | 292M               |
 
-`tiny` trains in seconds (tests); `default` is sized by measurement for the default run's 3 minutes of pretraining
+`tiny` trains in seconds (tests); `default` is sized by measurement for the default run's few minutes of pretraining
 on 2 CPU cores: at equal compute time it reached a lower validation perplexity than wider or deeper shapes, 3.2M
 and 5.05M parameters included (`bench/model_size_bench.py`; far from convergence, more steps beat more
 parameters); `small` and up are for GPUs.
