@@ -82,3 +82,13 @@ def test_training_takes_back_the_cores_a_decoding_engine_narrowed(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_speed_estimate_forgets_a_burst_of_load_once_it_has_passed():
+    budget = TimeBudget(None, Deadline(at=1000.0, later_steps=100))
+    spent = 0.0
+    for step in range(1, 41):
+        spent += 3.0 if step <= 10 else 1.0  # the first 10 steps ran beside another job
+        budget.update(spent, step, now=spent)
+    assert budget.seconds_per_step() == pytest.approx(1.0)  # the last 20 steps, not the mean of all 40 (1.5)
+    assert budget.limit == pytest.approx(60.0 + (1000.0 - 60.0 - 100 * 1.0))  # 850 at the mean pace

@@ -7,7 +7,7 @@ is sized to "N minutes on this machine" and stays inside it on a slower one.
 
 A whole run can have a deadline too (`run_deadline`, set by `llmcycle run` for its `budget.stage`): the stage's
 budget then also ends when what is left of the run's time is just enough for the stages after it, counted in this
-stage's own steps at the speed it measures (`later_steps` x seconds per step). On a slower machine every later stage
+stage's own steps at the speed it measures over its last steps (`later_steps` x seconds per step). On a slower machine every later stage
 is slower in the same proportion, so the run keeps its deadline by training a little less rather than ending late.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -46,6 +47,7 @@ class Deadline:
 
 
 _DEADLINES: list[Deadline] = []
+SPEED_WINDOW = 20  # optimizer steps the deadline's speed estimate looks back over
 
 
 @contextmanager
@@ -68,16 +70,26 @@ class TimeBudget:
         self.deadline = deadline if deadline is not None else (_DEADLINES[-1] if _DEADLINES else None)
         self.limit = self.seconds
         self.spent = 0.0
+        self._recent: deque[tuple[int, float]] = deque(maxlen=SPEED_WINDOW + 1)
 
     def update(self, spent: float, steps: int, now: Optional[float] = None) -> Optional[float]:
         """Record the step seconds spent after `steps` steps; returns the limit now in force."""
         self.spent = spent
+        self._recent.append((steps, spent))
         if self.deadline is not None and steps > 0:
-            per_step = spent / steps
+            per_step = self.seconds_per_step()
             left = self.deadline.at - (time.time() if now is None else now) - self.deadline.later_steps * per_step
             cap = max(spent + max(0.0, left), self.deadline.min_seconds)
             self.limit = cap if self.seconds is None else min(self.seconds, cap)
         return self.limit
+
+    def seconds_per_step(self) -> float:
+        """The pace of the last SPEED_WINDOW steps (all of them before that many): a burst of load early in the
+        stage says little about the speed of what follows, and must not keep shortening it once it has passed."""
+        (first_steps, first_spent), (steps, spent) = self._recent[0], self._recent[-1]
+        if len(self._recent) <= SPEED_WINDOW or steps <= first_steps:
+            return spent / max(steps, 1)
+        return (spent - first_spent) / (steps - first_steps)
 
     def cut_by_deadline(self) -> bool:
         """Whether the run's deadline, not the stage's own minutes, set the limit."""
