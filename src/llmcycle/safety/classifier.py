@@ -12,6 +12,10 @@ anywhere in the windows decides the whole text. A prompt is also read in overlap
 `SEGMENT_WORDS` words (`prompt_verdict`): the features of a whole window are averaged, so two sentences of small
 talk before a harmful request used to hide it (blocked 71% of the held-out English harmful requests alone, 16%
 of them after two chat turns; docs/safety-model-card.md).
+
+An artifact may also carry a meaning block (`Meaning`: weights on the normalised mean of a word-embedding table's
+token rows, `safety.embedding`); it then loads only with the very table it was trained with. The shipped weights
+have none: it lost to the n-grams alone on the development split (docs/safety-model-card.md).
 """
 
 from __future__ import annotations
@@ -335,8 +339,9 @@ def _meaning(path: Path, meta: dict, dense: np.ndarray | None, classes: int) -> 
         table = load_table(record)
     except EmbeddingError as exc:
         raise ClassifierError(f"{path}: {exc}") from None
-    if dense.shape != (table.dim, classes):
-        raise _fail(path, f"artifact's embedding weights {dense.shape} do not fit the table ({table.dim} dims)")
+    if dense.shape != (table.dim, classes) or not isinstance(record.get("scale"), (int, float)):
+        raise _fail(path, f"artifact's embedding weights {dense.shape} (scale {record.get('scale')!r}) do not fit "
+                          f"the table ({table.dim} dims)")
     return Meaning(table, dense.astype(np.float32), float(record["scale"]))
 
 
