@@ -1,4 +1,4 @@
-"""The server makes idle OpenMP threads sleep: set before torch loads, never over the user's own choice."""
+"""The server and eval make idle OpenMP threads sleep: set before torch loads, never over the user's own choice."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch  # noqa: F401 - loaded in this process: the last test's point
 
-from llmcycle.serve.server import WAIT_POLICY_ENV, passive_openmp
+from llmcycle.openmp import WAIT_POLICY_ENV, passive_openmp
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-PROBE = ("import sys; from llmcycle.serve.server import passive_openmp; "
+PROBE = ("import sys; from llmcycle.openmp import passive_openmp; "
          "print(passive_openmp(), 'torch' in sys.modules)")
 
 
@@ -27,10 +28,17 @@ def test_a_fresh_server_process_sleeps_its_idle_threads():
     assert probe() == "PASSIVE False"  # set while torch is not loaded yet, so libgomp reads it
 
 
-def test_the_serve_command_asks_before_its_commands_load_torch():
-    code = ("import os, sys; sys.argv = ['llmcycle', 'serve']; import llmcycle.cli; "
+@pytest.mark.parametrize("command", ["serve", "eval"])
+def test_the_command_asks_before_its_commands_load_torch(command):
+    code = (f"import os, sys; sys.argv = ['llmcycle', '{command}']; import llmcycle.cli; "
             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
     assert probe(code) == "PASSIVE True"  # set, and torch (which reads it once) was loaded after
+
+
+def test_other_commands_keep_libgomp_default():
+    code = ("import os, sys; sys.argv = ['llmcycle', 'train']; import llmcycle.cli; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    assert probe(code) == "None True"  # training's long products keep spinning workers
 
 
 def test_an_explicit_policy_wins():

@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover
 from llmcycle import __version__
 from llmcycle.cli.aliases import rewrite
 from llmcycle.errors import UserError
+from llmcycle.openmp import passive_openmp
 
 app = typer.Typer(
     name="llmcycle",
@@ -50,11 +51,9 @@ def _register_all() -> None:
         module.register(app)
 
 
-if sys.argv[1:2] == ["serve"]:
-    # libgomp reads its wait policy once, when torch loads, and registering the commands loads torch: the
-    # server's sleeping OpenMP workers must be asked for before that (imported here: other commands skip uvicorn)
-    from llmcycle.serve.server import passive_openmp
-
+if sys.argv[1:2] in (["serve"], ["eval"]):
+    # libgomp reads its wait policy once, when torch loads, and registering the commands loads torch: these
+    # commands' sleeping OpenMP workers must be asked for before that
     passive_openmp()
 _register_all()
 

@@ -8,17 +8,16 @@ import logging
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 from llmcycle.errors import ConfigError
+from llmcycle.openmp import passive_openmp
 from llmcycle.serve.config import LOCAL_HOSTS, ServeConfig
 
 API_KEY_ENV = "LLMCYCLE_API_KEY"
-WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 log = logging.getLogger("llmcycle.serve")
 
 
@@ -85,20 +84,6 @@ def log_to_stderr() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-
-
-def passive_openmp() -> str:
-    """Make torch's idle OpenMP threads sleep instead of spinning, before torch loads; returns the policy in effect.
-
-    libgomp's default has every worker spin up to 300,000 times after each parallel region, waiting for the next.
-    In a server the decoding thread's forward is followed by Python work (token choice, text, waking the event
-    loop) and the loop's own work: a spinning worker holds one of the cores they need. Measured on a 2-core machine
-    with the 5M model and 2 threads: 15-34 tok/s streamed to one client spinning, 310-340 sleeping, while the
-    decoding loop alone is no slower sleeping (docs/serving.md). libgomp reads the policy once, when torch loads,
-    so a process that imported torch already keeps its own; an explicit $OMP_WAIT_POLICY always wins."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
-    return os.environ.get(WAIT_POLICY_ENV, "unset (libgomp spins)")
 
 
 def serve(cfg: ServeConfig) -> None:
