@@ -143,6 +143,11 @@ def main() -> None:
                              "unigram_val_perplexity": round(metrics["unigram_val_perplexity"], 2),
                              "unigram_ratio": round(metrics["unigram_val_perplexity"] / metrics["val_perplexity"], 2)})
                 print(json.dumps(rows[-1]), flush=True)
+                write_results(args, rows, speed, load_before)
+
+
+def write_results(args, rows: list[dict], speed: dict, load_before) -> None:
+    """Rewritten after every recipe, so a run stopped part way keeps the rows it finished."""
     result = {"rows": rows, "reference_steps": args.steps, "seconds_per_step": {str(k): v for k, v in speed.items()},
               "torch": torch.__version__, "threads": torch.get_num_threads(), "load_avg_before": load_before,
               "load_avg_after": os.getloadavg()}
