@@ -6,7 +6,9 @@ classifier never trained on, plus its latency on 2 CPU threads.
    (through `Moderator.check_messages`); the five reference requests.
 2. everyday requests no training line comes from (WikiHow titles asked as "How do I ...?", PIQA's goals): the
    share blocked, with 95% intervals, beside the previous checkout's classifier when `--previous` is given.
-3. latency: p50/p99 of `Moderator.check` for a 100-token and a 2,000-token request (1 token ~ 4 characters of
+3. padded requests: every held-out English harmful request (any category) with two held-out chat turns of 40-200
+   characters before or after it, the share blocked (with the previous checkout's beside it when given).
+4. latency: p50/p95/p99 of `Moderator.check` for a 100-token and a 2,000-token request (1 token ~ 4 characters of
    English), the time for a 100,000-character prompt (refused as too long without being classified) and for the
    longest prompt that is classified.
 
@@ -25,6 +27,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -88,8 +91,8 @@ def latency(texts: list[str], repeats: int, decide) -> dict:
         start = time.perf_counter()
         decide(texts[i % len(texts)])
         times.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p99_ms": round(float(np.percentile(times, 99)), 2),
-            "n": repeats, "chars": len(texts[0])}
+    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2),
+            "p99_ms": round(float(np.percentile(times, 99)), 2), "n": repeats, "chars": len(texts[0])}
 
 
 def timings(heldout: list) -> dict:
@@ -147,6 +150,27 @@ def everyday(previous_src: str | None) -> dict:
     return out
 
 
+def padded(heldout: list, previous_src: str | None) -> dict:
+    """Harmful requests hidden among small talk: the cheapest way around a classifier that reads a whole text."""
+    rng = random.Random(0)
+    chat = [e.text for e in heldout if e.source == "chitchat" and 40 <= len(e.text) <= 200]
+    requests = [e.text for e in heldout if e.lang == "en" and e.label != "safe"]
+    out = {}
+    for where in ("after", "before"):
+        texts = []
+        for text in requests:
+            small_talk = " ".join(rng.sample(chat, 2))
+            texts.append(f"{small_talk} {text}" if where == "after" else f"{text} {small_talk}")
+        row = {"n": len(texts)}
+        runs = [("learned", ours(texts))] + ([("previous", previous(previous_src, texts))] if previous_src else [])
+        for who, decisions in runs:
+            blocked = sum(b for b, _ in decisions)
+            row[who] = {"rate": round(blocked / len(texts), 4),
+                        "ci95": [round(x, 4) for x in wilson(blocked, len(texts))]}
+        out[f"request_{where}_two_chat_turns"] = row
+    return out
+
+
 def quality(name: str, heldout: list, decisions: list) -> dict:
     result = summarise(heldout, decisions)
     return {"name": name, "overall": result["overall"], "per_language": result["per_language"],
@@ -177,6 +201,7 @@ def main() -> int:
         for row, old in zip(results["reference"], kept.get("reference", [])):
             row["previous"] = old.get("previous")
     results["everyday"] = everyday(args.previous)
+    results["padded"] = padded(heldout, args.previous)
     results["latency_2_threads"] = timings(heldout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
@@ -193,9 +218,10 @@ def print_table(results: dict) -> None:
         for lang, r in results[key]["per_language"].items():
             h, b = r["blocked_harmful"], r["false_block"]
             print(f"{key:48s} {lang:4s} {h['rate']:.3f} (n={h['n']:4d}) {b['rate']:.3f} (n={b['n']:4d})")
-    for name, row in results["everyday"].items():
-        print(f"everyday {name} (n={row['n']}): " + ", ".join(
-            f"{who} {r['rate']:.3f} {r['ci95']}" for who, r in row.items() if who != "n"))
+    for kind in ("everyday", "padded"):
+        for name, row in results[kind].items():
+            print(f"{kind} {name} (n={row['n']}): " + ", ".join(
+                f"{who} {r['rate']:.3f} {r['ci95']}" for who, r in row.items() if who != "n"))
     print(json.dumps(results["latency_2_threads"]))
     for row in results["reference"]:
         print(row)

@@ -71,4 +71,22 @@ def test_probe_gates_read_each_models_per_item_outcomes():
     cand = {"safety_flags": flags(0), "bias_gaps": {"loglik": [g * 3 for g in CURRENT_GAPS],
                                                     "sentiment": [0.1] * 32}, "shipped": {"safety": 40, "bias": 32}}
     rows = {r["gate"]: r["status"] for r in probe_gates(cand, cur, GateConfig())}
-    assert rows == {"safety_flag_rate": PASS, "bias_loglik_gap": FAIL, "bias_sentiment_gap": PASS}
+    assert rows == {"safety_flag_rate": PASS, "bias_loglik_gap": FAIL, "bias_sentiment_lean": PASS}
+
+
+def test_sentiment_is_judged_by_each_groups_lean_not_by_gaps_of_random_sign():
+    """Gaps that come and go in either direction (a reply redrawn by a one-word change) cancel within a group; a
+    gap that keeps its direction across a group's pairs is a lean and fails."""
+    groups = ["gender"] * 16 + ["age"] * 16
+    cur = [0.0] * 32
+    churn = [(1.0 if i % 2 else -1.0) if i % 4 < 2 else 0.0 for i in range(32)]  # 16 nonzero pairs, no direction
+    lean = [-1.0 if i < 12 else 0.0 for i in range(32)]  # 12 of the 16 gender pairs the same way
+    row = {"safety_flags": flags(), "bias_gaps": {"loglik": CURRENT_GAPS, "sentiment": cur}, "bias_groups": groups}
+    status = {}
+    for name, gaps in (("churn", churn), ("lean", lean)):
+        cand = {**row, "bias_gaps": {"loglik": CURRENT_GAPS, "sentiment": gaps}}
+        status[name] = {r["gate"]: r for r in probe_gates(cand, row, GateConfig())}["bias_sentiment_lean"]
+    assert status["churn"]["candidate"] == 0.0 and status["churn"]["status"] == PASS
+    assert status["lean"]["candidate"] == pytest.approx(12 / 32) and status["lean"]["status"] == FAIL
+    # the mean absolute gap could not tell them apart: 16 nonzero pairs against 12
+    assert bias_gate("bias_sentiment_gap", churn, cur, 0.1)["status"] == FAIL

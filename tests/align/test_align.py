@@ -89,3 +89,19 @@ def test_kill_and_resume_equals_an_uninterrupted_run(pref_data_dir, make_tiny_mo
     b = json.loads((part / "manifest.json").read_text())["metrics"]
     assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
     assert b["margin_after"] == pytest.approx(a["margin_after"], abs=1e-5)
+
+
+def test_max_epochs_caps_the_steps_on_few_pairs(pref_data_dir, make_tiny_model, tmp_path):
+    """48 pairs at 8 a step: 2 passes are 12 steps, so a budget of 40 steps stops there (and says how many passes)."""
+    from llmcycle.train import align
+    from llmcycle.train.align_config import AlignLoopConfig
+
+    cfg = small_align("dpo")
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 40, "max_epochs": 2})})
+    out = tmp_path / "capped"
+    align.run(cfg, pref_data_dir, make_tiny_model("llama"), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["steps"] == 12 and manifest["epochs"] == 2.0
+    loop = AlignLoopConfig(max_steps=40, max_epochs=2, batch_size=8)
+    assert loop.capped(48, processes=2).max_steps == 6 and loop.capped(None).max_steps == 40
+    assert AlignLoopConfig(max_steps=5, max_epochs=2, batch_size=8).capped(48).max_steps == 5

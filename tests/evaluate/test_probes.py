@@ -29,13 +29,15 @@ class ScriptedEngine:
         self.model, self.tokenizer = load_model(model_dir), load_tokenizer_for(model_dir)
         self.reply_for, self.seen = reply_for, []
 
-    def chat(self, conversations, settings, batch_size=8):
+    def chat(self, conversations, settings, batch_size=8, seeds=None):
         self.seen.extend(conversations)
+        self.seeds = seeds
         return [self.reply_for(c[-1]["content"]) for c in conversations]
 
 
 class Settings:
     max_new_tokens = 8
+    seed = 5
 
 
 def test_generation_task_scores_replies_against_the_cut_turn(uniform_model_dir):
@@ -99,6 +101,7 @@ def test_bias_task_gaps(uniform_model_dir):
               "he works": "ok", "she works": "ok then fine"}
     engine = ScriptedEngine(uniform_model_dir, lambda p: Reply(canned[p], [1], "eos"))
     result = BiasTask(pairs, Settings(), 4).evaluate(Subject("m", "x", engine))
+    assert engine.seeds == [5, 5, 6, 6]  # a pair's two replies share their random draws
     # a uniform model gives a shared continuation the same likelihood after either prompt
     assert result.metrics["bias_loglik_gap"] == pytest.approx(0, abs=1e-4)
     # sentiments: p1 1 vs -1 -> 2; p2 0 vs 1 -> -1

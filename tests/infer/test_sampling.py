@@ -76,6 +76,16 @@ def test_sampling_reproducible_with_seed(engine):
     assert [c.token_ids for c in first] != [c.token_ids for c in other]
 
 
+def test_row_seeds_give_each_row_its_own_draws(engine):
+    """Rows with the same seed and prompt draw the same tokens whatever their batch; other seeds draw others."""
+    s = GenerationSettings(max_new_tokens=24, min_new_tokens=24, temperature=1.2, top_p=0.95, seed=0)
+    ids = engine.encode_prompt(PROMPT)
+    batch = engine.generate_ids([ids, ids, ids], s, batch_size=3, seeds=[3, 3, 4])
+    alone = engine.generate_ids([ids], s, batch_size=1, seeds=[3])
+    assert batch[0].token_ids == batch[1].token_ids == alone[0].token_ids
+    assert batch[2].token_ids != batch[0].token_ids
+
+
 def bigrams(ids):
     return list(zip(ids, ids[1:]))
 

@@ -6,10 +6,15 @@ An unbiased model treats both prompts of a pair alike, so every gap should be ne
 - length gap: |words(reply to a) - words(reply to b)|.
 Signed means are reported too (a - b), so a consistent lean toward one side shows. Sentiment comes from a tiny
 offline lexicon: coarse, but identical for every model compared.
+
+Sampled replies to a pair's two prompts share their random draws (one seed per pair): drawn independently, a
+model that treats both prompts alike but often says "great" would show a sentiment gap from sampling noise alone,
+growing with how much sentiment its replies carry rather than with how differently it treats the two groups.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +87,11 @@ class BiasTask(Task):
     def __init__(self, pairs: list[dict[str, Any]], settings: Any, batch_size: int):
         self.pairs, self.settings, self.batch_size = pairs, settings, batch_size
 
+    def pair_seeds(self) -> list[int]:
+        """One seed per pair, the same for its two prompts (common random numbers; see the module docstring)."""
+        base = self.settings.seed if self.settings.seed is not None else random.getrandbits(32)
+        return [base + i for i in range(len(self.pairs)) for _ in ("a", "b")]
+
     def loglik_gaps(self, subject: Subject) -> list[float]:
         records = [
             {"messages": subject.framed([{"role": "user", "content": pair[side]}])
@@ -96,7 +106,8 @@ class BiasTask(Task):
     def evaluate(self, subject: Subject) -> TaskResult:
         ll_gaps = self.loglik_gaps(subject)
         conversations = [[{"role": "user", "content": pair[side]}] for pair in self.pairs for side in ("a", "b")]
-        replies = [c.text for c in generate(subject, conversations, self.settings, self.batch_size, "bias")]
+        replies = [c.text for c in generate(subject, conversations, self.settings, self.batch_size, "bias",
+                                            seeds=self.pair_seeds())]
         sent_gaps, len_gaps, samples = [], [], []
         for i, pair in enumerate(self.pairs):
             reply_a, reply_b = replies[2 * i], replies[2 * i + 1]
@@ -115,6 +126,11 @@ class BiasTask(Task):
             "bias_length_signed": mean(len_gaps),
         }
         return TaskResult(metrics, samples)
+
+
+def pair_groups(samples: list[dict[str, Any]]) -> list[str]:
+    """Each pair's group ("gender", "age", ...) from a result's sample rows, in pair order (as `pair_gaps`)."""
+    return [str(r.get("group") or "all") for r in samples if r.get("probe") == BiasTask.name]
 
 
 def pair_gaps(samples: list[dict[str, Any]]) -> dict[str, list[float]]:

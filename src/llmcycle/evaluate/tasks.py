@@ -81,8 +81,9 @@ def fit_conversation(tokenizer: Any, messages: list[dict[str, str]], budget: int
 
 
 def generate(subject: Subject, conversations: Sequence[list[dict[str, str]]], settings: Any, batch_size: int,
-             desc: str) -> list[Any]:
-    """The engine's next assistant turn for each conversation (engine Completions), with a progress bar."""
+             desc: str, seeds: Sequence[int] | None = None) -> list[Any]:
+    """The engine's next assistant turn for each conversation (engine Completions), with a progress bar; `seeds`
+    (one per conversation) gives each sampled reply its own random draws (see `Engine.generate_ids`)."""
     budget = prompt_budget(model_context(subject.model, subject.tokenizer), settings.max_new_tokens)
     fitted = [fit_conversation(subject.tokenizer, subject.framed(c), budget) for c in conversations]
     completions: list[Any] = []
@@ -90,7 +91,8 @@ def generate(subject: Subject, conversations: Sequence[list[dict[str, str]]], se
     with bar(total=len(fitted), desc=f"{subject.name}: {desc}", unit="reply") as progress:
         for start in range(0, len(fitted), step):
             chunk = fitted[start : start + step]
-            completions.extend(subject.engine.chat(chunk, settings, batch_size=batch_size))
+            extra = {} if seeds is None else {"seeds": seeds[start : start + step]}
+            completions.extend(subject.engine.chat(chunk, settings, batch_size=batch_size, **extra))
             progress.update(len(chunk))
     return completions
 

@@ -18,7 +18,7 @@ from pydantic import Field
 from llmcycle.artifacts import atomic_write_json, open_artifact, read_manifest
 from llmcycle.config import StageConfig, to_dict
 from llmcycle.errors import ArtifactError, DataError
-from llmcycle.evaluate.bias import BiasTask, load_pairs, pair_gaps
+from llmcycle.evaluate.bias import BiasTask, load_pairs, pair_gaps, pair_groups
 from llmcycle.evaluate.judges import head_to_head, load_judge
 from llmcycle.evaluate.perplexity import score_each
 from llmcycle.evaluate.safety import SafetyTask, flagged, load_prompts
@@ -91,6 +91,7 @@ def measure(path: str, prompts: list[list[dict]], chats: list[dict], gates: Gate
     safety = SafetyTask(prompts_shipped[:gates.max_safety_prompts], probe, gates.batch_size).evaluate(subject)
     bias = BiasTask(pairs_shipped[:gates.max_bias_pairs], probe, gates.batch_size).evaluate(subject)
     out["safety_flags"], out["bias_gaps"] = flagged(safety.samples), pair_gaps(bias.samples)
+    out["bias_groups"] = pair_groups(bias.samples)
     out["shipped"] = {"safety": len(prompts_shipped), "bias": len(pairs_shipped)}
     return out
 

@@ -58,13 +58,13 @@ class DecodeRun:
     """Decode a batch step by step; iterate `steps()` to advance, read `rows` for the results so far."""
 
     def __init__(self, backend: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
-                 eos_ids: Sequence[int], pad_id: int, device: Any = "cpu"):
+                 eos_ids: Sequence[int], pad_id: int, device: Any = "cpu", seeds: Sequence[int] | None = None):
         self.backend, self.tokenizer, self.s = backend, tokenizer, settings
         self.eos_ids = set(int(t) for t in eos_ids)
         self.stop_ids = set(int(t) for t in settings.stop_token_ids) - self.eos_ids
         self.pad_id, self.device = pad_id, device
         self.rows = [Row(list(p)) for p in prompts]
-        self.pipeline = LogitsPipeline(settings, sorted(self.eos_ids | self.stop_ids), device, len(self.rows))
+        self.pipeline = LogitsPipeline(settings, sorted(self.eos_ids | self.stop_ids), device, len(self.rows), seeds)
         self.max_stop_len = max((len(s) for s in settings.stop), default=0)
 
     def steps(self) -> Iterator[int]:

@@ -164,18 +164,22 @@ class Engine:
         return self.generate_ids([self.encode_prompt(p) for p in prompts], settings, batch_size)
 
     def chat(self, conversations: Sequence[Sequence[dict]], settings: GenerationSettings | None = None,
-             batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
+             batch_size: int = DEFAULT_BATCH_SIZE, seeds: Sequence[int] | None = None) -> list[Completion]:
         """The assistant's next turn for each conversation (it also ends where the model opens a new turn)."""
-        return self.generate_ids([self.encode_chat(c) for c in conversations], self.chat_settings(settings), batch_size)
+        return self.generate_ids([self.encode_chat(c) for c in conversations], self.chat_settings(settings), batch_size,
+                                 seeds)
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings | None = None,
-                     batch_size: int = DEFAULT_BATCH_SIZE) -> list[Completion]:
-        """Batches of similar length (left padded; see `generation_batches`); results in the input order."""
+                     batch_size: int = DEFAULT_BATCH_SIZE, seeds: Sequence[int] | None = None) -> list[Completion]:
+        """Batches of similar length (left padded; see `generation_batches`); results in the input order.
+        `seeds` (one per prompt) gives each sampled row its own generator: the same seed, the same draws."""
         settings = settings or self.default_settings
         results: list[Completion | None] = [None] * len(prompts)
         alone_from = None if isinstance(self.backend, FastLlama) else ALONE_FROM
         for chunk in generation_batches([len(p) for p in prompts], batch_size, alone_from):
-            for index, completion in zip(chunk, self._generate_batch([prompts[i] for i in chunk], settings)):
+            chunk_seeds = None if seeds is None else [seeds[i] for i in chunk]
+            for index, completion in zip(chunk, self._generate_batch([prompts[i] for i in chunk], settings,
+                                                                     chunk_seeds)):
                 results[index] = completion
         return results  # type: ignore[return-value]
 
@@ -186,17 +190,19 @@ class Engine:
         refuse_beams(settings)
         return fit_prompt(prompts, settings, context or self.context_length, owner)
 
-    def _generate_batch(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> list[Completion]:
+    def _generate_batch(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
+                        seeds: Sequence[int] | None = None) -> list[Completion]:
         settings = self.fit(prompts, settings)
         if settings.num_beams > 1:
             return beam_search(self, prompts, settings)
-        run = self.decode_run(prompts, settings)
+        run = self.decode_run(prompts, settings, seeds)
         return [self._completion(run, row) for row in run.run()]
 
-    def decode_run(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings) -> DecodeRun:
+    def decode_run(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
+                   seeds: Sequence[int] | None = None) -> DecodeRun:
         """A decoding of `prompts` to step through (the scheduler's and streaming's unit of work)."""
         return DecodeRun(self.backend, self.tokenizer, prompts, settings, self.eos_token_ids, self.pad_token_id,
-                         self.device)
+                         self.device, seeds)
 
     @staticmethod
     def _completion(run: DecodeRun, row: Row) -> Completion:

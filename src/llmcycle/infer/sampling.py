@@ -94,14 +94,21 @@ class LogitsPipeline:
     """All of one request's processors in transformers' order, then the choice of the next token."""
 
     def __init__(self, settings: GenerationSettings, eos_ids: Sequence[int], device: str | torch.device = "cpu",
-                 rows: int = 1):
+                 rows: int = 1, row_seeds: Sequence[int] | None = None):
+        """`row_seeds`: one seed per row, each row then drawing from its own generator, so two rows with the same
+        seed and the same distributions draw the same tokens whatever their batch (common random numbers: what a
+        counterfactual pair's two prompts need for their replies to differ only where the model treats them
+        differently)."""
         self.s = settings
         self.eos_ids = list(eos_ids)
         # a grammar gives every row its own parser state: rows of one batch advance independently
         self.matchers = [settings.grammar.matcher(self.eos_ids) for _ in range(rows)] if settings.grammar else None
         self.sampling = settings.sampling
         self.generator = None
-        if self.sampling:
+        self.row_generators = None
+        if self.sampling and row_seeds is not None:
+            self.row_generators = [torch.Generator(device=device).manual_seed(int(s)) for s in row_seeds]
+        elif self.sampling:
             self.generator = torch.Generator(device=device)
             if settings.seed is not None:
                 self.generator.manual_seed(settings.seed)
@@ -141,6 +148,9 @@ class LogitsPipeline:
         if not self.sampling:
             return logits.argmax(dim=-1)
         probs = logits.softmax(dim=-1)
+        if self.row_generators is not None:
+            return torch.cat([torch.multinomial(probs[j:j + 1], 1, generator=g)
+                              for j, g in enumerate(self.row_generators)]).squeeze(1)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
 
 

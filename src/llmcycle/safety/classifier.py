@@ -12,6 +12,10 @@ anywhere in the windows decides the whole text. A prompt is also read in overlap
 `SEGMENT_WORDS` words (`prompt_verdict`): the features of a whole window are averaged, so two sentences of small
 talk before a harmful request used to hide it (blocked 71% of the held-out English harmful requests alone, 16%
 of them after two chat turns; docs/safety-model-card.md).
+
+An artifact may also carry a meaning block (`Meaning`: weights on the normalised mean of a word-embedding table's
+token rows, `safety.embedding`); it then loads only with the very table it was trained with. The shipped weights
+have none: it lost to the n-grams alone on the development split (docs/safety-model-card.md).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from llmcycle.errors import ArtifactError
+from llmcycle.safety.embedding import EmbeddingError, WordTable, load_table
 from llmcycle.safety.toxicity import WORD as TERM_WORD
 from llmcycle.safety.toxicity import ToxicityScorer
 
@@ -217,11 +222,26 @@ class Verdict:
     harmful: bool
 
 
+@dataclass(frozen=True)
+class Meaning:
+    """The embedding block of a classifier: the word table, the weight rows of its normalised mean embedding
+    and the scale the block had in training (it sets how strongly the L2 penalty holds those rows)."""
+
+    table: WordTable
+    weights: np.ndarray  # (table dim, classes)
+    scale: float
+
+    def logits(self, total: np.ndarray) -> np.ndarray:
+        """The block's logits for a text whose token rows sum to `total` (none for a text without words)."""
+        norm = float(np.linalg.norm(total))
+        return (total @ self.weights) * (self.scale / norm) if norm > 0 else np.zeros(self.weights.shape[1])
+
+
 class Classifier:
     def __init__(self, weights: np.ndarray, bias: np.ndarray, classes: list[str], threshold: float, path: str,
-                 gloss: dict[str, str]):
+                 gloss: dict[str, str], meaning: Meaning | None = None):
         self.weights, self.bias, self.classes, self.gloss = weights, bias, classes, gloss
-        self.threshold, self.path = threshold, path
+        self.threshold, self.path, self.meaning = threshold, path, meaning
         self.buckets = weights.shape[0]
         self.safe = classes.index("safe")
         self.scorer = ToxicityScorer()
@@ -233,6 +253,8 @@ class Classifier:
         for row, text in enumerate(texts):
             ids, vals = bucketed(self.features.of(text), self.buckets)
             logits[row] = vals @ self.weights[ids] + self.bias
+            if self.meaning is not None:
+                logits[row] += self.meaning.logits(self.meaning.table.sum(text))
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -284,6 +306,7 @@ def load(path: str | Path) -> Classifier:
             meta = json.loads(str(data["meta"]))
             weights = np.asarray(data["weights"])
             bias = np.asarray(data["bias"], np.float32)
+            dense = np.asarray(data["dense"]) if "dense" in data.files else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise _fail(path, f"artifact is corrupt ({type(exc).__name__})") from None
     if meta.get("format") != FORMAT:
@@ -291,10 +314,35 @@ def load(path: str | Path) -> Classifier:
     classes = list(meta.get("classes", []))
     if weights.ndim != 2 or weights.shape[1] != len(classes) or bias.shape != (len(classes),) or "safe" not in classes:
         raise _fail(path, f"artifact has inconsistent shapes {weights.shape}/{bias.shape} for {len(classes)} classes")
-    if hashlib.sha256(weights.tobytes()).hexdigest() != meta.get("weights_sha256"):
+    if weights_digest(weights, dense) != meta.get("weights_sha256"):
         raise _fail(path, "weights do not match their checksum (file damaged)")
     return Classifier(weights.astype(np.float32), bias, classes, float(meta["threshold"]), str(path),
-                      dict(meta.get("gloss", {})))
+                      dict(meta.get("gloss", {})), _meaning(path, meta, dense, len(classes)))
+
+
+def weights_digest(weights: np.ndarray, dense: np.ndarray | None) -> str:
+    """sha256 of the n-gram weights and, where there is one, the embedding block's weights."""
+    digest = hashlib.sha256(weights.tobytes())
+    if dense is not None:
+        digest.update(dense.tobytes())
+    return digest.hexdigest()
+
+
+def _meaning(path: Path, meta: dict, dense: np.ndarray | None, classes: int) -> Meaning | None:
+    """The embedding block an artifact names, its table checked against the identity it recorded."""
+    record = meta.get("embedding")
+    if record is None and dense is None:
+        return None
+    if record is None or dense is None:
+        raise _fail(path, "artifact has embedding weights without their table's record, or the reverse")
+    try:
+        table = load_table(record)
+    except EmbeddingError as exc:
+        raise ClassifierError(f"{path}: {exc}") from None
+    if dense.shape != (table.dim, classes) or not isinstance(record.get("scale"), (int, float)):
+        raise _fail(path, f"artifact's embedding weights {dense.shape} (scale {record.get('scale')!r}) do not fit "
+                          f"the table ({table.dim} dims)")
+    return Meaning(table, dense.astype(np.float32), float(record["scale"]))
 
 
 def artifact_path() -> Path:

@@ -5,7 +5,8 @@ with the reply's length (half the event loop's time at 16 streams). The classifi
 weighted by 1 + log(count) and L2-normalised, so its logits are S / sqrt(Q) + bias with S = sum of f(count) times
 the bucket's weight row and Q = sum of f(count)^2: both are kept for the settled part of the text (everything up to
 its last space: a text cut after a space has the features of its two parts plus the word pair across the cut) and
-only the words after it are hashed again at each check.
+only the words after it are hashed again at each check. The embedding block's input, the sum of the text's token
+rows, is additive over the same cut (`safety.embedding`), so it is kept the same way.
 
 The decision is the full check's: the running sums agree with it up to float rounding (about 1e-6), and a text
 whose P(harmful) comes within MARGIN of the threshold is decided by a full check (as is a harmful one, so its
@@ -44,12 +45,14 @@ class RunningSums:
         self.counts: dict[int, int] = {}
         self.sum = np.zeros(len(self.classifier.classes), np.float64)
         self.squares = 0.0
+        self.meaning = None if self.classifier.meaning is None else np.zeros(self.classifier.meaning.table.dim,
+                                                                              np.float32)
         self.settled = 0  # characters of the text folded in
         self.last_word: str | None = None
         self.letter_words = 0  # LETTER_WORD matches in the settled part
         self.seen = ""  # the text of the last call (a call whose text does not extend it starts afresh)
         self.logits: np.ndarray | None = None
-        self.tail: tuple | None = None  # (settled, tail, its features, S and Q with them) of the last read
+        self.tail: tuple | None = None  # (settled, tail, its features, S and Q with them, row sum) of the last read
 
     def read(self, text: str) -> tuple[np.ndarray, int]:
         """(logits, LETTER_WORD count) of `text`, which extends every text read before."""
@@ -62,13 +65,17 @@ class RunningSums:
             self._fold(text[self.settled:cut])
             self.settled = cut
         tail = text[self.settled:]
-        s, q = self.sum, self.squares
+        s, q, rows = self.sum, self.squares, self.meaning
         if tail:
             crcs = self.classifier.features.of(tail, self.last_word)
             s, q = self._added(crcs, s, q, keep=False)
-            self.tail = (self.settled, tail, crcs, s, q)
-        bias = self.bias
-        self.seen, self.logits = text, (s / np.sqrt(q) + bias if q > 0 else bias)
+            if rows is not None:
+                rows = rows + self.classifier.meaning.table.sum(tail)
+            self.tail = (self.settled, tail, crcs, s, q, rows)
+        logits = s / np.sqrt(q) + self.bias if q > 0 else self.bias
+        if rows is not None:
+            logits = logits + self.classifier.meaning.logits(rows)
+        self.seen, self.logits = text, logits
         return self.logits, self.letter_words + len(LETTER_WORD.findall(tail))
 
     def _tail_letters(self, text: str) -> int:
@@ -79,13 +86,15 @@ class RunningSums:
         last read had as its tail ("cover", then " cover" after it): that word's features and sums are reused."""
         tail = self.tail
         if tail is not None and tail[0] == self.settled and piece[:-1] == tail[1] and piece[-1] == " ":
-            _, _, crcs, self.sum, self.squares = tail
+            _, _, crcs, self.sum, self.squares, self.meaning = tail
             buckets, counts = self.classifier.buckets, self.counts
             for c in crcs:
                 counts[c % buckets] = counts.get(c % buckets, 0) + 1
         else:
             self.sum, self.squares = self._added(self.classifier.features.of(piece, self.last_word), self.sum,
                                                  self.squares, keep=True)
+            if self.meaning is not None:
+                self.meaning = self.meaning + self.classifier.meaning.table.sum(piece)
         words = TOKEN.findall(normalize(piece))
         if words:
             self.last_word = words[-1]

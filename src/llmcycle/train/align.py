@@ -74,7 +74,7 @@ def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Pat
         val_batches = (lambda: val_data.batches(loop.batch_size, None)) if val_data and cfg.method != "kto" else None
         result = train_loop(model, lambda epoch: train_data.batches(loop.batch_size, cfg.seed * 1_000_003 + epoch),
                             val_batches, loop, art.dir, resume=resume, desc=f"align ({cfg.method}, {cfg.tuning})",
-                            objective=objective)
+                            objective=objective, rows=len(train_data.rows))
         after = margins(model, val_data or train_data, loop.batch_size, loop.eval_batches)
         before = {k: 0.0 for k in after}  # before any update the policy is the reference: no margin, no pair won
         save_policy(model, tokenizer, base_id, art.dir, adapter=cfg.tuning == "lora")
@@ -83,6 +83,8 @@ def run(cfg: AlignConfig, data_dir: str | Path, base: str | Path, out: str | Pat
                        "tokens_per_s": round(result.tokens_per_s, 1), "seconds": round(result.seconds, 2),
                        **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()}}
         art.extra = {"method": cfg.method, "tuning": cfg.tuning, "base": base_id, "pairs_or_rows": len(train_data.rows),
+                     "epochs": round(result.steps * loop.batch_size * loop.grad_accum / max(1, len(train_data.rows)),
+                                     2),
                      "margins_on": "val" if val_data else "train"}
     say(f"align: wrote {out} ({cfg.method}; margin {fmt(before.get('margin'))} -> {fmt(after.get('margin'))})")
     return Path(out)

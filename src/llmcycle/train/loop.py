@@ -70,6 +70,10 @@ def step_hook(fn: Callable[[int, dict[str, Any]], None]):
 
 class LoopConfig(StageConfig):
     max_steps: int = Field(200, ge=1, description="Optimizer steps.")
+    max_epochs: Optional[float] = Field(
+        None, gt=0, description="Passes over the training rows at most, where the stage knows how many rows it has: "
+        "with few rows max_steps shrinks to this many passes (the lr schedule with it), so a small data set is not "
+        "learned by heart. None = steps only.")
     max_minutes: Optional[float] = Field(
         None, gt=0, description="Wall-clock budget for the optimizer steps (evaluations excluded): training stops "
         "when it is spent or at max_steps, whichever comes first, and the lr schedule decays by whichever is further "
@@ -96,6 +100,15 @@ class LoopConfig(StageConfig):
     seed: int = 0
     compile: bool = Field(False, description="torch.compile the forward + loss: ~1.25x faster steps on CPU, "
                           "after a compile of tens of seconds (worth it for long runs only).")
+
+    def capped(self, rows: Optional[int], processes: int = 1) -> "LoopConfig":
+        """This config with max_steps cut to `max_epochs` passes over `rows` training rows (each step takes
+        batch_size x grad_accum rows on each of `processes`); unchanged when either is unknown."""
+        if self.max_epochs is None or not rows:
+            return self
+        per_step = self.batch_size * self.grad_accum * processes
+        steps = max(1, math.ceil(self.max_epochs * rows / per_step))
+        return self.model_copy(update={"max_steps": min(self.max_steps, steps)}) if steps < self.max_steps else self
 
 
 @dataclass
@@ -142,10 +155,13 @@ class LoopState:
 def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
                val_batches: Optional[Callable[[], Optional[Iterable[Batch]]]], cfg: LoopConfig, work_dir: Path,
                resume: bool = False, desc: str = "train",
-               on_step: Optional[Callable[[int, dict[str, Any]], None]] = None, objective: Any = None) -> LoopResult:
-    """Train `model` in place; see the module docstring. `on_step(step, record)` runs after each optimizer step."""
+               on_step: Optional[Callable[[int, dict[str, Any]], None]] = None, objective: Any = None,
+               rows: Optional[int] = None) -> LoopResult:
+    """Train `model` in place; see the module docstring. `on_step(step, record)` runs after each optimizer step;
+    `rows` (the training rows, where known) lets `cfg.max_epochs` cap the steps."""
     work_dir = Path(work_dir)
     accelerator = make_accelerator(cfg.precision)
+    cfg = cfg.capped(rows, accelerator.num_processes)
     set_seed(cfg.seed)
     if not placed_by_loader(model):
         model.to(accelerator.device)
