@@ -134,6 +134,20 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("decay", ["linear", "wsd"])
+def test_other_decay_shapes_end_at_the_floor(decay):
+    factors = [lr_factor(s, 110, 10, 0.0, decay=decay) for s in range(111)]
+    assert factors[9] == pytest.approx(1.0) and factors[110] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    halfway = lr_factor(60, 110, 10, 0.0, decay=decay)
+    # linear is at half the peak halfway through its decay; warmup-stable-decay still holds the peak there and
+    # decays over the last fifth only
+    assert halfway == pytest.approx(0.5 if decay == "linear" else 1.0)
+    if decay == "wsd":
+        assert lr_factor(89, 110, 10, 0.0, decay=decay) == pytest.approx(1.0)
+        assert lr_factor(100, 110, 10, 0.0, decay=decay) == pytest.approx(0.5)
+
+
 def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path, loop_cfg):
     train, _ = batch_source()
     countdown = torch.arange(16, 0, -1).repeat(8, 1)  # learning to count up makes counting down worse

@@ -81,7 +81,10 @@ class LoopConfig(StageConfig):
     batch_size: int = Field(8, ge=1, description="Rows per micro-batch (per process).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float = Field(3e-4, gt=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decays to lr * min_lr_ratio.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The decay ends at lr * min_lr_ratio.")
+    decay: Literal["cosine", "linear", "wsd"] = Field(
+        "cosine", description="The lr's shape after warmup: cosine, linear, or wsd (warmup-stable-decay: the peak "
+        "until the last 20% of the run, then linear).")
     warmup_steps: int = Field(10, ge=0)
     weight_decay: float = Field(0.1, ge=0, description="Applied to matrices only, not to norms and biases.")
     betas: tuple[float, float] = (0.9, 0.95)
@@ -166,7 +169,8 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         use_fast_linears(model)
     optimizer = make_optimizer(model, cfg, accelerator.device)
     budget = TimeBudget(cfg.max_minutes)
-    scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio, budget.fraction)
+    scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio, budget.fraction,
+                               cfg.decay)
     state = LoopState()
     ckpt_root = work_dir / "checkpoints"
     if resume:

@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to `lr * min_lr_ratio` at the end of the run.
+"""Learning-rate schedule: linear warmup, then a decay (cosine, linear or warmup-stable-decay) to `lr * min_lr_ratio`
+at the end of the run.
 
 The end of the run is the last step, or — when a wall-clock budget is set (`train.max_minutes`) — the moment the
 budget is spent, whichever comes first: the decay follows whichever of steps or time is further along, so a run
@@ -23,16 +24,28 @@ from typing import Callable, Iterator, Optional
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def lr_factor(step: int, max_steps: int, warmup_steps: int, min_lr_ratio: float, time_fraction: float = 0.0) -> float:
+WSD_DECAY_SHARE = 0.2  # warmup-stable-decay: the last 20% of the run decays linearly, the rest holds the peak
+
+
+def lr_factor(step: int, max_steps: int, warmup_steps: int, min_lr_ratio: float, time_fraction: float = 0.0,
+              decay: str = "cosine") -> float:
     """Multiplier of the peak lr for optimizer step `step` (0-based), as LambdaLR wants it.
 
-    `time_fraction` is the share of the wall-clock budget already spent (0 without a budget).
+    `time_fraction` is the share of the wall-clock budget already spent (0 without a budget). `decay` is the shape
+    after warmup: cosine, linear, or warmup-stable-decay (the peak until the last `WSD_DECAY_SHARE` of the run, then
+    linear) -- all end at `min_lr_ratio`.
     """
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     decay_steps = max(1, max_steps - warmup_steps)
     progress = min(1.0, max((step - warmup_steps) / decay_steps, time_fraction))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if decay == "linear":
+        remaining = 1.0 - progress
+    elif decay == "wsd":
+        remaining = min(1.0, (1.0 - progress) / WSD_DECAY_SHARE)
+    else:
+        remaining = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * remaining
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,6 @@ class TimeBudget:
 
 
 def make_scheduler(optimizer, max_steps: int, warmup_steps: int, min_lr_ratio: float,
-                   time_fraction: Optional[Callable[[], float]] = None):
+                   time_fraction: Optional[Callable[[], float]] = None, decay: str = "cosine"):
     clock = time_fraction or (lambda: 0.0)
-    return LambdaLR(optimizer, lambda step: lr_factor(step, max_steps, warmup_steps, min_lr_ratio, clock()))
+    return LambdaLR(optimizer, lambda step: lr_factor(step, max_steps, warmup_steps, min_lr_ratio, clock(), decay))
