@@ -50,7 +50,8 @@ def test_prompts_of_very_different_lengths_batch_apart_and_decode_the_same(make_
     prompts = [[5 + i] * n for i, n in enumerate([40, 3, 4, 3, 5])]
     batches = []
     run_batch = engine._generate_batch
-    monkeypatch.setattr(engine, "_generate_batch", lambda ps, s: batches.append([len(p) for p in ps]) or run_batch(ps, s))
+    monkeypatch.setattr(engine, "_generate_batch",
+                        lambda ps, s, seeds=None: batches.append([len(p) for p in ps]) or run_batch(ps, s, seeds))
     got = engine.generate_ids(prompts, settings, batch_size=8)
     assert sorted(batches) == [[3, 3, 4, 5], [40]]  # the long prompt does not pad the four short ones
     assert [c.token_ids for c in got] == [run_batch([p], settings)[0].token_ids for p in prompts]
