@@ -31,7 +31,8 @@ from llmcycle.safety.metrics import BLOCKING, evaluate
 CLASSES = ["safe"] + [f"S{i}" for i in range(1, 15)]
 MIN_LANG_SHARE = 1.0
 # the mean-embedding block (safety.embedding) lost to the n-grams alone on the development split at every scale
-# tried (0.1, 0.3, 1; docs/safety-model-card.md), so the shipped weights have none
+# tried (0.1, 0.3, 1), and so did or merely tied a table distilled from multilingual-e5-small and that encoder's and
+# USE-multilingual's own sentence embeddings (docs/safety-model-card.md), so the shipped weights have none
 EMBEDDING_SCALE = 0.0
 
 
