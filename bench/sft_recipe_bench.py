@@ -31,6 +31,7 @@ from llmcycle.train import finetune
 from llmcycle.train.finetune import PEFT_METHODS, FinetuneConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PAIRED_KEYS = ("chrf", "rouge_l", "perplexity", "mean_reply_words", "repetition_rate", "eos_share")
 
 
 def parse_recipe(text: str) -> tuple[str, list[str]]:
@@ -54,6 +55,7 @@ def finetune_config(config: str, sets: list[str], seed: int, max_minutes: float)
 
 
 def eval_config(config: str, seed: int, max_examples: int | None) -> EvalConfig:
+    """The config's `eval:` at SEED: base and SFT are decoded alike, so the paired difference is the recipe's."""
     sets = [f"eval.seed={seed}"] + ([f"eval.max_examples={max_examples}"] if max_examples else [])
     return load_config(EvalConfig, config, sets, section="eval")
 
@@ -76,17 +78,13 @@ def one(config: str, run: Path, seed: int, name: str, sets: list[str], work: Pat
     ev = json.loads((out / "eval" / "manifest.json").read_text())
     main = ev["main_model"]
     base_name = next(n for n in ev["metrics"] if n != main)
-    diff = {k: flip(v) for k, v in ev["comparisons"][base_name].items()}
-    return {"recipe": name, "sets": sets, "seed": seed, "run": str(run), "finetune_wall_s": round(wall, 1),
-            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
-            "steps": ft["metrics"].get("steps"), "val_loss_before": ft["metrics"].get("val_loss_before"),
-            "val_loss": ft["metrics"].get("val_loss"),
-            "chrf": [ev["metrics"][base_name]["chrf"], ev["metrics"][main]["chrf"]], "chrf_diff": diff["chrf"],
-            "rouge_l": [ev["metrics"][base_name]["rouge_l"], ev["metrics"][main]["rouge_l"]],
-            "rouge_l_diff": diff["rouge_l"],
-            "perplexity": [ev["metrics"][base_name]["perplexity"], ev["metrics"][main]["perplexity"]],
-            "mean_reply_words": [ev["metrics"][base_name]["mean_reply_words"], ev["metrics"][main]["mean_reply_words"]],
-            "repetition_rate": [ev["metrics"][base_name]["repetition_rate"], ev["metrics"][main]["repetition_rate"]]}
+    row = {"recipe": name, "sets": sets, "seed": seed, "run": str(run), "finetune_wall_s": round(wall, 1),
+           "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
+           **{k: ft["metrics"].get(k) for k in ("steps", "val_loss_before", "val_loss")},
+           **{f"{k}_diff": flip(v) for k, v in ev["comparisons"][base_name].items()}}
+    for key in PAIRED_KEYS:  # [base, SFT]
+        row[key] = [ev["metrics"][base_name][key], ev["metrics"][main][key]]
+    return row
 
 
 def flip(comparison: dict) -> dict:
