@@ -27,6 +27,7 @@ from llmcycle.infer.llama_layout import (LENGTH_DEPENDENT_ROPE, Layer, band, int
 from llmcycle.infer.prefix_cache import common_prefix
 from llmcycle.infer.quantize import head_spec, parse_spec, quantize_weight
 from llmcycle.infer.row_prefill import left_padded, prefill_rows
+from llmcycle.infer.scripted_step import ScriptedStep
 
 
 def _padded_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -68,6 +69,7 @@ class FastLlama:
         self.reused = 0  # prompt tokens the last `start` took from a cache instead of computing
         perm = interleave_permutation(self.head_dim, self._rotary_dim)
         self.layers = [self._layer(layer, perm) for layer in inner.layers]
+        self._scripted: Any = None  # the scripted decode step (scripted_step.py), False where it does not apply
 
     @classmethod
     def from_hf(cls, model: Any) -> "FastLlama | None":
@@ -262,6 +264,7 @@ class FastLlama:
                     setattr(layer, bias_name, None)
             self.lm_head = quantize_weight(self.lm_head.t(), self.lm_head_bias, head_spec(spec))
             self.lm_head_bias = None
+            self._scripted = None
 
     # ---- the model --------------------------------------------------------------------------------------
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -347,5 +350,10 @@ class FastLlama:
         hides the columns a row does not own, None when every row owns columns 0..column."""
         self.keys, self.values = keys, values
         self.cached_ids, self._fed = [], []  # views of the batch cache: nothing for `start` to reuse
+        if tokens.shape[0] <= ScriptedStep.MAX_ROWS:  # a few rows: the same calls as one scripted graph
+            if self._scripted is None:
+                self._scripted = ScriptedStep.build(self) or False
+            if self._scripted:
+                return self._scripted(keys, values, tokens, positions, column, mask)
         hidden = self._forward(tokens[:, None], self.freqs[positions][:, None], column, mask, causal=False)
         return self._logits(hidden[:, -1])
