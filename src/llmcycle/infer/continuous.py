@@ -33,7 +33,6 @@ from llmcycle.infer.engine import Completion, Engine
 from llmcycle.infer.handles import Failed, Handle, Piece
 from llmcycle.infer.sampling import choose_rows
 from llmcycle.infer.settings import GenerationSettings
-from llmcycle.infer.threads import one_thread_for
 
 DEFAULT_MAX_CONTEXT = 2048
 log = logging.getLogger("llmcycle.serve")
@@ -145,7 +144,6 @@ class Scheduler:
         self.engine, self.max_batch, self.max_queue = engine, max_batch, max_queue
         self.max_context = min(engine.context_length, max_context or DEFAULT_MAX_CONTEXT)
         self.continuous = getattr(engine.backend, "continuous_batching", False)  # the backend says what it can
-        self.weights = sum(p.numel() for p in engine.model.parameters())  # a step's work is rows x weights
         self.waiting: deque[tuple[list[int], GenerationSettings, int | None, Handle]] = deque()
         self.running: list[Sequence_] = []
         self._cv = threading.Condition()
@@ -246,8 +244,7 @@ class Scheduler:
             return
         tokens = torch.tensor([seq.last for seq in self.running], device=self.engine.device)
         positions = torch.tensor([seq.position for seq in self.running], device=self.engine.device)
-        with one_thread_for(len(self.running) * self.weights):
-            logits = cache.step(tokens, positions)
+        logits = cache.step(tokens, positions)
         self.steps += 1
         chosen = self._choose_together(logits)
         for i, seq in enumerate(self.running):

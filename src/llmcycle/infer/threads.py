@@ -8,25 +8,16 @@ under SMALL_MODEL_PARAMS on CPU. Larger models keep torch's choice. $LLMCYCLE_TH
 torch's thread count is one setting for the whole process, and a run's stages share the process: training (batches
 of hundreds of tokens) wants every core, so the training loop puts back torch's own choice (`use_process_default`)
 that a decoding engine of an earlier step (on-policy sampling, evaluation) narrowed to one thread.
-
-A server asked for several threads still runs a decode step whose products are tiny on one (`one_thread_for`):
-with idle OpenMP workers asleep (as `llmcycle serve` makes them), every parallel region of such a step (attention
-splits even one row's heads across threads) waits for a worker to be woken and scheduled, which on a busy 2-core
-machine costs more than the region's arithmetic, and the other core is the event loop's.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
 THREADS_ENV = "LLMCYCLE_THREADS"
 SMALL_MODEL_PARAMS = 50_000_000
-SMALL_STEP_WORK = 32_000_000  # rows x weights of a decode step below which one thread runs it (the default preset
-# at 16 rows: 29M; SmolLM2-135M at one row: 135M)
 PROCESS_DEFAULT = torch.get_num_threads()  # torch's choice ($OMP_NUM_THREADS or the cores), read before any change
 
 
@@ -55,19 +46,3 @@ def use_process_default() -> int:
     if torch.get_num_threads() != PROCESS_DEFAULT:
         torch.set_num_threads(PROCESS_DEFAULT)
     return PROCESS_DEFAULT
-
-
-@contextmanager
-def one_thread_for(work: int) -> Iterator[None]:
-    """Run the block on one intra-op thread when `work` (rows x weights) is below SMALL_STEP_WORK, then put the
-    count back. Only the count of threads changes, not how a product is split over its output, so the results are
-    the same numbers."""
-    threads = torch.get_num_threads()
-    if threads == 1 or work >= SMALL_STEP_WORK:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
