@@ -7,9 +7,10 @@ layer is a handful of ATen calls on weights prepared once:
   are unchanged because q and k get the same permutation); partial rotary = factor 1 on the unrotated pairs;
 - a KV cache preallocated for the whole request, written in place; the rotary table computed once by the model's
   own rotary module, so every rope variant that depends only on the position is exact.
-What remains at batch 1 on CPU is memory traffic: the `default` preset streams ~20 MB of fp32 weights per token
-(the 8 MB tied output head alone), which bounds decode near 1 ms/token on our CPU; `--quantize int8` quarters the
-bytes. torch.compile measured slower here (dynamic shapes, ~25 s compile), so it is not used.
+What remains at batch 1 on CPU is memory traffic and per-call cost: the `default` preset streams ~7 MB of fp32
+weights per token (the 4 MB tied output head among them); `--quantize int8` quarters the bytes. torch.compile
+measured slower here (dynamic shapes, ~25 s compile), so it is not used; a continuous batch's step at a few rows
+runs the same calls as one TorchScript graph instead (`scripted_step.py`).
 Anything we do not reproduce exactly (rope that depends on sequence length, sliding windows shorter than the
 context, other activations, quantized or adapter-wrapped modules) makes `from_hf` return None: the engine then
 uses the transformers forward instead.
