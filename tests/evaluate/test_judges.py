@@ -171,3 +171,23 @@ def test_human_pairs_from_rated_chats_and_feedback_and_none(tmp_path):
         human_pairs(HumanPairsConfig())
     with pytest.raises(UserError):
         judge_check(Fixed(), [Pair(convo("a", "b"), convo("a", "c"))])
+
+
+def test_identical_replies_are_ties_the_judge_is_never_asked_about():
+    from llmcycle.evaluate.judges import head_to_head
+
+    asked = []
+
+    class Noisy:
+        name = "noisy"
+
+        def compare(self, pairs):  # a judge whose scores differ a hair for the same text would call these A
+            asked.extend(pairs)
+            return ["A"] * len(pairs)
+
+    prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(4)]
+    result = head_to_head(Noisy(), prompts, ["same", "x", "same", "y"], ["same", "z", "same", "w"])
+    assert result["verdicts"] == ["tie", "A", "tie", "A"]
+    assert (result["wins"], result["ties"], result["losses"]) == (2, 2, 0)
+    assert [p.a[-1]["content"] for p in asked] == ["x", "y"]
+    assert head_to_head(Noisy(), prompts[:1], ["same"], ["same"])["ties"] == 1

@@ -87,8 +87,17 @@ def test_training_takes_back_the_cores_a_decoding_engine_narrowed(monkeypatch):
 def test_the_speed_estimate_forgets_a_burst_of_load_once_it_has_passed():
     budget = TimeBudget(None, Deadline(at=1000.0, later_steps=100))
     spent = 0.0
-    for step in range(1, 41):
+    for step in range(1, 121):
         spent += 3.0 if step <= 10 else 1.0  # the first 10 steps ran beside another job
         budget.update(spent, step, now=spent)
-    assert budget.seconds_per_step() == pytest.approx(1.0)  # the last 20 steps, not the mean of all 40 (1.5)
-    assert budget.limit == pytest.approx(60.0 + (1000.0 - 60.0 - 100 * 1.0))  # 850 at the mean pace
+    assert budget.seconds_per_step() == pytest.approx(1.0)  # the last 100 steps, not the mean of all 120 (1.17)
+    assert budget.limit == pytest.approx(140.0 + (1000.0 - 140.0 - 100 * 1.0))
+
+
+def test_a_few_slow_steps_at_the_end_do_not_reprice_the_later_stages():
+    budget = TimeBudget(None, Deadline(at=1000.0, later_steps=100))
+    spent = 0.0
+    for step in range(1, 201):
+        spent += 1.5 if step > 180 else 1.0  # the last 20 steps ran 50% slower; the stages after do not
+        budget.update(spent, step, now=spent)
+    assert budget.seconds_per_step() == pytest.approx(1.1)  # not 1.5, the pace of those 20 alone

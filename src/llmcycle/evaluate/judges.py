@@ -211,8 +211,16 @@ def reply_pairs(prompts: Sequence[list[dict[str, str]]], replies_a: Sequence[str
 def head_to_head(judge: Judge, prompts: Sequence[list[dict[str, str]]], replies_a: Sequence[str],
                  replies_b: Sequence[str]) -> dict[str, Any]:
     """A's record against B under `judge` on the same prompts: wins, ties, losses, the win rate (a tie counts half)
-    with its 95% interval, and the sign test; the eval stage's judged comparisons and the gates both use it."""
-    verdicts = judge.compare(reply_pairs(prompts, replies_a, replies_b))
+    with its 95% interval, and the sign test; the eval stage's judged comparisons and the gates both use it.
+
+    Identical replies are a tie without asking the judge: a reward model scores the same text a hair differently in
+    another batch position (padding changes the float sums), which turned 5 of 47 identical pairs of a default run
+    into wins and losses -- coin flips counted as evidence."""
+    pairs = reply_pairs(prompts, replies_a, replies_b)
+    distinct = [i for i, (a, b) in enumerate(zip(replies_a, replies_b)) if a != b]
+    verdicts: list[Verdict] = ["tie"] * len(pairs)
+    for i, verdict in zip(distinct, judge.compare([pairs[i] for i in distinct]) if distinct else []):
+        verdicts[i] = verdict
     wins, losses = verdicts.count("A"), verdicts.count("B")
     ties = len(verdicts) - wins - losses
     interval = win_rate_interval(wins, ties, losses)

@@ -60,7 +60,8 @@ class Deadline:
 
 
 _DEADLINES: list[Deadline] = []
-SPEED_WINDOW = 20  # optimizer steps the deadline's speed estimate looks back over
+SPEED_WINDOW = 100  # optimizer steps the deadline's speed estimate looks back over: 20 followed the noise of a
+# 2-core machine (one run's last 20 steps ran 20% slower than the stage, and the later stages did not)
 
 
 @contextmanager
@@ -98,7 +99,9 @@ class TimeBudget:
 
     def seconds_per_step(self) -> float:
         """The pace of the last SPEED_WINDOW steps (all of them before that many): a burst of load early in the
-        stage says little about the speed of what follows, and must not keep shortening it once it has passed."""
+        stage says little about the speed of what follows, and must not keep shortening it once it has passed; a
+        window of a hundred steps (about half a minute here) is long enough that a few slow steps at the end do not
+        either."""
         (first_steps, first_spent), (steps, spent) = self._recent[0], self._recent[-1]
         if len(self._recent) <= SPEED_WINDOW or steps <= first_steps:
             return spent / max(steps, 1)
