@@ -16,7 +16,7 @@ clients and the server threads of cores (--peer-wait-policy default leaves libgo
 
     python bench/serve_bench.py --model models/smollm2 --quantize int4 --gguf q4_0 --clients 16 64 \
         --skip load feedback
-    python bench/serve_bench.py --model default --tokens 64 --skip load feedback   # the 5M preset, random weights
+    python bench/serve_bench.py --model default --tokens 64 --skip load feedback   # default preset, random
 """
 
 from __future__ import annotations
@@ -278,8 +278,9 @@ def feedback_runs(args, model: str, work: Path) -> dict:
 
 
 def random_default(out: Path) -> str:
-    """The `default` preset (5M) with random weights and a byte-level BPE of 8,192 tokens trained on this Python's
-    own library sources (text every machine has): serving speed does not depend on the weights' values."""
+    """The `default` preset (1.79M parameters, `llmcycle.models`) with random weights and a byte-level BPE of 8,192
+    tokens trained on this Python's own library sources (text every machine has): serving speed does not depend on
+    the weights' values."""
     import sysconfig
 
     import torch
@@ -330,7 +331,7 @@ def throughput_runs(args, ours: str, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="models/smollm2", help="HF dir, or `default`: the 5M preset, random")
+    parser.add_argument("--model", default="models/smollm2", help="HF dir, or `default`: the 1.79M preset, random")
     parser.add_argument("--clients", type=int, nargs="+", default=[16], help="client counts (each after 1 client)")
     parser.add_argument("--quantize", default=None, help="ours: weight-only format (bf16, int8, int4)")
     parser.add_argument("--gguf", default="q8_0", choices=["q8_0", "q4_0", "f16", "published"],

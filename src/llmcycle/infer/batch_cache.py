@@ -31,6 +31,7 @@ class BatchCache:
         self.keys = [torch.zeros(shape, dtype=b.dtype, device=b.device) for _ in b.layers]
         self.values = [torch.zeros(shape, dtype=b.dtype, device=b.device) for _ in b.layers]
         self.valid = torch.zeros(self.rows, length, dtype=torch.bool, device=b.device)
+        self._views: tuple[int, int, list[torch.Tensor], list[torch.Tensor]] | None = None
         if old_k:
             keep = old_valid.shape[1]
             for new, old in zip(self.keys + self.values, old_k + old_v):
@@ -92,6 +93,13 @@ class BatchCache:
         self.valid[last] = False
         self.starts.pop()
 
+    def views(self, n: int, low: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every layer's keys and values of rows [0, n) from column `low` on, made once while n, low and the
+        tensors stay the same (most steps), not sliced again per layer and step."""
+        if self._views is None or self._views[:2] != (n, low):
+            self._views = (n, low, [k[:n, :, low:] for k in self.keys], [v[:n, :, low:] for v in self.values])
+        return self._views[2], self._views[3]
+
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits [n, vocab] for one token per running row, written at the current column.
 
@@ -106,7 +114,7 @@ class BatchCache:
         if any(start != low for start in self.starts):
             mask = torch.zeros(n, 1, 1, col + 1 - low, dtype=self.backend.dtype, device=self.valid.device)
             mask.masked_fill_(~self.valid[:n, None, None, low:col + 1], float("-inf"))
-        logits = self.backend.step_rows([k[:n, :, low:] for k in self.keys], [v[:n, :, low:] for v in self.values],
-                                        tokens, positions, col - low, mask)
+        keys, values = self.views(n, low)
+        logits = self.backend.step_rows(keys, values, tokens, positions, col - low, mask)
         self.column = col + 1
         return logits

@@ -7,9 +7,10 @@ layer is a handful of ATen calls on weights prepared once:
   are unchanged because q and k get the same permutation); partial rotary = factor 1 on the unrotated pairs;
 - a KV cache preallocated for the whole request, written in place; the rotary table computed once by the model's
   own rotary module, so every rope variant that depends only on the position is exact.
-What remains at batch 1 on CPU is memory traffic: the `default` preset streams ~20 MB of fp32 weights per token
-(the 8 MB tied output head alone), which bounds decode near 1 ms/token on our CPU; `--quantize int8` quarters the
-bytes. torch.compile measured slower here (dynamic shapes, ~25 s compile), so it is not used.
+What remains at batch 1 on CPU is memory traffic and per-call cost: the `default` preset streams ~7 MB of fp32
+weights per token (the 4 MB tied output head among them); `--quantize int8` quarters the bytes. torch.compile
+measured slower here (dynamic shapes, ~25 s compile), so it is not used; a continuous batch's step at a few rows
+runs the same calls as one TorchScript graph instead (`scripted_step.py`).
 Anything we do not reproduce exactly (rope that depends on sequence length, sliding windows shorter than the
 context, other activations, quantized or adapter-wrapped modules) makes `from_hf` return None: the engine then
 uses the transformers forward instead.
@@ -27,6 +28,7 @@ from llmcycle.infer.llama_layout import (LENGTH_DEPENDENT_ROPE, Layer, band, int
 from llmcycle.infer.prefix_cache import common_prefix
 from llmcycle.infer.quantize import head_spec, parse_spec, quantize_weight
 from llmcycle.infer.row_prefill import left_padded, prefill_rows
+from llmcycle.infer.scripted_step import ScriptedStep
 
 
 def _padded_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -68,6 +70,7 @@ class FastLlama:
         self.reused = 0  # prompt tokens the last `start` took from a cache instead of computing
         perm = interleave_permutation(self.head_dim, self._rotary_dim)
         self.layers = [self._layer(layer, perm) for layer in inner.layers]
+        self._scripted: Any = None  # the scripted decode step (scripted_step.py), False where it does not apply
 
     @classmethod
     def from_hf(cls, model: Any) -> "FastLlama | None":
@@ -262,6 +265,7 @@ class FastLlama:
                     setattr(layer, bias_name, None)
             self.lm_head = quantize_weight(self.lm_head.t(), self.lm_head_bias, head_spec(spec))
             self.lm_head_bias = None
+            self._scripted = None
 
     # ---- the model --------------------------------------------------------------------------------------
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -347,5 +351,10 @@ class FastLlama:
         hides the columns a row does not own, None when every row owns columns 0..column."""
         self.keys, self.values = keys, values
         self.cached_ids, self._fed = [], []  # views of the batch cache: nothing for `start` to reuse
+        if tokens.shape[0] <= ScriptedStep.MAX_ROWS:  # a few rows: the same calls as one scripted graph
+            if self._scripted is None:
+                self._scripted = ScriptedStep.build(self) or False
+            if self._scripted:
+                return self._scripted(keys, values, tokens, positions, column, mask)
         hidden = self._forward(tokens[:, None], self.freqs[positions][:, None], column, mask, causal=False)
         return self._logits(hidden[:, -1])
