@@ -48,8 +48,11 @@ def chitchat_splits() -> dict[str, list[dict]]:
 def write_data_dir(splits: dict[str, list[dict]], root: Path, train: int, val: int) -> Path:
     from llmcycle.records import write_jsonl
 
-    write_jsonl(root / "train.jsonl", splits["train"][:train])
-    write_jsonl(root / "val.jsonl", splits["val"][:val])
+    def chats(records: list[dict]) -> list[dict]:  # healing fine-tunes on replies: single-speaker records have none
+        return [r for r in records if any(m.get("role") == "assistant" for m in r.get("messages", []))]
+
+    write_jsonl(root / "train.jsonl", chats(splits["train"])[:train])
+    write_jsonl(root / "val.jsonl", chats(splits["val"])[:val])
     return root
 
 
