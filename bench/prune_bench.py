@@ -8,6 +8,13 @@ cannot decode faster in a dense engine; structured pruning removes rows and colu
 
     python bench/prune_bench.py                         # -> bench/results/prune_bench.json
     python bench/prune_bench.py --heal-steps 0 --quick  # fewer settings, no healing
+    python bench/prune_bench.py --only "mlp 25%" "mlp 50%" --control --speed-rounds 5   # healed vs healed original
+
+Each model's decode speed is measured right after it is made, and again at the end (--speed-rounds) with every model
+loaded and decoded in turn, the order rotated each round, so all of them share the same machine load: the speed
+ratios to quote are that pass's (median of the per-round ratios to the original). --control adds the unpruned model
+healed the same way: the heal fine-tunes on chitchat, the kind of text perplexity is measured on, so a healed pruned
+model is compared with it, not only with the original.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("wanda 2:4", dict(method="wanda", pattern="2:4")),
     ("structured wanda mlp 50% heads 1/3", dict(method="wanda", pattern="structured", sparsity=0.5, heads=0.34)),
     ("structured wanda mlp 25%", dict(method="wanda", pattern="structured", sparsity=0.25)),
+    ("structured wanda mlp 50%", dict(method="wanda", pattern="structured", sparsity=0.5)),
 ]
 QUICK = {"magnitude 10%", "wanda 50%", "structured wanda mlp 50% heads 1/3"}
 
@@ -97,13 +105,51 @@ def measure(model_dir: Path, sequences: list[list[int]], args: argparse.Namespac
     return row
 
 
+def heal_control(base: Path, data: Path, work: Path, steps: int, sequences, args) -> dict:
+    """The unpruned model healed exactly as the structured settings are: what healing alone does to perplexity."""
+    from llmcycle.loading import load_tokenizer_for
+    from llmcycle.prune import PruneConfig
+    from llmcycle.prune.heal import heal
+    from llmcycle.prune.stage import model_config, save_model
+
+    cfg = PruneConfig(method="wanda", pattern="structured", sparsity=0.25, heal_steps=steps)  # only heal_* are read
+    start = time.perf_counter()
+    out = work / f"original_heal_{steps}"
+    save_model(heal(base, data, cfg, work / "control"), load_tokenizer_for(base), out, model_config(base))
+    row = {"setting": f"original + heal {steps}", "prune_s": round(time.perf_counter() - start, 1), "dir": str(out)}
+    row.update(measure(out, sequences, args))
+    return row
+
+
+def speed_pass(dirs: dict[str, Path], prompt: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    """Every model loaded, one timed decode each per round, the order rotated each round (same load for all)."""
+    from llmcycle.infer.engine import Engine
+
+    engines = {label: Engine.load(d, dtype="fp32", threads=args.threads) for label, d in dirs.items()}
+    for engine in engines.values():
+        decode_rate(engine, prompt, 4, 1)  # warm-up
+    labels, rates = list(engines), {label: [] for label in engines}
+    for r in range(args.speed_rounds):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            rates[label].append(decode_rate(engines[label], prompt, args.new_tokens, 1)["tok_per_s_median"])
+    base = rates[labels[0]]
+    return {"rounds": args.speed_rounds, "order": "rotated each round",
+            "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
+            "models": {label: {"tok_per_s": r, "tok_per_s_median": round(statistics.median(r), 2),
+                               "ratio_to_original_median": round(statistics.median(a / b for a, b in zip(r, base)), 3),
+                               "ratio_min": round(min(a / b for a, b in zip(r, base)), 3),
+                               "ratio_max": round(max(a / b for a, b in zip(r, base)), 3)}
+                       for label, r in rates.items()}}
+
+
 def run_setting(label: str, fields: dict[str, Any], base: Path, data: Path, work: Path, sequences, args) -> dict:
     from llmcycle.prune import PruneConfig, run
 
     cfg = PruneConfig(calibration_samples=args.calibration, **fields)
     start = time.perf_counter()
     out = run(cfg, base, data, work / label.replace(" ", "_").replace("/", "-").replace("%", "pc"))
-    row = {"setting": label, "config": cfg.model_dump(), "prune_s": round(time.perf_counter() - start, 1)}
+    row = {"setting": label, "config": cfg.model_dump(), "prune_s": round(time.perf_counter() - start, 1),
+           "dir": str(out)}
     row.update(measure(out, sequences, args))
     manifest = json.loads((out / "manifest.json").read_text())["metrics"]
     row["achieved_sparsity"] = manifest.get("achieved_sparsity")
@@ -134,6 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--heal-only", action="store_true", help="only the healed structured settings")
     parser.add_argument("--quick", action="store_true", help="only " + ", ".join(sorted(QUICK)).replace("%", "%%"))
     parser.add_argument("--only", nargs="*", default=None, help="settings whose label contains one of these")
+    parser.add_argument("--control", action="store_true", help="also heal the unpruned model (--heal-steps)")
+    parser.add_argument("--speed-rounds", type=int, default=0,
+                        help="interleaved decode rounds over all models at the end")
     parser.add_argument("--out", type=Path, default=RESULTS / "prune_bench.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -154,12 +203,21 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data_dir(splits, Path(tmp) / "data", train=max(args.calibration, 400), val=40)
         report["baseline"] = {"setting": "original", **measure(base, sequences, args)}
+        if args.control and args.heal_steps:
+            report["rows"].append(heal_control(base, data, Path(tmp), args.heal_steps, sequences, args))
         for label, fields in settings:
             report["rows"].append(run_setting(label, fields, base, data, Path(tmp), sequences, args))
             print(f"{label}: {json.dumps(report['rows'][-1]['decode'])} ppl {report['rows'][-1]['perplexity']}",
                   flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=2) + "\n")
+        if args.speed_rounds:
+            dirs = {"original": base, **{row["setting"]: Path(row["dir"]) for row in report["rows"]}}
+            report["speed_pass"] = speed_pass(dirs, sequences[0][:32], args)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+            for label, m in report["speed_pass"]["models"].items():
+                print(f"speed pass {label}: {m['tok_per_s_median']} tok/s, {m['ratio_to_original_median']}x "
+                      f"[{m['ratio_min']}, {m['ratio_max']}]", flush=True)
     print_table(report["rows"], report["baseline"])
     return report
 
