@@ -117,7 +117,7 @@ def run_trl(root: Path, records, tok, args, like_for_like: bool) -> dict:
 
 def run_ours(root: Path, records, tok, args, packing: bool = True) -> dict:
     from llmcycle.train.finetune import FinetuneConfig, run
-    from llmcycle.train.sft_batches import count_batches
+    from llmcycle.train.batches.sft import count_batches
     from llmcycle.train.sft_data import build_examples
 
     examples, _ = build_examples(tok, root / "sft", "train", args.seq_len)
