@@ -1,5 +1,5 @@
 """Training products through oneDNN (`llmcycle.train.fastlinear`): the same gradients as `F.linear` and the same
-loss after 20 steps; off unless LLMCYCLE_GEMM=onednn."""
+loss after 20 steps; by default only for models at least 512 wide."""
 
 from __future__ import annotations
 
@@ -51,3 +51,18 @@ def test_only_asked_for_by_the_environment(monkeypatch, tmp_path, loop_cfg):
     model.lm_head = torch.nn.Linear(32, 256 * 8, bias=False)  # a weight big enough to be routed (65,536 elements)
     train_loop(model, train, val, loop_cfg(max_steps=1), tmp_path / "run")
     assert model.lm_head.forward.__func__ is fastlinear._forward
+
+
+def test_auto_routes_wide_models_only(monkeypatch):
+    """`auto` (the default) takes oneDNN where it measured faster in training (SmolLM2's 576 wide), not at the
+    default preset's 128; `blas` never, `onednn` always."""
+    from types import SimpleNamespace
+
+    wide = SimpleNamespace(config=SimpleNamespace(hidden_size=576))
+    narrow = SimpleNamespace(config=SimpleNamespace(hidden_size=128))
+    monkeypatch.delenv(gemm.GEMM_ENV, raising=False)
+    assert fastlinear.requested(wide) and not fastlinear.requested(narrow) and not fastlinear.requested(None)
+    monkeypatch.setenv(gemm.GEMM_ENV, "blas")
+    assert not fastlinear.requested(wide)
+    monkeypatch.setenv(gemm.GEMM_ENV, "onednn")
+    assert fastlinear.requested(narrow)

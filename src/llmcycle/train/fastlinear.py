@@ -4,8 +4,10 @@ the summation order (float32 rounding, ~1e-6 relative) differs.
 
 Measured on this project's 2-core AMD EPYC at the default preset's shapes (2048 rows; 256->704, 704->256, 256->256,
 256->128, 256->8192), one thread, process CPU time: oneDNN forward + matmul backward ran at 0.93-1.09x of
-`F.linear`, all-oneDNN (backward too) at 0.85-0.94x. Inference's 2x is at tens of rows, not thousands, so training
-keeps BLAS unless asked: `LLMCYCLE_GEMM=onednn` routes the training products here (`auto`, the default, does not).
+`F.linear`, all-oneDNN (backward too) at 0.85-0.94x. At SmolLM2-135M's widths (576 hidden, 1,536 MLP) LoRA SFT ran
+1.11-1.20x faster end to end with the same loss to 7 digits (2 threads, three interleaved pairs;
+docs/benchmarks.md#training-speed). So `auto`, the default, routes a model's training products here only when its
+hidden size is at least `MIN_TRAIN_HIDDEN`; `LLMCYCLE_GEMM=onednn` routes them at any width, `blas` never.
 """
 
 from __future__ import annotations
@@ -43,9 +45,17 @@ class OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def requested() -> bool:
-    """Whether this process asked for oneDNN in training (`LLMCYCLE_GEMM=onednn`) and the kernel works here."""
-    return os.environ.get(GEMM_ENV, "").strip().lower() == "onednn" and enabled()
+MIN_TRAIN_HIDDEN = 512  # `auto`: the narrowest model measured faster through oneDNN in training (SmolLM2's 576)
+
+
+def requested(model: Any = None) -> bool:
+    """Whether `model`'s training products go through oneDNN here: `LLMCYCLE_GEMM=onednn` at any width, `auto` (the
+    default) for a model at least `MIN_TRAIN_HIDDEN` wide, `blas` never; and only where the kernel works."""
+    choice = os.environ.get(GEMM_ENV, "auto").strip().lower() or "auto"
+    if choice == "onednn":
+        return enabled()
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None) or 0
+    return choice == "auto" and hidden >= MIN_TRAIN_HIDDEN and enabled()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

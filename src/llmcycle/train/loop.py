@@ -165,7 +165,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
     set_seed(cfg.seed)
     if not placed_by_loader(model):
         model.to(accelerator.device)
-    if requested():  # LLMCYCLE_GEMM=onednn: float32 CPU products through oneDNN (see train/fastlinear.py)
+    if requested(model):  # float32 CPU products through oneDNN where they measured faster (train/fastlinear.py)
         use_fast_linears(model)
     optimizer = make_optimizer(model, cfg, accelerator.device)
     budget = TimeBudget(cfg.max_minutes)
