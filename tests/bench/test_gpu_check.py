@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_smoke_runs_every_section_and_writes_json(tmp_path):
+def test_smoke_runs_every_section_and_writes_json(bench_script, tmp_path):
     out = tmp_path / "gpu_check.json"
-    load_script().main(["--smoke", "--out", str(out)])
+    bench_script("gpu_check").main(["--smoke", "--out", str(out)])
     report = json.loads(out.read_text())
     sections = report["sections"]
     assert set(sections) == {"pretrain", "lora", "qlora", "decode"}
@@ -32,8 +19,8 @@ def test_smoke_runs_every_section_and_writes_json(tmp_path):
     assert sections["decode"]["batch_1"]["tokens"] == 4 and sections["decode"]["batch_4"]["tokens"] == 16
 
 
-def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
-    module = load_script()
+def test_a_failing_section_is_recorded_and_the_others_still_run(bench_script, tmp_path, monkeypatch):
+    module = bench_script("gpu_check")
 
     def broken(shapes, clock):
         raise RuntimeError("out of memory (simulated)")

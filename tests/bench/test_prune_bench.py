@@ -4,23 +4,11 @@ speed divided by the original's from the same round (so a load that changes betw
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "prune_bench.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("prune_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prune_bench"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_speed_pass_rotates_and_pairs_each_round_with_the_original(monkeypatch):
-    bench = load_script()
+def test_speed_pass_rotates_and_pairs_each_round_with_the_original(bench_script, monkeypatch):
+    bench = bench_script("prune_bench")
     from llmcycle.infer import engine as engine_module
 
     calls: list[str] = []

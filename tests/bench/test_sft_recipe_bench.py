@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sft_recipe_bench.py"
 CONFIG = """
 finetune:
   method: lora
@@ -20,15 +17,7 @@ eval: {probes: [ppl, generation], max_examples: 4, max_ppl_records: 4, max_new_t
 """
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("sft_recipe_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sft_recipe_bench"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_recipes_are_paired_against_their_base(make_tiny_model, chat_data_dir, tmp_path):
+def test_recipes_are_paired_against_their_base(bench_script, make_tiny_model, chat_data_dir, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "data").symlink_to(chat_data_dir)
@@ -36,7 +25,7 @@ def test_recipes_are_paired_against_their_base(make_tiny_model, chat_data_dir, t
     config = tmp_path / "run.yaml"
     config.write_text(CONFIG)
     out = tmp_path / "bench.json"
-    load_script().main(["--config", str(config), "--run", f"{run}:3", "--recipe", "lora:",
+    bench_script("sft_recipe_bench").main(["--config", str(config), "--run", f"{run}:3", "--recipe", "lora:",
                         "--recipe", "full:method=full,train.lr=3e-4", "--work", str(tmp_path / "work"),
                         "--json", str(out)])
     rows = json.loads(out.read_text())["rows"]
@@ -52,8 +41,8 @@ def test_recipes_are_paired_against_their_base(make_tiny_model, chat_data_dir, t
         assert abs((sft - base) - row["chrf_diff"]["delta"]) < 1e-6  # SFT minus base, not the eval's base minus SFT
 
 
-def test_recipe_and_run_arguments_parse():
-    bench = load_script()
+def test_recipe_and_run_arguments_parse(bench_script):
+    bench = bench_script("sft_recipe_bench")
     assert bench.parse_recipe("full:method=full,train.lr=3e-4") == ("full", ["method=full", "train.lr=3e-4"])
     assert bench.parse_recipe("lora:") == ("lora", [])
     assert bench.parse_run("runs/seed1:1") == (Path("runs/seed1"), 1)
