@@ -39,6 +39,16 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("structured wanda mlp 50% heads 1/3", dict(method="wanda", pattern="structured", sparsity=0.5, heads=0.34)),
     ("structured wanda mlp 25%", dict(method="wanda", pattern="structured", sparsity=0.25)),
     ("structured wanda mlp 50%", dict(method="wanda", pattern="structured", sparsity=0.5)),
+    ("structured wanda mlp 30%", dict(method="wanda", pattern="structured", sparsity=0.3)),
+    ("structured wanda mlp 35%", dict(method="wanda", pattern="structured", sparsity=0.35)),
+    ("structured wanda mlp 40%", dict(method="wanda", pattern="structured", sparsity=0.4)),
+    ("structured wanda mlp 45%", dict(method="wanda", pattern="structured", sparsity=0.45)),
+    ("structured wanda mlp 35% 1 of 30 layers", dict(method="wanda", pattern="structured", sparsity=0.35,
+                                                     layers=1 / 30)),
+    ("structured wanda mlp 35% 2 of 30 layers", dict(method="wanda", pattern="structured", sparsity=0.35,
+                                                     layers=2 / 30)),
+    ("structured wanda mlp 25% 3 of 30 layers", dict(method="wanda", pattern="structured", sparsity=0.25,
+                                                     layers=3 / 30)),
 ]
 QUICK = {"magnitude 10%", "wanda 50%", "structured wanda mlp 50% heads 1/3"}
 
@@ -112,11 +122,14 @@ def heal_control(base: Path, data: Path, work: Path, steps: int, sequences, args
     from llmcycle.prune.heal import heal
     from llmcycle.prune.stage import model_config, save_model
 
-    cfg = PruneConfig(method="wanda", pattern="structured", sparsity=0.25, heal_steps=steps)  # only heal_* are read
+    cfg = PruneConfig(method="wanda", pattern="structured", sparsity=0.25, heal_steps=steps,
+                      heal_objective=args.heal_objective)  # only heal_* are read
     start = time.perf_counter()
     out = work / f"original_heal_{steps}"
-    save_model(heal(base, data, cfg, work / "control"), load_tokenizer_for(base), out, model_config(base))
-    row = {"setting": f"original + heal {steps}", "prune_s": round(time.perf_counter() - start, 1), "dir": str(out)}
+    healed, metrics = heal(base, data, cfg, work / "control", base)
+    save_model(healed, load_tokenizer_for(base), out, model_config(base))
+    row = {"setting": f"original + heal {steps}", "prune_s": round(time.perf_counter() - start, 1), "dir": str(out),
+           "heal": metrics}
     row.update(measure(out, sequences, args))
     return row
 
@@ -145,7 +158,7 @@ def speed_pass(dirs: dict[str, Path], prompt: list[int], args: argparse.Namespac
 def run_setting(label: str, fields: dict[str, Any], base: Path, data: Path, work: Path, sequences, args) -> dict:
     from llmcycle.prune import PruneConfig, run
 
-    cfg = PruneConfig(calibration_samples=args.calibration, **fields)
+    cfg = PruneConfig(calibration_samples=args.calibration, heal_objective=args.heal_objective, **fields)
     start = time.perf_counter()
     out = run(cfg, base, data, work / label.replace(" ", "_").replace("/", "-").replace("%", "pc"))
     row = {"setting": label, "config": cfg.model_dump(), "prune_s": round(time.perf_counter() - start, 1),
@@ -153,6 +166,9 @@ def run_setting(label: str, fields: dict[str, Any], base: Path, data: Path, work
     row.update(measure(out, sequences, args))
     manifest = json.loads((out / "manifest.json").read_text())["metrics"]
     row["achieved_sparsity"] = manifest.get("achieved_sparsity")
+    for key in ("heal", "removed_layers", "layer_influence"):
+        if key in manifest:
+            row[key] = manifest[key]
     return row
 
 
@@ -180,6 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--heal-only", action="store_true", help="only the healed structured settings")
     parser.add_argument("--quick", action="store_true", help="only " + ", ".join(sorted(QUICK)).replace("%", "%%"))
     parser.add_argument("--only", nargs="*", default=None, help="settings whose label contains one of these")
+    parser.add_argument("--heal-objective", choices=("distill", "sft"), default="distill",
+                        help="distill: learn the unpruned model's distributions (compare with the original); sft: "
+                        "cross-entropy on chitchat (compare with --control)")
     parser.add_argument("--control", action="store_true", help="also heal the unpruned model (--heal-steps)")
     parser.add_argument("--speed-rounds", type=int, default=0,
                         help="interleaved decode rounds over all models at the end")
@@ -199,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.heal_only:
         settings = [(label, f) for label, f in settings if f.get("heal_steps")]
     report: dict[str, Any] = {"model": args.model, "threads": args.threads, "conversations": len(sequences),
+                              "heal_objective": args.heal_objective,
                               "test_tokens": sum(len(s) for s in sequences), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data_dir(splits, Path(tmp) / "data", train=max(args.calibration, 400), val=40)

@@ -111,6 +111,40 @@ def test_structured_keeps_the_chosen_heads_exactly(make_tiny_model, tmp_path):
     assert torch.equal(pruned.model.layers[0].self_attn.k_proj.weight, original.model.layers[0].self_attn.k_proj.weight)
 
 
+def test_layers_drop_the_layer_that_changes_its_input_least(make_tiny_model, chat_data_dir, tmp_path):
+    """A layer planted as the identity (its attention and MLP outputs zeroed) has no influence: it is the one
+    removed, and the shallower model computes what the full one computes."""
+    import shutil
+
+    base = make_tiny_model("llama", num_hidden_layers=4)
+    shutil.copytree(base, tmp_path / "planted")  # the tokenizer beside the weights
+    planted = load(base)
+    with torch.no_grad():
+        planted.model.layers[2].self_attn.o_proj.weight.zero_()
+        planted.model.layers[2].mlp.down_proj.weight.zero_()
+    planted.save_pretrained(tmp_path / "planted")
+    cfg = dict(method="magnitude", pattern="structured", sparsity=0.25)
+    full = run(PruneConfig(**cfg), tmp_path / "planted", chat_data_dir, tmp_path / "full")
+    short = run(PruneConfig(**cfg, layers=0.25), tmp_path / "planted", chat_data_dir, tmp_path / "short")
+    metrics = json.loads((short / "manifest.json").read_text())["metrics"]
+    assert metrics["removed_layers"] == [2] and metrics["num_hidden_layers"] == [4, 3]
+    assert min(metrics["layer_influence"]) == metrics["layer_influence"][2] < 1e-6
+    shallow, deep = load(short), load(full)
+    assert shallow.config.num_hidden_layers == 3 and len(shallow.model.layers) == 3
+    ids = torch.tensor([PROMPT])
+    torch.testing.assert_close(shallow(ids).logits, deep(ids).logits, rtol=1e-5, atol=1e-5)
+    # the shallower model decodes with a KV cache in llmcycle's engine exactly as full forward passes choose
+    from llmcycle.infer import GenerationSettings
+    from llmcycle.infer.engine import Engine
+
+    greedy = list(PROMPT)
+    with torch.no_grad():
+        for _ in range(6):
+            greedy.append(int(shallow(torch.tensor([greedy])).logits[0, -1].argmax()))
+    settings = GenerationSettings(max_new_tokens=6, min_new_tokens=6, temperature=0.0)
+    assert Engine.load(short, dtype="fp32").generate_ids([list(PROMPT)], settings)[0].token_ids == greedy[len(PROMPT):]
+
+
 @pytest.mark.parametrize("values,fragment", [
     ({"sparsity": 1.5}, "sparsity"), ({"sparsity": 0.0}, "sparsity"), ({"pattern": "4:2"}, "pattern"),
     ({"pattern": "two:four"}, "pattern"), ({"method": "random"}, "method"),
@@ -128,6 +162,8 @@ def test_bad_config_values_are_one_line(values, fragment):
     (dict(pattern="structured", sparsity=0.05, method="magnitude"), "MLP channels"),
     (dict(method="wanda"), "needs calibration text"),
     (dict(method="magnitude", heads=0.5), "structured only"),
+    (dict(method="magnitude", layers=0.5), "structured only"),
+    (dict(pattern="structured", method="magnitude", sparsity=0.25, layers=0.5), "give a data dir"),
 ])
 def test_shapes_the_model_cannot_take_are_refused_with_nothing_written(cfg, fragment, make_tiny_model, tmp_path):
     out = tmp_path / "p"
@@ -145,16 +181,18 @@ def test_structured_refuses_fused_projections(make_tiny_model, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None, reason="llama.cpp (xllamacpp) not installed")
-def test_structured_model_exports_to_gguf_and_runs_in_llamacpp(make_tiny_model, tmp_path):
+def test_structured_model_exports_to_gguf_and_runs_in_llamacpp(make_tiny_model, chat_data_dir, tmp_path):
     from transformers import AutoTokenizer
 
     from llmcycle.export import export_gguf
     from llmcycle.gguf.llamacpp import LlamaCpp
 
-    base = make_tiny_model("llama", seed=1, initializer_range=0.25)  # confident logits: no greedy near-ties
-    out = run(PruneConfig(method="magnitude", pattern="structured", sparsity=0.25, heads=0.5), base, None,
-              tmp_path / "p")
+    # confident logits: no greedy near-ties; MLP channels, query heads and one of three layers removed
+    base = make_tiny_model("llama", seed=1, initializer_range=0.25, num_hidden_layers=3)
+    out = run(PruneConfig(method="magnitude", pattern="structured", sparsity=0.25, heads=0.5, layers=0.34), base,
+              chat_data_dir, tmp_path / "p")
     pruned = load(out)
+    assert pruned.config.num_hidden_layers == 2
     special = AutoTokenizer.from_pretrained(out).all_special_ids  # llama.cpp never samples control tokens
     ids = list(PROMPT)
     with torch.no_grad():
@@ -169,14 +207,29 @@ def test_structured_model_exports_to_gguf_and_runs_in_llamacpp(make_tiny_model, 
         server.close()
 
 
-def test_heal_fine_tunes_the_pruned_model(make_tiny_model, chat_data_dir, tmp_path):
+@pytest.mark.parametrize("objective", ["distill", "sft"])
+def test_heal_trains_the_pruned_model(make_tiny_model, chat_data_dir, tmp_path, objective):
     base = make_tiny_model("llama")
     cfg = dict(method="magnitude", pattern="structured", sparsity=0.25, heads=0.5)
     plain = load(run(PruneConfig(**cfg), base, None, tmp_path / "plain"))
-    healed_dir = run(PruneConfig(**cfg, heal_steps=3), base, chat_data_dir, tmp_path / "healed")
+    healed_dir = run(PruneConfig(**cfg, heal_steps=6, heal_objective=objective), base, chat_data_dir,
+                     tmp_path / "healed")
     healed = load(healed_dir)
     assert healed.config.intermediate_size == plain.config.intermediate_size == 96
     assert healed.num_parameters() == plain.num_parameters()  # merged into plain weights: no adapter left
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(healed.get_parameter(name), plain.get_parameter(name))
     assert {p.name for p in tmp_path.iterdir()} == {"plain", "healed"}  # no scratch or partial dirs left
+    heal = json.loads((healed_dir / "manifest.json").read_text())["metrics"]["heal"]
+    assert heal["objective"] == objective and heal["steps"] == 6
+    if objective == "distill":  # taught by the unpruned model: the pruned one moves towards it
+        assert heal["kl_to_teacher"] < heal["kl_to_teacher_before"]
+
+
+def test_a_gguf_file_is_pruned_like_its_hf_dir(make_tiny_model, tmp_path, monkeypatch):
+    from llmcycle.export import export_gguf
+
+    monkeypatch.setenv("LLMCYCLE_CACHE", str(tmp_path / "cache"))  # where the GGUF's import is cached
+    gguf = export_gguf(make_tiny_model("llama"), tmp_path / "gguf", "f32")
+    out = run(PruneConfig(method="magnitude", pattern="structured", sparsity=0.25), gguf, None, tmp_path / "p")
+    assert load(out).config.intermediate_size == 96

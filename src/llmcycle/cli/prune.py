@@ -22,8 +22,14 @@ def prune(
         "--sparsity", help="Share of weights (or MLP channels, structured) to remove, in (0, 1).")] = None,
     heads: Annotated[Optional[float], typer.Option(
         "--heads", help="Share of query heads to remove (structured only).")] = None,
+    layers: Annotated[Optional[float], typer.Option(
+        "--layers", help="Share of whole decoder layers to remove, those that change their input least on --data "
+        "(structured only).")] = None,
     heal_steps: Annotated[Optional[int], typer.Option(
         "--heal-steps", help="LoRA heal steps on --data after structured pruning (0: none).")] = None,
+    heal_objective: Annotated[Optional[str], typer.Option(
+        "--heal-objective", help="distill (learn the unpruned model's distributions; default) | sft (cross-entropy "
+        "on --data's replies).")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -34,7 +40,8 @@ def prune(
 
     quiet_loading()
     cfg = load_config(PruneConfig, config, sets or [], section="prune", method=method, pattern=pattern,
-                      sparsity=sparsity, heads=heads, heal_steps=heal_steps)
+                      sparsity=sparsity, heads=heads, layers=layers, heal_steps=heal_steps,
+                      heal_objective=heal_objective)
     print(run(cfg, model, data, out))
 
 

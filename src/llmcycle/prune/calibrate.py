@@ -57,6 +57,16 @@ def decoder_linears(model: Any) -> dict[str, torch.nn.Linear]:
             if isinstance(module, torch.nn.Linear)}
 
 
+def forward_hooked(model: Any, batches: list[torch.Tensor], handles: list[Any]) -> None:
+    """Every calibration batch through the model while HANDLES' hooks collect, then the hooks removed."""
+    try:
+        for batch in batches:
+            model(input_ids=batch.to(next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def input_norms(model: Any, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """name -> ||X_j||_2 over all calibration tokens for each input feature j of each decoder Linear."""
@@ -70,10 +80,28 @@ def input_norms(model: Any, batches: list[torch.Tensor]) -> dict[str, torch.Tens
         return collect
 
     handles = [m.register_forward_hook(hook(name)) for name, m in linears.items()]
-    try:
-        for batch in batches:
-            model(input_ids=batch.to(next(model.parameters()).device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_hooked(model, batches, handles)
     return {name: total.sqrt().to(torch.float32) for name, total in sums.items()}
+
+
+@torch.no_grad()
+def layer_influence(model: Any, batches: list[torch.Tensor]) -> list[float]:
+    """Each decoder layer's Block Influence on the calibration text: 1 - the mean cosine similarity between the
+    hidden state it receives and the one it returns, per token (ShortGPT, Men et al. 2024). A layer that barely
+    turns its input is the cheapest to remove whole."""
+    layers = model.model.layers
+    sums, counts = [0.0] * len(layers), [0] * len(layers)
+
+    def hook(index: int):
+        def measure(_module, args, kwargs, output):
+            x = args[0] if args else kwargs["hidden_states"]
+            y = output[0] if isinstance(output, tuple) else output
+            cos = torch.nn.functional.cosine_similarity(x.float().reshape(-1, x.shape[-1]),
+                                                        y.float().reshape(-1, y.shape[-1]), dim=-1)
+            sums[index] += float(cos.sum())
+            counts[index] += cos.numel()
+        return measure
+
+    handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    forward_hooked(model, batches, handles)
+    return [1.0 - total / max(n, 1) for total, n in zip(sums, counts)]

@@ -18,18 +18,25 @@ class PruneConfig(StageConfig):
     `pattern`: "unstructured" zeroes the lowest-scored `sparsity` share of every row of every decoder Linear;
     "N:M" (e.g. "2:4") zeroes M-N of every M consecutive input weights (sparsity is then (M-N)/M); "structured"
     removes the lowest-scored `sparsity` share of MLP channels and `heads` share of query heads, the same number in
-    every layer and in every KV group, so the result is an ordinary (smaller) model of the same architecture.
+    every layer and in every KV group, and the `layers` share of whole layers, so the result is an ordinary (smaller,
+    shallower) model of the same architecture.
     """
 
     method: Literal["magnitude", "wanda"] = "wanda"
     pattern: str = "unstructured"
     sparsity: float = Field(0.5, gt=0.0, lt=1.0)
     heads: float = Field(0.0, ge=0.0, lt=1.0)
+    layers: float = Field(0.0, ge=0.0, lt=1.0, description="Share of whole decoder layers removed (structured only): "
+                          "those that change their input least on the calibration text (ShortGPT's Block Influence).")
     channel_multiple: int = Field(32, ge=1)  # kept MLP channels: a multiple of this (GGUF quant blocks are 32 wide)
     calibration_samples: int = Field(32, ge=1)
     calibration_length: int = Field(256, ge=8)
     calibration_split: str = "train"
     heal_steps: int = Field(0, ge=0)  # a short LoRA fine-tune on the data dir after structured pruning; 0: none
+    heal_objective: Literal["distill", "sft"] = Field(
+        "distill", description="distill: the pruned model learns the unpruned one's next-token distributions on "
+        "the data's text (repairs the cut without adapting to the data's domain); sft: cross-entropy on the data's "
+        "replies.")
     heal_batch_size: int = Field(4, ge=1)
     heal_seq_len: int = Field(256, ge=16)  # short rows: a heal is minutes on a CPU, not an epoch
     seed: int = 0

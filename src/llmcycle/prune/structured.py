@@ -1,5 +1,6 @@
 """Structured pruning that really shrinks the model: the lowest-scored MLP channels and query heads are cut out of
-the Linear weights and the config says so, so the result loads with AutoModelForCausalLM and exports to GGUF.
+the Linear weights, whole layers that change their input least are dropped, and the config says so, so the result
+loads with AutoModelForCausalLM and exports to GGUF.
 
 transformers' Llama-family models need the same head count in every layer, so every layer loses the same number
 of MLP channels and the same number of query heads from each KV group (grouped-query attention stays grouped; the
@@ -29,13 +30,15 @@ class Plan:
     kv_heads: int
     head_dim: int
     drop_per_group: int
+    layers: int = 0
+    drop_layers: int = 0
 
     @property
     def keep_heads(self) -> int:
         return self.heads - self.kv_heads * self.drop_per_group
 
 
-def plan(config: Any, sparsity: float, heads: float, multiple: int, where: str) -> Plan:
+def plan(config: Any, sparsity: float, heads: float, multiple: int, where: str, layers: float = 0.0) -> Plan:
     """The uniform per-layer plan, or one line saying why this model's shapes cannot take it."""
     if config.model_type not in SUPPORTED:
         raise ConfigError(f"{where}: structured pruning supports {', '.join(SUPPORTED)} models (separate q/k/v and "
@@ -56,7 +59,12 @@ def plan(config: Any, sparsity: float, heads: float, multiple: int, where: str) 
         raise ConfigError(f"{where}: heads {heads} would remove all {group} query heads of each KV group "
                           f"({n_heads} heads, {kv} KV heads)")
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // n_heads)
-    return Plan(channels, keep, n_heads, kv, head_dim, drop)
+    depth = int(config.num_hidden_layers)
+    drop_layers = int(round(layers * depth))
+    if layers > 0 and not 0 < drop_layers < depth:
+        raise ConfigError(f"{where}: layers {layers} of {depth} decoder layers removes {drop_layers}: choose a share "
+                          f"that removes at least one (the smallest step is {1 / depth:.3f}) and keeps one")
+    return Plan(channels, keep, n_heads, kv, head_dim, drop, depth, drop_layers)
 
 
 def _sliced(linear: torch.nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None):
@@ -114,13 +122,40 @@ def prune_layer(layer: Any, name: str, p: Plan, norms: dict[str, torch.Tensor] |
         attn.num_key_value_groups = p.keep_heads // p.kv_heads
 
 
+def drop_layers(model: Any, drop: list[int]) -> None:
+    """Remove the decoder layers at DROP and renumber the rest (each attention's `layer_idx` addresses the KV
+    cache); per-layer config lists (`layer_types`) lose the same entries."""
+    gone = set(drop)
+    kept = [layer for i, layer in enumerate(model.model.layers) if i not in gone]
+    for index, layer in enumerate(kept):
+        layer.self_attn.layer_idx = index
+        if hasattr(layer, "layer_idx"):
+            layer.layer_idx = index
+    model.model.layers = torch.nn.ModuleList(kept)
+    types = getattr(model.config, "layer_types", None)
+    if isinstance(types, list) and len(types) == len(kept) + len(drop):
+        model.config.layer_types = [t for i, t in enumerate(types) if i not in gone]
+    model.config.num_hidden_layers = len(kept)
+
+
 @torch.no_grad()
-def prune_structured(model: Any, p: Plan, norms: dict[str, torch.Tensor] | None) -> dict[str, Any]:
-    """Cut every layer to the plan and rewrite the config; returns what changed."""
+def prune_structured(model: Any, p: Plan, norms: dict[str, torch.Tensor] | None,
+                     influence: list[float] | None = None) -> dict[str, Any]:
+    """Cut every layer to the plan, drop the `p.drop_layers` layers of least influence, rewrite the config;
+    returns what changed."""
     for index, layer in enumerate(model.model.layers):
         prune_layer(layer, str(index), p, norms)
     model.config.intermediate_size = p.keep_channels
     model.config.num_attention_heads = p.keep_heads
     model.config.head_dim = p.head_dim
-    return {"intermediate_size": [p.channels, p.keep_channels], "num_attention_heads": [p.heads, p.keep_heads],
-            "num_key_value_heads": p.kv_heads, "head_dim": p.head_dim}
+    changes: dict[str, Any] = {"intermediate_size": [p.channels, p.keep_channels],
+                               "num_attention_heads": [p.heads, p.keep_heads], "num_key_value_heads": p.kv_heads,
+                               "head_dim": p.head_dim}
+    if p.drop_layers:
+        if influence is None or len(influence) != p.layers:
+            raise ValueError("dropping layers needs each layer's influence on the calibration text")
+        drop = sorted(sorted(range(p.layers), key=lambda i: influence[i])[:p.drop_layers])
+        drop_layers(model, drop)
+        changes.update(num_hidden_layers=[p.layers, p.layers - p.drop_layers], removed_layers=drop,
+                       layer_influence=[round(x, 5) for x in influence])
+    return changes

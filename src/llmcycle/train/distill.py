@@ -49,6 +49,7 @@ class DistillConfig(StageConfig):
     seed: int = knob("seed", 0)
     max_train_records: Optional[int] = Field(None, ge=1)
     max_val_records: Optional[int] = Field(None, ge=1)
+    val_split: Optional[str] = Field("val", description="None = no validation (no KL before/after, no early stop).")
 
 
 def same_vocabulary(a: Any, b: Any) -> bool:
@@ -66,7 +67,7 @@ def resolve_mode(cfg: DistillConfig, teacher_tok: Any, student_tok: Any, teacher
 def sft_config(cfg: DistillConfig) -> FinetuneConfig:
     return FinetuneConfig(method="lora" if cfg.tuning == "lora" else "full", lora=cfg.lora, train=cfg.train,
                           max_seq_len=cfg.max_seq_len, seed=cfg.seed, max_train_records=cfg.max_train_records,
-                          max_val_records=cfg.max_val_records)
+                          max_val_records=cfg.max_val_records, val_split=cfg.val_split)
 
 
 def teacher_data(teacher: str, data_dir: str | Path, out: Path, cfg: DistillConfig) -> Path:
@@ -77,7 +78,8 @@ def teacher_data(teacher: str, data_dir: str | Path, out: Path, cfg: DistillConf
     records = [{"messages": p + [{"role": "assistant", "content": c.text}], "meta": {"source": "teacher"}}
                for p, c in zip(prompts, replies) if c.text.strip()]
     write_jsonl(out / "train.jsonl", records)
-    write_jsonl(out / "val.jsonl", load_split(data_dir, "val"))
+    if cfg.val_split:
+        write_jsonl(out / f"{cfg.val_split}.jsonl", load_split(data_dir, cfg.val_split))
     return out
 
 
