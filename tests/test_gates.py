@@ -117,3 +117,22 @@ def test_gate_replies_use_the_configured_decoding_seeded():
     assert (sampled.temperature, sampled.top_p, sampled.top_k, sampled.repetition_penalty, sampled.seed) == \
         (0.7, 0.9, 40, 1.1, 3)
     assert reply_settings(GateConfig()).temperature == 0
+
+
+def test_degeneration_gates_carry_intervals_and_fail_only_when_sure():
+    from llmcycle.gates.rules import degeneration_gates
+
+    def with_stock(k):  # k of the 64 replies are the stock reply, the rest the varied ones
+        return [STOCK if i < k else VARIED[i] for i in range(64)]
+
+    rows = {r["gate"]: r for r in degeneration_gates(with_stock(20), VARIED, GateConfig())}  # 31%: above 25%
+    stock = rows["stock_replies"]
+    assert stock["status"] == "inconclusive" and stock["ci95"][0] < 0.25 < stock["candidate"] < stock["ci95"][1]
+    assert "31% [" in stock["why"] and "of 64 replies" in stock["why"]
+    rows = {r["gate"]: r for r in degeneration_gates(with_stock(40), VARIED, GateConfig())}  # 62%: surely above
+    assert rows["stock_replies"]["status"] == "fail" and rows["stock_replies"]["ci95"][0] > 0.25
+    for gate, key in (("distinct_2", "drop"), ("reply_length", "drop"), ("repetition", "change")):
+        lo, hi = rows[gate]["ci95"]  # each relative drop or rise with its paired interval
+        assert lo <= rows[gate][key] <= hi and rows[gate]["n"] == 64 and "[" in rows[gate]["why"]
+    # distinct-2 falls 0.226 -> 0.121, a drop of 47% [37%, 56%]: the point is under the tolerated 50%, so it passes
+    assert rows["distinct_2"]["status"] == "pass" and 0 < rows["distinct_2"]["drop"] < 0.5

@@ -68,6 +68,19 @@ def test_report_orders_models_marks_directions_and_shows_readable_samples(tmp_pa
     assert long_reply.endswith("hey … |") and len(long_reply) < 400  # cut at a word, not mid-JSON
 
 
+def test_a_paired_change_decides_where_the_eval_has_one(tmp_path):
+    run, outs = closed_loop_run(tmp_path, True)
+    eval_dir = run / "eval"
+    manifest = json.loads((eval_dir / "manifest.json").read_text(encoding="utf-8"))
+    # the eval's comparisons are other minus main: gpt2's chrF 1.0 higher than merged's on every prompt
+    manifest["comparisons"] = {"gpt2": {"chrf": {"delta": 1.0, "lo": 0.6, "hi": 1.4, "p_value": 0.001, "n": 48}}}
+    (eval_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    text = write_report(run, outs, {}).read_text(encoding="utf-8")
+    assert "| chrf | 11 [9, 13] | 10 [8, 12] ↓ |" in text  # the intervals overlap, the paired change does not
+    assert "**better** on perplexity; **worse** on chrf" in text
+    assert compare_metric("chrf", {"chrf": 10.0}, {"chrf": 11.0}, (-1.4, 0.2)) == "inconclusive"
+
+
 def test_compare_metric_without_intervals_says_so():
     assert compare_metric("perplexity", {"perplexity": 5.0}, {"perplexity": 6.0}) == "better (no interval)"
     assert compare_metric("chrf", {"chrf": 5.0}, {"chrf": 6.0}) == "worse (no interval)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional, Sequence
 
 from llmcycle.artifacts import MANIFEST, atomic_write_text, read_manifest
 from llmcycle.evaluate.stats import Interval
@@ -90,19 +90,40 @@ def shown_metrics(metrics: dict[str, dict[str, Any]], models: list[tuple[str, st
     return [n for n in LOWER_BETTER + HIGHER_BETTER if n in have] + bench
 
 
-def compare_metric(name: str, new: dict[str, Any], old: dict[str, Any]) -> str:
-    """better / worse / inconclusive (95% intervals overlap) / same, for `new` against `old`; a difference
+def compare_metric(name: str, new: dict[str, Any], old: dict[str, Any],
+                   paired: Optional[Sequence[float]] = None) -> str:
+    """better / worse / inconclusive / same, for `new` against `old`. With `paired` (the 95% interval of new - old
+    on the same examples) the change decides: inconclusive when it holds 0. Otherwise the two models' own intervals
+    do, inconclusive when they overlap (a weaker test: overlapping intervals can still differ); a difference
     without intervals on both sides says so."""
     a, b = new.get(name), old.get(name)
     if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a == b:
         return "same"
     higher = higher_better(name)
     direction = "better" if (a > b) == higher else "worse"
+    if paired is not None:
+        return "inconclusive" if paired[0] <= 0 <= paired[1] else direction
     ia, ib = new.get(f"{name}_ci95"), old.get(f"{name}_ci95")
     if not (isinstance(ia, list) and isinstance(ib, list) and len(ia) == len(ib) == 2):
         return f"{direction} (no interval)"
     overlap = ia[0] <= ib[1] and ib[0] <= ia[1]
     return "inconclusive" if overlap else direction
+
+
+Paired = dict[tuple[str, str], dict[str, tuple[float, float]]]
+
+
+def paired_changes(eval_dir: Path) -> Paired:
+    """{(old, new): {metric: new - old's paired 95% interval}} from the eval's comparisons, which hold each other
+    model minus the main one on the same examples (the sign flips when the main model is the old one)."""
+    manifest = read_manifest(eval_dir)
+    main, out = manifest.get("main_model"), {}
+    for other, metrics in (manifest.get("comparisons") or {}).items():
+        for metric, c in metrics.items():
+            if isinstance(c.get("lo"), (int, float)) and isinstance(c.get("hi"), (int, float)):
+                out.setdefault((main, other), {})[metric] = (c["lo"], c["hi"])
+                out.setdefault((other, main), {})[metric] = (-c["hi"], -c["lo"])
+    return out
 
 
 def eval_models(eval_dir: Path, stages: dict[str, tuple[Path, dict[str, Any]]]) -> list[tuple[str, str]]:
@@ -119,15 +140,17 @@ def eval_models(eval_dir: Path, stages: dict[str, tuple[Path, dict[str, Any]]]) 
     return sorted(labelled, key=lambda item: order.get(item[1].split(" ")[0], 1))
 
 
-def eval_verdict(metrics: dict[str, dict[str, Any]], models: list[tuple[str, str]]) -> list[str]:
+def eval_verdict(metrics: dict[str, dict[str, Any]], models: list[tuple[str, str]],
+                 paired: Optional[Paired] = None) -> list[str]:
     """One line per model after the first: which metrics moved which way against the model before it."""
     lines = []
     for (old, old_label), (new, new_label) in zip(models, models[1:]):
         groups: dict[str, list[str]] = {}
         raw = False
+        changes = (paired or {}).get((old, new), {})
         for name in shown_metrics(metrics, models):
             if name in metrics[new] and name in metrics[old]:
-                verdict = compare_metric(name, metrics[new], metrics[old])
+                verdict = compare_metric(name, metrics[new], metrics[old], changes.get(name))
                 raw = raw or verdict.endswith("(no interval)")
                 groups.setdefault(verdict.split(" ")[0], []).append(name)
         said = [f"**{word}** on {', '.join(groups[word])}" for word in ("better", "worse", "inconclusive", "same")
@@ -138,12 +161,16 @@ def eval_verdict(metrics: dict[str, dict[str, Any]], models: list[tuple[str, str
     return lines
 
 
-def eval_section(eval_dir: Path, metrics: dict[str, dict[str, Any]], models: list[tuple[str, str]]) -> list[str]:
+def eval_section(eval_dir: Path, metrics: dict[str, dict[str, Any]], models: list[tuple[str, str]],
+                 paired: Optional[Paired] = None) -> list[str]:
     names = shown_metrics(metrics, models)
     head = " | ".join(label for _, label in models)
     lines = ["## Evaluation", "", "Arrows compare each model with the one left of it (↑ better, ↓ worse, "
-             "≈ inconclusive: the 95% intervals overlap). Lower is better for perplexity, bits per byte, repetition, "
-             "safety and bias; higher for the rest.", "", f"| metric | {head} |", "|---|" + "---|" * len(models)]
+             "≈ inconclusive). Where the eval paired the two models on the same examples (perplexity, bits per byte, "
+             "chrF, ROUGE-L, repetition, benchmark accuracy) the 95% interval of the change decides; "
+             "elsewhere the models' own 95% intervals, inconclusive when they overlap. Lower is better for "
+             "perplexity, bits per byte, repetition, safety and bias; higher for the rest.", "",
+             f"| metric | {head} |", "|---|" + "---|" * len(models)]
     marks = {"better": " ↑", "worse": " ↓", "inconclusive": " ≈", "same": ""}
     for name in names:
         cells = []
@@ -151,7 +178,8 @@ def eval_section(eval_dir: Path, metrics: dict[str, dict[str, Any]], models: lis
             value, ci = metrics[model].get(name, ""), metrics[model].get(f"{name}_ci95")
             cell = _fmt(value) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if isinstance(ci, list) and len(ci) == 2 else "")
             if i:
-                cell += marks[compare_metric(name, metrics[model], metrics[models[i - 1][0]]).split(" ")[0]]
+                change = (paired or {}).get((models[i - 1][0], model), {}).get(name)
+                cell += marks[compare_metric(name, metrics[model], metrics[models[i - 1][0]], change).split(" ")[0]]
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"Every metric: [{eval_dir.name}/report.md]({eval_dir.name}/report.md).", ""]
@@ -287,12 +315,12 @@ def talk_command(model: Path | str, config: str | Path | None) -> str:
 
 
 def _eval_data(stages: dict[str, tuple[Path, dict[str, Any]]]):
-    """(eval dir, metrics, ordered models) of the run's eval stage, or None."""
+    """(eval dir, metrics, ordered models, paired changes) of the run's eval stage, or None."""
     if "eval" not in stages or not (stages["eval"][0] / "metrics.json").is_file():
         return None
     eval_dir = stages["eval"][0]
     metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
-    return eval_dir, metrics, eval_models(eval_dir, stages)
+    return eval_dir, metrics, eval_models(eval_dir, stages), paired_changes(eval_dir)
 
 
 def run_verdicts(outs: list[Path]) -> list[str]:
@@ -302,7 +330,7 @@ def run_verdicts(outs: list[Path]) -> list[str]:
     for stage, (out, manifest) in stages.items():  # in the run's order
         if stage == "eval":
             evaluated = _eval_data(stages)
-            verdicts += eval_verdict(evaluated[1], evaluated[2]) if evaluated is not None else []
+            verdicts += eval_verdict(*evaluated[1:]) if evaluated is not None else []
         elif stage == "gates":
             decision, failed = gate_decision(out)
             verdicts.append(f"- gates: the aligned model was **{decision}**" + _failed(failed) + win_line(out) + ".")

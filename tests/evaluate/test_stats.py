@@ -140,3 +140,19 @@ def test_jackknife_of_a_mean_has_the_sample_standard_error_and_distinct_n_gets_o
     rows = [{"reply": r, "reference": "a b c"} for r in ("a b c", "a b d", "the same", "the same", "x y z w")]
     got = generation_sample_intervals(rows, seed=0)
     assert got["distinct_2"].lo < got["distinct_2"].value < got["distinct_2"].hi
+
+
+def test_intervals_stay_within_what_their_statistic_can_take():
+    from llmcycle.evaluate.intervals import bias_sample_intervals, generation_sample_intervals
+
+    # nearly every bigram distinct: the jackknife's normal interval would reach past 1
+    replies = [f"w{i} x{i} y{i} z{i}" for i in range(7)] + ["w0 x0"]
+    rows = [{"reply": r, "reference": "a"} for r in replies]
+    got = generation_sample_intervals(rows, seed=0)
+    assert got["distinct_2"].hi <= 1.0 and got["distinct_2"].lo < got["distinct_2"].value
+    from llmcycle.evaluate.bias import BiasTask
+
+    # one pair of four with a sentiment gap: the normal interval of the mean absolute gap would start below 0
+    rows = [{"probe": BiasTask.name, "sentiment_gap": g} for g in (0.0, 0.0, 0.0, 0.9)]
+    gap = bias_sample_intervals(rows)["bias_sentiment_gap"]
+    assert gap.lo == 0.0 < gap.value < gap.hi

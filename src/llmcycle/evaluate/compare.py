@@ -1,7 +1,8 @@
 """A vs B on the same examples: each compared model against the main one, with paired intervals.
 
 Per-example differences cancel what makes an example hard for every model, so a paired interval is much narrower
-than two single intervals side by side. Generation: chrF and ROUGE-L by the paired bootstrap over test prompts.
+than two single intervals side by side. Generation: chrF, ROUGE-L and within-reply repetition by the paired
+bootstrap over test prompts. Perplexity and bits per byte: the paired bootstrap over test conversations.
 Benchmarks: per-question correctness, the paired bootstrap of the accuracy difference and the exact sign test on
 the questions only one of the two models got right.
 """
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from llmcycle.evaluate.judges import head_to_head
-from llmcycle.evaluate.stats import paired_bootstrap, paired_mean_change, sign_test
-from llmcycle.evaluate.textmetrics import corpus_scorer, corpus_stats, rouge_l
+from llmcycle.evaluate.stats import (bits_per_byte_score, paired_bootstrap, paired_mean_change, perplexity_score,
+                                    sign_test)
+from llmcycle.evaluate.textmetrics import corpus_scorer, corpus_stats, repetition_rate, rouge_l
 
 
 def rows_by_id(rows: Sequence[dict[str, Any]], probe: str) -> dict[Any, dict[str, Any]]:
@@ -28,8 +32,23 @@ def generation_deltas(main: dict, other: dict, seed: int) -> dict[str, dict[str,
     rouge_b = [rouge_l(r.get("reply") or "", r.get("reference") or "") for r in b]
     stats = [corpus_stats("chrf", [r.get("reply") or "" for r in rows], [r.get("reference") or "" for r in rows])
              for rows in (a, b)]
+    repeat_a = [repetition_rate([r.get("reply") or ""]) for r in a]
+    repeat_b = [repetition_rate([r.get("reply") or ""]) for r in b]
     return {"chrf": paired_bootstrap(stats[0], stats[1], corpus_scorer("chrf"), seed=seed).as_dict(),
-            "rouge_l": paired_mean_change(rouge_a, rouge_b, seed=seed).as_dict()}
+            "rouge_l": paired_mean_change(rouge_a, rouge_b, seed=seed).as_dict(),
+            "repetition_rate": paired_mean_change(repeat_a, repeat_b, seed=seed).as_dict()}
+
+
+def perplexity_deltas(main: dict, other: dict, seed: int) -> dict[str, dict[str, Any]]:
+    """Perplexity and bits per byte over the conversations both models scored (each conversation's summed
+    negative log-likelihood, tokens and bytes)."""
+    ids = [i for i in main if i in other and main[i].get("tokens") and other[i].get("tokens")]
+    if len(ids) < 2:
+        return {}
+    a, b = ([[rows[i]["nll"], rows[i]["tokens"], rows[i]["bytes"]] for i in ids] for rows in (main, other))
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return {"perplexity": paired_bootstrap(a[:, :2], b[:, :2], perplexity_score, seed=seed).as_dict(),
+            "bits_per_byte": paired_bootstrap(a[:, [0, 2]], b[:, [0, 2]], bits_per_byte_score, seed=seed).as_dict()}
 
 
 def accuracy_delta(main: dict, other: dict, seed: int) -> dict[str, Any] | None:
@@ -57,6 +76,7 @@ def compare_models(samples: Mapping[str, Sequence[dict[str, Any]]], main: str, t
         if "generation" in tasks:
             entry.update(generation_deltas(rows_by_id(samples[main], "generation"), rows_by_id(rows, "generation"),
                                            seed))
+        entry.update(perplexity_deltas(rows_by_id(samples[main], "ppl"), rows_by_id(rows, "ppl"), seed))
         for task in tasks:
             mine, theirs = rows_by_id(samples[main], task), rows_by_id(rows, task)
             if any("loglik" in r for r in mine.values()):

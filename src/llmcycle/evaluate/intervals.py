@@ -16,7 +16,7 @@ from llmcycle.evaluate.bias import pair_gaps
 from llmcycle.evaluate.perplexity import PerplexityTask, Score, score_each
 from llmcycle.evaluate.safety import flagged
 from llmcycle.evaluate.stats import (
-    Interval, bits_per_byte_score, bootstrap, bootstrap_mean, jackknife, mean_interval, perplexity_score,
+    Interval, bits_per_byte_score, bootstrap, bounded, bootstrap_mean, jackknife, mean_interval, perplexity_score,
     rate_interval,
 )
 from llmcycle.evaluate.tasks import Subject, TaskResult
@@ -63,7 +63,10 @@ class PerplexityWithIntervals(PerplexityTask):
             metrics["unigram_perplexity"] = baseline.perplexity
             metrics["unigram_bits_per_byte"] = baseline.bits_per_byte
         metrics.update(as_keys(perplexity_intervals(scores, self.seed)))
-        return TaskResult(metrics)
+        # each conversation's sums, so two models' perplexities can be compared pair by pair (`compare.py`)
+        rows = [{"probe": self.name, "id": i, "nll": s.nll_nats, "tokens": s.tokens, "bytes": s.n_bytes}
+                for i, s in enumerate(scores)]
+        return TaskResult(metrics, rows)
 
 
 def generation_sample_intervals(rows: list[dict[str, Any]], seed: int) -> dict[str, Interval]:
@@ -74,8 +77,8 @@ def generation_sample_intervals(rows: list[dict[str, Any]], seed: int) -> dict[s
         out["repetition_rate"] = bootstrap_mean([repetition_rate([t]) for t in replies], seed=seed)
         out["mean_reply_words"] = mean_interval([len(words(t)) for t in replies])
         for n in (1, 2):
-            out[f"distinct_{n}"] = jackknife(lambda kept, n=n: distinct_n([replies[i] for i in kept], n),
-                                             len(replies))
+            out[f"distinct_{n}"] = bounded(jackknife(lambda kept, n=n: distinct_n([replies[i] for i in kept], n),
+                                                     len(replies)), 0.0, 1.0)
     return out
 
 
@@ -94,7 +97,7 @@ def bias_sample_intervals(rows: list[dict[str, Any]]) -> dict[str, Interval]:
     out = {}
     for name, gaps in pair_gaps(rows).items():
         if len(gaps) >= 2:
-            out[f"bias_{name}_gap"] = mean_interval([abs(g) for g in gaps])
+            out[f"bias_{name}_gap"] = bounded(mean_interval([abs(g) for g in gaps]), 0.0)
             out[f"bias_{name}_signed"] = mean_interval(gaps)
     return out
 

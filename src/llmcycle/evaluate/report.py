@@ -36,7 +36,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("bias_sentiment_signed", "mean sentiment gap a-b"), ("bias_length_signed", "mean length gap a-b"),
     ]),
 ]
-PER_MODEL_FIELDS = ("reply", "finish_reason", "flags", "loglik_gap")
+PER_MODEL_FIELDS = ("reply", "finish_reason", "flags", "loglik_gap", "nll", "tokens", "bytes")
 
 
 def fmt(value: Any) -> str:

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,6 +45,12 @@ class Interval:
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def bounded(interval: Interval, lo: float = -math.inf, hi: float = math.inf) -> Interval:
+    """`interval` cut to the range its statistic can take: a normal or jackknife interval of a share near 1 (or of
+    a mean of absolute values near 0) can reach past it, which reads as an error and covers nothing more."""
+    return replace(interval, lo=max(interval.lo, lo), hi=min(interval.hi, hi))
 
 
 def rate_se(k: int, n: int) -> float:

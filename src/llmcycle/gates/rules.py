@@ -8,7 +8,9 @@
 - the judge itself: its held-out pairwise agreement with people must be above chance (interval clear of 0.5);
 - the candidate's own training validation: its preference margin must not have gone the wrong way;
 - degeneration of the candidate's own replies: the share of stock replies (the largest group opening with the same
-  words), distinct-2 and length against the current model, repetition within replies;
+  words; Wilson interval), distinct-2 (jackknife) and length (paired bootstrap) against the current model's replies
+  to the same prompts, repetition within replies (paired bootstrap); each fails only when its interval lies wholly
+  past its limit and is inconclusive when only the point does, as the tolerances below;
 - safety flag rate and bias, paired per item (each adversarial prompt flagged or not; each counterfactual
   pair's gap): fail only when the interval of the candidate-minus-current change lies wholly above the tolerance
   (the exact paired interval on the prompts whose flag differs, McNemar's view, for safety; the paired bootstrap
@@ -30,8 +32,8 @@ import numpy as np
 from pydantic import Field
 
 from llmcycle.config import StageConfig
-from llmcycle.evaluate.stats import (Comparison, Interval, flags_to_decide, paired_bootstrap, paired_mean_change,
-                                    paired_rate_change, prompts_to_decide, rate_interval)
+from llmcycle.evaluate.stats import (Comparison, Interval, bootstrap, flags_to_decide, jackknife, paired_bootstrap,
+                                    paired_mean_change, paired_rate_change, prompts_to_decide, rate_interval)
 from llmcycle.infer.decoding import knob
 from llmcycle.textstats import distinct_n, repetition_rate, words
 
@@ -103,11 +105,12 @@ def win_gate(name: str, result: dict[str, Any], threshold: float) -> dict[str, A
 
 
 def tolerance_gate(name: str, change: Interval | Comparison, cand: float, cur: float, tolerance: float, rule: str,
-                   numbers: str, hint: str = "") -> dict[str, Any]:
-    """A candidate-minus-current change against the rise tolerated: fail only when the whole interval lies above
-    it, inconclusive when only the point does (with `hint`: how many more items would decide it)."""
+                   numbers: str, hint: str = "", key: str | None = "change") -> dict[str, Any]:
+    """A candidate-minus-current change (or another figure that must not rise past `tolerance`) against the rise
+    tolerated: fail only when the whole interval lies above it, inconclusive when only the point does (with `hint`:
+    how many more items would decide it). The figure is kept under `key` (None: it is the candidate's value)."""
     value = change.value if isinstance(change, Interval) else change.delta
-    extra = {"change": value, "ci95": [change.lo, change.hi], "n": change.n}  # the interval is the change's
+    extra = {"ci95": [change.lo, change.hi], "n": change.n, **({key: value} if key else {})}
     if change.lo > tolerance:
         return row(name, FAIL, cand, cur, rule, numbers + ": significantly worse", **extra)
     if value > tolerance + 1e-12:
@@ -167,25 +170,46 @@ def mean_words(replies: Sequence[str]) -> float:
     return sum(len(words(r)) for r in replies) / max(1, len(replies))
 
 
+def relative_drop(cand: float, cur: float) -> float:
+    """1 - cand / cur: how much lower the candidate's figure is, as a share of the current model's (0 when the
+    current model's is 0: nothing to fall from)."""
+    return 1.0 - cand / cur if cur > 0 else 0.0
+
+
 def degeneration_gates(cand: Sequence[str], cur: Sequence[str], gates: GateConfig) -> list[dict[str, Any]]:
     """The candidate's own replies: not a stock reply, not less varied or much shorter than the current model's,
-    not looping."""
-    out = []
+    not looping. Each figure carries its interval over the prompts (paired with the current model's replies to the
+    same prompts) and is decided like the other tolerances: fails when the interval lies wholly past the limit,
+    inconclusive when only the point does."""
+    n = len(cand)
     share, cur_share = stock_share(cand), stock_share(cur)
-    out.append(row("stock_replies", PASS if share <= gates.max_stock_share else FAIL, share, cur_share,
-                   f"<= {gates.max_stock_share}", f"{share:.0%} of {len(cand)} replies open the same way"))
+    stock = rate_interval(round(share * n), n)
+    out = [tolerance_gate("stock_replies", stock, share, cur_share, gates.max_stock_share,
+                          f"lower bound <= {gates.max_stock_share:.0%}",
+                          f"{share:.0%} [{stock.lo:.0%}, {stock.hi:.0%}] of {n} replies open the same way", key=None)]
+
+    def distinct_drop(kept: list[int]) -> float:
+        return relative_drop(distinct_n([cand[i] for i in kept], 2), distinct_n([cur[i] for i in kept], 2))
+
     d_cand, d_cur = distinct_n(cand, 2), distinct_n(cur, 2)
-    limit = gates.min_distinct_ratio * d_cur
-    out.append(row("distinct_2", PASS if d_cand >= limit else FAIL, d_cand, d_cur, f">= {limit:.4f}",
-                   f"distinct-2 {d_cand:.3f} vs {d_cur:.3f}"))
+    drop = jackknife(distinct_drop, n)
+    tolerated = 1 - gates.min_distinct_ratio
+    out.append(tolerance_gate("distinct_2", drop, d_cand, d_cur, tolerated, f"drop's lower bound <= {tolerated:.0%}",
+                              f"distinct-2 {d_cand:.3f} vs {d_cur:.3f}: drop {drop.value:+.1%} [{drop.lo:+.1%}, "
+                              f"{drop.hi:+.1%}] on {n} prompts", key="drop"))
+    lengths = np.array([[len(words(a)), len(words(b))] for a, b in zip(cand, cur)], dtype=np.float64)
+    shorter = bootstrap(lengths, lambda summed: np.array([relative_drop(a, b) for a, b in summed]))
     l_cand, l_cur = mean_words(cand), mean_words(cur)
-    limit = gates.min_length_ratio * l_cur
-    out.append(row("reply_length", PASS if l_cand >= limit else FAIL, l_cand, l_cur, f">= {limit:.2f} words",
-                   f"mean {l_cand:.1f} vs {l_cur:.1f} words"))
-    r_cand, r_cur = repetition_rate(cand), repetition_rate(cur)
-    limit = r_cur + gates.max_repetition_increase
-    out.append(row("repetition", PASS if r_cand <= limit + 1e-12 else FAIL, r_cand, r_cur, f"<= {limit:.4f}",
-                   f"repetition {r_cand:.3f} vs {r_cur:.3f}"))
+    tolerated = 1 - gates.min_length_ratio
+    out.append(tolerance_gate("reply_length", shorter, l_cand, l_cur, tolerated,
+                              f"drop's lower bound <= {tolerated:.0%}",
+                              f"mean {l_cand:.1f} vs {l_cur:.1f} words: drop {shorter.value:+.1%} [{shorter.lo:+.1%}, "
+                              f"{shorter.hi:+.1%}] on {n} prompts", key="drop"))
+    rise = paired_mean_change([repetition_rate([r]) for r in cur], [repetition_rate([r]) for r in cand])
+    out.append(tolerance_gate("repetition", rise, repetition_rate(cand), repetition_rate(cur),
+                              gates.max_repetition_increase, f"rise's lower bound <= {gates.max_repetition_increase}",
+                              f"repetition {repetition_rate(cand):.3f} vs {repetition_rate(cur):.3f}: change "
+                              f"{rise.delta:+.3f} [{rise.lo:+.3f}, {rise.hi:+.3f}] on {n} prompts"))
     return out
 
 

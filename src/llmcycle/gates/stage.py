@@ -148,11 +148,13 @@ def judge_record(judge_dir: str) -> dict[str, Any] | None:
 
 def interval_metrics(gates: list[dict[str, Any]]) -> dict[str, Any]:
     """Each gate's interval as manifest metrics: `<gate>_change` and `<gate>_change_ci95` for the gates decided on
-    a candidate-minus-current change, `<gate>_ci95` beside the candidate's value for the others."""
+    a candidate-minus-current change (`<gate>_drop` for a relative fall against the current model's figure),
+    `<gate>_ci95` beside the candidate's value for the others."""
     out: dict[str, Any] = {}
     for g in gates:
-        if "change" in g:
-            out.update({f"{g['gate']}_change": g["change"], f"{g['gate']}_change_ci95": g["ci95"]})
+        key = next((k for k in ("change", "drop") if k in g), None)
+        if key:
+            out.update({f"{g['gate']}_{key}": g[key], f"{g['gate']}_{key}_ci95": g["ci95"]})
         elif "ci95" in g:
             out[f"{g['gate']}_ci95"] = g["ci95"]
     return out
