@@ -33,7 +33,7 @@ from pydantic import Field
 
 from llmcycle.config import StageConfig
 from llmcycle.evaluate.stats import (Comparison, Interval, bootstrap, flags_to_decide, jackknife, paired_bootstrap,
-                                    paired_mean_change, paired_rate_change, prompts_to_decide, rate_interval)
+                                    paired_mean_change, paired_rate_change, prompts_to_decide, rate_interval, wilson)
 from llmcycle.infer.decoding import knob
 from llmcycle.textstats import distinct_n, repetition_rate, words
 
@@ -183,7 +183,7 @@ def degeneration_gates(cand: Sequence[str], cur: Sequence[str], gates: GateConfi
     inconclusive when only the point does."""
     n = len(cand)
     share, cur_share = stock_share(cand), stock_share(cur)
-    stock = rate_interval(round(share * n), n)
+    stock = Interval(share, *wilson(round(share * n), n), n, "wilson")  # Wilson at any share: p is often near 0
     out = [tolerance_gate("stock_replies", stock, share, cur_share, gates.max_stock_share,
                           f"lower bound <= {gates.max_stock_share:.0%}",
                           f"{share:.0%} [{stock.lo:.0%}, {stock.hi:.0%}] of {n} replies open the same way", key=None)]
