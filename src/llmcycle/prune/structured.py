@@ -122,7 +122,7 @@ def prune_layer(layer: Any, name: str, p: Plan, norms: dict[str, torch.Tensor] |
         attn.num_key_value_groups = p.keep_heads // p.kv_heads
 
 
-def drop_layers(model: Any, drop: list[int]) -> None:
+def remove_layers(model: Any, drop: list[int]) -> None:
     """Remove the decoder layers at DROP and renumber the rest (each attention's `layer_idx` addresses the KV
     cache); per-layer config lists (`layer_types`) lose the same entries."""
     gone = set(drop)
@@ -155,7 +155,7 @@ def prune_structured(model: Any, p: Plan, norms: dict[str, torch.Tensor] | None,
         if influence is None or len(influence) != p.layers:
             raise ValueError("dropping layers needs each layer's influence on the calibration text")
         drop = sorted(sorted(range(p.layers), key=lambda i: influence[i])[:p.drop_layers])
-        drop_layers(model, drop)
+        remove_layers(model, drop)
         changes.update(num_hidden_layers=[p.layers, p.layers - p.drop_layers], removed_layers=drop,
                        layer_influence=[round(x, 5) for x in influence])
     return changes
