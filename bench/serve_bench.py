@@ -73,7 +73,8 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 def start_ours(model: str, port: int, db: Path, clients: int, threads: int,
                quantize: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env.pop("OMP_WAIT_POLICY", None)  # the peer's setting: ours keeps its own default
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):  # the peer's setting: ours keeps its own default
+        env.pop(name, None)
     cmd = [sys.executable, "-m", "llmcycle", "serve", "--model", model, "--port", str(port), "--feedback-db", str(db),
            "--max-batch", str(clients), "--max-queue", "256", "--max-tokens", "256", "--max-context", "1024",
            "--threads", str(threads)] + (["--quantize", quantize] if quantize else [])

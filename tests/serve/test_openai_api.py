@@ -87,7 +87,7 @@ def test_completions_with_logprobs_and_stop(live_server):
 def test_models_and_extras(live_server):
     client = live_server.client()
     [model] = client.models.list().data
-    reply = client.chat.completions.create(model=model.id, messages=HELLO, max_tokens=8,
+    reply = client.chat.completions.create(model=model.id, messages=HELLO, max_tokens=8, seed=3,
                                            extra_body={"top_k": 5, "min_p": 0.1, "repetition_penalty": 1.3,
                                                        "no_repeat_ngram_size": 2})
     assert reply.model == model.id and reply.choices[0].finish_reason in ("stop", "length")

@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
 from llmcycle import __version__
 from llmcycle.cli.aliases import rewrite
 from llmcycle.errors import UserError
-from llmcycle.openmp import passive_openmp
+from llmcycle.openmp import passive_openmp, short_openmp_spin
 
 app = typer.Typer(
     name="llmcycle",
@@ -53,8 +53,8 @@ def _register_all() -> None:
 
 if sys.argv[1:2] in (["serve"], ["eval"]):
     # libgomp reads its wait policy once, when torch loads, and registering the commands loads torch: these
-    # commands' sleeping OpenMP workers must be asked for before that
-    passive_openmp()
+    # commands' OpenMP waiting must be asked for before that
+    (short_openmp_spin if sys.argv[1] == "serve" else passive_openmp)()
 _register_all()
 
 

@@ -9,8 +9,8 @@ layer is a handful of ATen calls on weights prepared once:
   own rotary module, so every rope variant that depends only on the position is exact.
 What remains at batch 1 on CPU is memory traffic and per-call cost: the `default` preset streams ~7 MB of fp32
 weights per token (the 4 MB tied output head among them); `--quantize int8` quarters the bytes. torch.compile
-measured slower here (dynamic shapes, ~25 s compile), so it is not used; a continuous batch's step at a few rows
-runs the same calls as one TorchScript graph instead (`scripted_step.py`).
+measured slower here (dynamic shapes, ~25 s compile), so it is not used; a decode step (one request's, or a
+continuous batch's) runs the same calls as one TorchScript graph instead where it can (`scripted_step.py`).
 Anything we do not reproduce exactly (rope that depends on sequence length, sliding windows shorter than the
 context, other activations, quantized or adapter-wrapped modules) makes `from_hf` return None: the engine then
 uses the transformers forward instead.
@@ -225,17 +225,30 @@ class FastLlama:
             self._ids[:, slot] = tokens
             if slot == self.original_max:
                 return self._recompute(slot + 1)
+        positions = None
         if self.attend is None:
             freqs = self._table(slot + 1)[slot:slot + 1][None]
             mask = None
         else:
             table = self._table(int(self.next_position.max()) + 1) if self.short_freqs is not None else self.freqs
-            freqs = table[self.next_position][:, None]
-            self.next_position += 1
+            positions = self.next_position
+            freqs = table[positions][:, None]
+            self.next_position = positions + 1
             mask = self.attend[..., :slot + 1]
-        hidden = self._forward(tokens[:, None], freqs, slot, mask, causal=False)
         self.slot = slot + 1
+        scripted = self._scripted_step(tokens.shape[0])
+        if scripted:
+            if positions is None:
+                positions = torch.full((tokens.shape[0],), slot, dtype=torch.long, device=self.device)
+            return scripted(self.keys, self.values, tokens, positions, slot, mask)
+        hidden = self._forward(tokens[:, None], freqs, slot, mask, causal=False)
         return self._logits(hidden[:, -1])
+
+    def _scripted_step(self, rows: int) -> Any:
+        """The scripted decode step (scripted_step.py, built once) where it applies to `rows` rows, else None."""
+        if self._scripted is None:
+            self._scripted = ScriptedStep.build(self) or False
+        return self._scripted if self._scripted and rows <= self._scripted.max_rows else None
 
     def _recompute(self, end: int) -> torch.Tensor:
         """What transformers' Phi-3 generation does when the sequence first outgrows the original context: drop
@@ -351,10 +364,8 @@ class FastLlama:
         hides the columns a row does not own, None when every row owns columns 0..column."""
         self.keys, self.values = keys, values
         self.cached_ids, self._fed = [], []  # views of the batch cache: nothing for `start` to reuse
-        if tokens.shape[0] <= ScriptedStep.MAX_ROWS:  # a few rows: the same calls as one scripted graph
-            if self._scripted is None:
-                self._scripted = ScriptedStep.build(self) or False
-            if self._scripted:
-                return self._scripted(keys, values, tokens, positions, column, mask)
+        scripted = self._scripted_step(tokens.shape[0])
+        if scripted:  # the same calls as one scripted graph
+            return scripted(keys, values, tokens, positions, column, mask)
         hidden = self._forward(tokens[:, None], self.freqs[positions][:, None], column, mask, causal=False)
         return self._logits(hidden[:, -1])

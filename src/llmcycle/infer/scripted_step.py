@@ -10,9 +10,11 @@ under a second, once per process.
 The graph makes the same calls, in the same order and on the same kernels, as `FastLlama._forward`, so the logits
 are the same numbers (tested with `torch.equal`), with one change of spelling: each residual add is an in-place
 `addmm_`, because TorchScript's optimizer splits an out-of-place `addmm` into `mm` and `add`, which rounds
-differently. It is used only where the Python forward would pick the same kernels: float32 weights held as plain
-tensors without biases (not quantized), no sliding windows, and rows below `gemm.MIN_ROWS` with no weight as big as
-`gemm.HEAD_WEIGHT` (or oneDNN off), where every product is the default BLAS `mm`.
+differently. It is used only where the Python forward would pick the same kernels: a float32 model without biases or
+sliding windows whose weights are either plain tensors, at rows below `gemm.MIN_ROWS` with no weight as big as
+`gemm.HEAD_WEIGHT` (or oneDNN off), where every product is the default BLAS `mm`; or all quantized alike (quantize.py:
+bf16, int8 or int4, head included), at any number of rows, since a quantized product has one kernel. Quantized, the
+Python calls are the larger share of a step: SmolLM2-135M int4 on 2 cores, one row, X -> Y ms.
 """
 
 from __future__ import annotations
@@ -24,26 +26,47 @@ import torch
 import torch.nn.functional as F
 
 from llmcycle.infer import gemm
+from llmcycle.infer.quantize import BF16Weight, Int4Weight, Int8Weight
 
 
 def _norm(x: torch.Tensor, weight: torch.Tensor, width: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return weight * (x * (x * x).sum(-1, keepdim=True).div_(width).add_(eps).rsqrt_())
 
 
+def _product(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, kind: int, group: int) -> torch.Tensor:
+    """x @ W for W as FastLlama keeps it: kind 0 a transposed float tensor `a`; else quantize.py's weight classes'
+    exact calls (16: bf16 `a`; 8: int8 codes `a`, scales `b`; 4: int4 packed `a`, scales and offsets `b`)."""
+    if kind == 0:
+        return torch.mm(x, a)
+    if kind == 4:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), a, group, b).to(x.dtype)
+    if kind == 8:
+        return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), a, b).to(x.dtype)
+    return F.linear(x.to(torch.bfloat16), a).to(x.dtype)
+
+
+def _add_product(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, kind: int,
+                 group: int) -> torch.Tensor:
+    """x + y @ W: in place for float weights (see the module's docstring), as `project_add` adds for quantized."""
+    if kind == 0:
+        return x.addmm_(y, a)
+    return x + _product(y, a, b, kind, group)
+
+
 def _step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tensor, table: torch.Tensor,
           weights: List[List[torch.Tensor]], keys: List[torch.Tensor], values: List[torch.Tensor], column: int,
           mask: Optional[torch.Tensor], shape: List[int], width: torch.Tensor, eps: torch.Tensor, scaling: float,
-          final_norm: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-    """Logits [rows, vocab] for one token per row written at `column`; weights per layer: norm1, qkv, out, norm2,
-    gate_up, down (transposed, as FastLlama keeps them); shape: heads, kv heads, head dim."""
+          final_norm: torch.Tensor, head: List[torch.Tensor], kind: int, group: int) -> torch.Tensor:
+    """Logits [rows, vocab] for one token per row written at `column`; weights per layer: norm1, then qkv, out,
+    gate_up and down as (a, b) pairs (`_product`), with norm2 after out; shape: heads, kv heads, head dim."""
     n_heads, n_kv, head_dim = shape[0], shape[1], shape[2]
     rows = tokens.shape[0]
     qk_cols = (n_heads + n_kv) * head_dim
     freqs = table[positions][:, None][:, :, None]
     x = F.embedding(tokens, embed)
     for i in range(len(weights)):
-        norm1, qkv_weight, out, norm2, gate_up, down = weights[i]
-        qkv = torch.mm(_norm(x, norm1, width, eps), qkv_weight)
+        w = weights[i]
+        qkv = _product(_norm(x, w[0], width, eps), w[1], w[2], kind, group)
         pairs = torch.view_as_complex(qkv[:, :qk_cols].reshape(rows, 1, -1, head_dim // 2, 2))
         qk = torch.view_as_real(pairs * freqs).reshape(rows, 1, -1, head_dim)
         keys[i][:, :, column:column + 1] = qk[:, :, n_heads:].transpose(1, 2)
@@ -51,10 +74,10 @@ def _step(tokens: torch.Tensor, positions: torch.Tensor, embed: torch.Tensor, ta
         att = F.scaled_dot_product_attention(qk[:, :, :n_heads].transpose(1, 2), keys[i][:, :, :column + 1],
                                              values[i][:, :, :column + 1], attn_mask=mask, is_causal=False,
                                              scale=scaling, enable_gqa=n_kv != n_heads)
-        x = x.addmm_(att.transpose(1, 2).reshape(rows, -1), out)
-        gate, up = torch.mm(_norm(x, norm2, width, eps), gate_up).chunk(2, dim=-1)
-        x = x.addmm_(F.silu(gate) * up, down)
-    return torch.mm(_norm(x, final_norm, width, eps), head)
+        x = _add_product(x, att.transpose(1, 2).reshape(rows, -1), w[3], w[4], kind, group)
+        gate, up = _product(_norm(x, w[5], width, eps), w[6], w[7], kind, group).chunk(2, dim=-1)
+        x = _add_product(x, F.silu(gate) * up, w[8], w[9], kind, group)
+    return _product(_norm(x, final_norm, width, eps), head[0], head[1], kind, group)
 
 
 @lru_cache(maxsize=1)
@@ -66,34 +89,56 @@ def compiled() -> Callable[..., torch.Tensor] | None:
         return None
 
 
+_KINDS = {BF16Weight: 16, Int8Weight: 8, Int4Weight: 4}
+
+
+def _pair(weight: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight as `_product`'s (a, b) tensors."""
+    if type(weight) is torch.Tensor:
+        return weight, _NONE
+    if isinstance(weight, Int4Weight):
+        return weight.packed, weight.scale_offset
+    if isinstance(weight, Int8Weight):
+        return weight.codes, weight.scales
+    return weight.weight, _NONE
+
+
+_NONE = torch.empty(0)
+
+
 class ScriptedStep:
-    """FastLlama's weights in the scripted step's layout; `__call__` is `step_rows` for up to MAX_ROWS rows."""
+    """FastLlama's weights in the scripted step's layout; `__call__` is `step_rows` for up to `max_rows` rows."""
 
-    MAX_ROWS = gemm.MIN_ROWS - 1
-
-    def __init__(self, fast: Any, step: Callable[..., torch.Tensor]):
-        self.fast, self.step = fast, step
-        self.weights = [[layer.norm1, layer.qkv, layer.out, layer.norm2, layer.gate_up, layer.down]
-                        for layer in fast.layers]
+    def __init__(self, fast: Any, step: Callable[..., torch.Tensor], kind: int, group: int):
+        self.fast, self.step, self.kind, self.group = fast, step, kind, group
+        self.max_rows = gemm.MIN_ROWS - 1 if kind == 0 else 1 << 30
+        self.weights = [[layer.norm1, *_pair(layer.qkv), *_pair(layer.out), layer.norm2, *_pair(layer.gate_up),
+                         *_pair(layer.down)] for layer in fast.layers]
+        self.head = list(_pair(fast.lm_head))
         self.shape = [fast.n_heads, fast.n_kv, fast.head_dim]
 
     @classmethod
     def build(cls, fast: Any) -> "ScriptedStep | None":
         """The scripted step for `fast`, or None where it would not make the Python forward's exact calls."""
         layers = fast.layers
-        tensors = [w for layer in layers for w in (layer.qkv, layer.out, layer.gate_up, layer.down)] + [fast.lm_head]
+        weights = [w for layer in layers for w in (layer.qkv, layer.out, layer.gate_up, layer.down)] + [fast.lm_head]
         biases = [b for layer in layers for b in (layer.qkv_bias, layer.out_bias, layer.gate_up_bias,
                                                   layer.down_bias)] + [fast.lm_head_bias]
-        if fast.dtype is not torch.float32 or any(type(w) is not torch.Tensor for w in tensors) \
-                or any(b is not None for b in biases) or any(w is not None for w in fast.windows) \
-                or fast.short_freqs is not None \
-                or (gemm.enabled() and any(w.numel() >= gemm.HEAD_WEIGHT for w in tensors)):
+        types = {type(w) for w in weights}
+        if fast.dtype is not torch.float32 or len(types) != 1 or any(b is not None for b in biases) \
+                or any(w is not None for w in fast.windows) or fast.short_freqs is not None:
             return None
+        kind = 0 if types == {torch.Tensor} else _KINDS.get(types.pop())
+        if kind is None or any(getattr(w, "bias", None) is not None for w in weights) \
+                or (kind == 0 and gemm.enabled() and any(w.numel() >= gemm.HEAD_WEIGHT for w in weights)):
+            return None
+        groups = {getattr(w, "group", 0) for w in weights}
         step = compiled()
-        return None if step is None else cls(fast, step)
+        return None if step is None or len(groups) != 1 else cls(fast, step, kind, groups.pop())
 
     def __call__(self, keys: list[torch.Tensor], values: list[torch.Tensor], tokens: torch.Tensor,
                  positions: torch.Tensor, column: int, mask: torch.Tensor | None) -> torch.Tensor:
         fast = self.fast
         return self.step(tokens, positions, fast.embed, fast.freqs, self.weights, keys, values, column, mask,
-                         self.shape, fast._width, fast._eps, fast.scaling, fast.final_norm, fast.lm_head)
+                         self.shape, fast._width, fast._eps, fast.scaling, fast.final_norm, self.head, self.kind,
+                         self.group)

@@ -14,7 +14,7 @@ from types import FrameType
 import uvicorn
 
 from llmcycle.errors import ConfigError
-from llmcycle.openmp import passive_openmp
+from llmcycle.openmp import short_openmp_spin
 from llmcycle.serve.config import LOCAL_HOSTS, ServeConfig
 
 API_KEY_ENV = "LLMCYCLE_API_KEY"
@@ -93,7 +93,7 @@ def serve(cfg: ServeConfig) -> None:
     sock = bind(cfg.host, cfg.port)  # before anything is printed: a busy port is one line, exit 2
     faulthandler.enable()
     log_to_stderr()
-    policy = passive_openmp()
+    policy = short_openmp_spin()
     log.info("llmcycle serve starting (pid %d): http://%s:%d/, model %s, OpenMP wait policy %s", os.getpid(),
              cfg.host, cfg.port, cfg.model or f"from {cfg.watch}", policy)
     print(f"llmcycle serve: http://{cfg.host}:{cfg.port}/  (OpenAI API under /v1, metrics at /metrics)", flush=True)
