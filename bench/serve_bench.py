@@ -10,9 +10,10 @@
 
 Our server serves the HF dir (at --quantize's format); llama.cpp serves a GGUF of the same model (--gguf: our
 exporter's q8_0/q4_0, or the published SmolLM2 Q4_1), both with --threads threads and max(--clients) rows.
-Both use OpenMP (libgomp): `llmcycle serve` makes its idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE), and
-so, by default, does this process, which hosts llama.cpp's server and the clients: spinning workers starve the
-clients and the server threads of cores (--peer-wait-policy default leaves libgomp's spinning to the peer).
+Both use OpenMP (libgomp): `llmcycle serve` has its idle OpenMP threads spin briefly and then sleep
+(OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT, its own default; neither variable reaches it from here). This process,
+which hosts llama.cpp's server and the clients, makes them sleep by default (OMP_WAIT_POLICY=PASSIVE): spinning
+workers starve the clients of cores (--peer-wait-policy default leaves libgomp's spinning to the peer).
 
     python bench/serve_bench.py --model models/smollm2 --quantize int4 --gguf q4_0 --clients 16 64 \
         --skip load feedback

@@ -14,7 +14,7 @@ differently. It is used only where the Python forward would pick the same kernel
 sliding windows whose weights are either plain tensors, at rows below `gemm.MIN_ROWS` with no weight as big as
 `gemm.HEAD_WEIGHT` (or oneDNN off), where every product is the default BLAS `mm`; or all quantized alike (quantize.py:
 bf16, int8 or int4, head included), at any number of rows, since a quantized product has one kernel. Quantized, the
-Python calls are the larger share of a step: SmolLM2-135M int4 on 2 cores, one row, X -> Y ms.
+Python calls are a larger share of a step: SmolLM2-135M int4 on 2 cores, one row, 6.0 -> 4.4-4.6 ms.
 """
 
 from __future__ import annotations
