@@ -32,6 +32,7 @@ from llmcycle.infer.decode import left_pad, streamable_length
 from llmcycle.infer.engine import Completion, Engine
 from llmcycle.infer.handles import Failed, Handle, Piece
 from llmcycle.infer.sampling import choose_rows
+from llmcycle.infer.threads import forward_threads, use_threads
 from llmcycle.infer.settings import GenerationSettings
 
 DEFAULT_MAX_CONTEXT = 2048
@@ -239,11 +240,15 @@ class Scheduler:
             self._free(cache, i)
             seq.finish("cancelled")
             seq.send_final()
-        self._admit(cache, self._take(self.max_batch - len(self.running)))
+        taken = self._take(self.max_batch - len(self.running))
+        if taken:
+            use_threads(self.engine.threads)  # prompts: every thread the engine has
+            self._admit(cache, taken)
         if not self.running:
             return
         tokens = torch.tensor([seq.last for seq in self.running], device=self.engine.device)
         positions = torch.tensor([seq.position for seq in self.running], device=self.engine.device)
+        use_threads(forward_threads(len(self.running), self.engine.params, self.engine.threads))
         logits = cache.step(tokens, positions)
         self.steps += 1
         chosen = self._choose_together(logits)

@@ -71,6 +71,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.threads = torch.get_num_threads()
+        self.params = sum(p.numel() for p in model.parameters())
         self.eos_token_ids = modeldir.stop_token_ids(tokenizer, model)
         self.pad_token_id = modeldir.pad_token_id(tokenizer, model)
         self.context_length = model_context(model, tokenizer)
@@ -103,7 +104,7 @@ class Engine:
         if not quantize:
             use_onednn(hf_model)  # the engine owns this model: its float32 products may use the faster kernel
         engine = cls(hf_model, tokenizer, fast=fast, quantize=quantize)
-        engine.threads = apply_threads(threads, sum(p.numel() for p in hf_model.parameters()), str(engine.device))
+        engine.threads = apply_threads(threads, engine.params, str(engine.device))
         return engine
 
     def _turn_start_ids(self) -> list[int]:
