@@ -7,7 +7,7 @@ tokens (no padding) per second of training. TRL runs like-for-like (fp32, no gra
 turn on bf16 autocast and gradient checkpointing, which only slow a CPU down; `--trl-defaults` times that too), then
 llmcycle (padding-free packing, logits only where a token is trained).
 
-    python bench/finetune_bench.py [--records 400] [--seq-len 512] [--batch 8] [--threads 2]
+    python bench/finetune_bench.py [--records 400] [--seq-len 512] [--batch 8] [--threads 2] [--repeats 2]
     python bench/finetune_bench.py --model smollm2-135m-instruct   # a real pretrained base (49,152-token vocab)
 
 Prints a table and writes bench/results/finetune_bench.json. GPU-only parts (QLoRA peak memory) are not measured
@@ -135,6 +135,16 @@ def run_ours(root: Path, records, tok, args, packing: bool = True) -> dict:
             "steps": metrics["steps"], "train_loss": metrics["train_loss"]}
 
 
+def combined(runs: list[dict]) -> dict:
+    """One side's runs as one row: tokens per second over all of them, each run's figure kept."""
+    row = dict(runs[-1])
+    row["seconds"] = sum(r["seconds"] for r in runs)
+    row["tokens"] = sum(r["tokens"] for r in runs)
+    row["tokens_per_s"] = row["tokens"] / row["seconds"]
+    row["runs_tokens_per_s"] = [round(r["tokens_per_s"], 2) for r in runs]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=400)
@@ -148,6 +158,8 @@ def main() -> None:
                              "`default` model with our tokenizer.")
     parser.add_argument("--out", type=Path, default=None, help="Result file (default: results/finetune_bench.json, "
                         "or finetune_bench_<model>.json with --model).")
+    parser.add_argument("--repeats", type=int, default=2, help="Runs of each side, in ABBA order (TRL, ours, ours, "
+                        "TRL, ...): the first run in a process is slower, whichever side it is.")
     parser.add_argument("--trl-defaults", action="store_true",
                         help="Also time TRL's own defaults (bf16 autocast, gradient checkpointing: slow on CPU).")
     args = parser.parse_args()
@@ -167,8 +179,13 @@ def main() -> None:
         root = Path(tmp)
         records, tok = make_inputs(root, args.records, args.seq_len, args.model)
         load_before = os.getloadavg()[0]
-        trl_plain = run_trl(root, records, tok, args, like_for_like=True)
-        ours = run_ours(root, records, tok, args)
+        trl_runs, our_runs = [], []
+        for i in range(args.repeats):  # ABBA: a drift of the machine's speed, or a first run's warm-up, cancels
+            pair = [lambda: trl_runs.append(run_trl(root, records, tok, args, like_for_like=True)),
+                    lambda: our_runs.append(run_ours(root, records, tok, args))]
+            for run_one in (pair if i % 2 == 0 else pair[::-1]):
+                run_one()
+        trl_plain, ours = combined(trl_runs), combined(our_runs)
         unpacked = run_ours(root, records, tok, args, packing=False)  # where the speed comes from
         trl = run_trl(root, records, tok, args, like_for_like=False) if args.trl_defaults else None
         load_after = os.getloadavg()[0]
@@ -190,6 +207,7 @@ def main() -> None:
     for name, row in rows:
         print(f"{name:<26}{row['tokens']:>9}{row['steps']:>7}{row['seconds']:>10.1f}{row['tokens_per_s']:>11.0f}"
               f"{row['train_loss']:>12.3f}")
+    print(f"runs (tokens/s, ABBA order): TRL {trl_plain['runs_tokens_per_s']}, llmcycle {ours['runs_tokens_per_s']}")
     versus_defaults = f", {speedup_defaults:.2f}x vs TRL defaults" if trl else ""
     print(f"speedup {speedup:.2f}x vs TRL like-for-like{versus_defaults} "
           f"(load avg {load_before:.1f} -> {load_after:.1f}, {args.threads} threads)")
