@@ -33,7 +33,8 @@ def serve(
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, ...")] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto, fp32, bf16, fp16.")] = None,
     quantize: Annotated[Optional[str], typer.Option("--quantize", help="Weight-only: bf16, int8, int4 or int4:GROUP.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (at most: a decode step too small "
+                                                   "to share runs on one).")] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:

@@ -24,7 +24,8 @@ class ServeConfig(StageConfig):
     device: str = "cpu"
     dtype: str = "auto"
     quantize: Optional[str] = None
-    threads: Optional[int] = Field(None, ge=1)
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads, at most: a decode step too small to share runs "
+                                   "on one (default: 1 for a model under 50M weights, else torch's).")
     fast: bool = True
     max_batch: int = Field(16, ge=1, description="Rows of the running batch.")
     max_queue: int = Field(64, ge=0, description="Requests that may wait for a row; more get HTTP 429.")
