@@ -138,3 +138,21 @@ def test_a_long_run_without_spaces_is_released_before_its_end():
     brackets = OutputGuard(redaction_only())  # nothing can start there: released once the word is long
     shown = [brackets.feed(")}") for _ in range(20)]
     assert "".join(shown[:13]) == ")}" * 13 and shown[13:] == [")}"] * 7
+
+
+def test_with_moderation_off_every_piece_goes_out_as_it_comes():
+    guard = OutputGuard(Moderator(parse_policy("off")))
+    assert not guard.moderator.enabled
+    assert [guard.feed(p) for p in ["你好", "，世", "界", " hal", "f a wo", "rd"]] == ["你好", "，世", "界", " hal",
+                                                                                   "f a wo", "rd"]
+
+
+def test_a_long_word_streams_under_the_classifier_alone():
+    """Moderation on, redaction off: a reply without spaces (Chinese, say) is released before its end too."""
+    policy = parse_policy("off")
+    policy["S1"] = "block"
+    guard = OutputGuard(Moderator(policy))
+    assert guard.moderator.enabled and not guard.redacting
+    shown = [guard.feed("天气很好") for _ in range(30)]
+    first = next(i for i, s in enumerate(shown) if s)  # once longer than an e-mail's local part could be
+    assert 4 * (first + 1) <= 68 and shown[first + 1:] == ["天气很好"] * (29 - first)

@@ -154,8 +154,9 @@ def cancel(job: Job) -> None:
 class OutputGuard:
     """Moderates one choice's reply while it streams, without leaking what redaction would hide.
 
-    Every decision is made on the original text so far; what is released is its redacted form, and only up to a
-    point later text cannot change: never inside the last word (an e-mail or key still being written) and, with
+    With moderation off every piece is released as it comes. Otherwise every decision is made on the original text
+    so far; what is released is its redacted form, and only up to a point later text cannot change: never inside
+    the last word (an e-mail or key still being written; a word the classifier has not seen whole) and, with
     redaction on, not from where a match that may contain a space (phone, card, IBAN) could still be under way
     (`open_start`: a run of digits, "+", "(" or an IBAN's start at the end). Ordinary words are released as soon
     as they end, so the first token is not held back; a long word is released up to where a match could still be
@@ -215,9 +216,11 @@ class OutputGuard:
         could complete (with redaction on), moved before any match it would split; inside a long last word, the
         first place where an e-mail, URL, key or IP could still be under way."""
         text = self.text
+        if not self.moderator.enabled:
+            return len(text)  # nothing is checked or redacted: every piece goes out as it comes
         limit = open_start(text) if self.redacting else len(text)
         word = max(text.rfind(" "), text.rfind("\n")) + 1
-        if self.redacting and limit > word and len(text) - word >= LONG_WORD:
+        if limit > word and len(text) - word >= LONG_WORD:
             self.word_scan = open_word(text, max(word, self.word_scan))
             return pulled_before(min(limit, self.word_scan), found)
         return safe_cut(text, found, limit - 1) if limit > 0 else 0
