@@ -206,10 +206,11 @@ def degeneration_gates(cand: Sequence[str], cur: Sequence[str], gates: GateConfi
                               f"mean {l_cand:.1f} vs {l_cur:.1f} words: drop {shorter.value:+.1%} [{shorter.lo:+.1%}, "
                               f"{shorter.hi:+.1%}] on {n} prompts", key="drop"))
     rise = paired_mean_change([repetition_rate([r]) for r in cur], [repetition_rate([r]) for r in cand])
-    out.append(tolerance_gate("repetition", rise, repetition_rate(cand), repetition_rate(cur),
-                              gates.max_repetition_increase, f"rise's lower bound <= {gates.max_repetition_increase}",
-                              f"repetition {repetition_rate(cand):.3f} vs {repetition_rate(cur):.3f}: change "
-                              f"{rise.delta:+.3f} [{rise.lo:+.3f}, {rise.hi:+.3f}] on {n} prompts"))
+    r_cand, r_cur = repetition_rate(cand), repetition_rate(cur)
+    out.append(tolerance_gate("repetition", rise, r_cand, r_cur, gates.max_repetition_increase,
+                              f"rise's lower bound <= {gates.max_repetition_increase}",
+                              f"repetition {r_cand:.3f} vs {r_cur:.3f}: change {rise.delta:+.3f} [{rise.lo:+.3f}, "
+                              f"{rise.hi:+.3f}] on {n} prompts"))
     return out
 
 

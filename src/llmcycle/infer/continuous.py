@@ -32,8 +32,8 @@ from llmcycle.infer.decode import left_pad, streamable_length
 from llmcycle.infer.engine import Completion, Engine
 from llmcycle.infer.handles import Failed, Handle, Piece
 from llmcycle.infer.sampling import choose_rows
-from llmcycle.infer.threads import forward_threads, use_threads
 from llmcycle.infer.settings import GenerationSettings
+from llmcycle.infer.threads import forward_threads, use_threads
 
 DEFAULT_MAX_CONTEXT = 2048
 log = logging.getLogger("llmcycle.serve")

@@ -225,22 +225,21 @@ class FastLlama:
             self._ids[:, slot] = tokens
             if slot == self.original_max:
                 return self._recompute(slot + 1)
-        positions = None
-        if self.attend is None:
-            freqs = self._table(slot + 1)[slot:slot + 1][None]
-            mask = None
-        else:
-            table = self._table(int(self.next_position.max()) + 1) if self.short_freqs is not None else self.freqs
-            positions = self.next_position
-            freqs = table[positions][:, None]
+        positions, mask = None, None
+        if self.attend is not None:
+            positions, mask = self.next_position, self.attend[..., :slot + 1]
             self.next_position = positions + 1
-            mask = self.attend[..., :slot + 1]
         self.slot = slot + 1
         scripted = self._scripted_step(tokens.shape[0])
         if scripted:
             if positions is None:
                 positions = torch.full((tokens.shape[0],), slot, dtype=torch.long, device=self.device)
             return scripted(self.keys, self.values, tokens, positions, slot, mask)
+        if positions is None:
+            freqs = self._table(slot + 1)[slot:slot + 1][None]
+        else:
+            table = self._table(int(positions.max()) + 1) if self.short_freqs is not None else self.freqs
+            freqs = table[positions][:, None]
         hidden = self._forward(tokens[:, None], freqs, slot, mask, causal=False)
         return self._logits(hidden[:, -1])
 

@@ -41,15 +41,14 @@ def choose_threads(threads: int | None, params: int, device: str) -> int | None:
 def apply_threads(threads: int | None, params: int = 0, device: str = "cpu") -> int:
     """Set torch's intra-op threads as `choose_threads` decides; returns the count in effect."""
     chosen = choose_threads(threads, params, device)
-    if chosen is not None and torch.get_num_threads() != chosen:
-        torch.set_num_threads(chosen)
+    if chosen is not None:
+        use_threads(chosen)
     return torch.get_num_threads()
 
 
 def use_process_default() -> int:
     """Give torch back its own thread count for this process (for batched work such as training)."""
-    if torch.get_num_threads() != PROCESS_DEFAULT:
-        torch.set_num_threads(PROCESS_DEFAULT)
+    use_threads(PROCESS_DEFAULT)
     return PROCESS_DEFAULT
 
 
