@@ -64,6 +64,14 @@ def test_public_host_needs_a_key(make_tiny_model, cli):
     assert code == 2 and "no such model dir" in err
 
 
+def test_an_unknown_quantization_stops_the_server_before_it_starts(make_tiny_model, cli):
+    """Checked with the other settings, before the port is bound and the model loads in the background: a server
+    that came up anyway would only log "model load failed" and answer 503 for ever."""
+    code, out, err = cli("serve", "--model", str(make_tiny_model("llama")), "--quantize", "int5", "--port", "0")
+    assert code == 2 and err.startswith("error: quantize: unknown method 'int5'") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
 def test_503_while_loading(make_tiny_model, tmp_path):
     import threading
 

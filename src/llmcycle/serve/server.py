@@ -15,6 +15,7 @@ import uvicorn
 
 from llmcycle.errors import ConfigError
 from llmcycle.openmp import short_openmp_spin
+from llmcycle.quant_spec import parse_spec
 from llmcycle.serve.config import LOCAL_HOSTS, ServeConfig
 
 API_KEY_ENV = "LLMCYCLE_API_KEY"
@@ -34,6 +35,7 @@ def resolve(cfg: ServeConfig) -> ServeConfig:
     if cfg.host not in LOCAL_HOSTS and not cfg.api_key and not cfg.insecure:
         raise ConfigError(f"--host {cfg.host} exposes the server beyond this machine: give --api-key KEY (or "
                           f"${API_KEY_ENV}), or --insecure to serve without one")
+    parse_spec(cfg.quantize)  # a bad method is one line now, not "model load failed" in a running server's log
     if cfg.default_max_tokens > cfg.max_tokens:
         cfg = cfg.model_copy(update={"default_max_tokens": cfg.max_tokens})
     return cfg
