@@ -40,6 +40,7 @@ from llmcycle.config import StageConfig
 from llmcycle.errors import TrainingError
 from llmcycle.progress import bar
 from llmcycle.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_state
+from llmcycle.train.dropout import use_fast_dropout
 from llmcycle.train.metrics import LOSS_LABELS, MetricsLog
 from llmcycle.train.mfu import flops_per_token, measured_peak_flops
 from llmcycle.train.objectives import CrossEntropy, logits_cross_entropy
@@ -167,6 +168,7 @@ def train_loop(model, train_batches: Callable[[int], Iterable[Batch]],
         model.to(accelerator.device)
     if requested(model):  # float32 CPU products through oneDNN where they measured faster (train/fastlinear.py)
         use_fast_linears(model)
+    use_fast_dropout(model)  # same masks' distribution, a third of the time on CPU (train/dropout.py)
     optimizer = make_optimizer(model, cfg, accelerator.device)
     budget = TimeBudget(cfg.max_minutes)
     scheduler = make_scheduler(optimizer, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio, budget.fraction,
