@@ -18,6 +18,7 @@ workers starve the clients of cores (--peer-wait-policy default leaves libgomp's
     python bench/serve_bench.py --model models/smollm2 --quantize int4 --gguf q4_0 --clients 16 64 \
         --skip load feedback
     python bench/serve_bench.py --model default --tokens 64 --skip load feedback   # default preset, random
+    python bench/serve_bench.py --model runs/default/merged --tokens 64 --skip load feedback   # ... as trained
 """
 
 from __future__ import annotations
@@ -281,8 +282,9 @@ def feedback_runs(args, model: str, work: Path) -> dict:
 
 def random_default(out: Path) -> str:
     """The `default` preset (1.79M parameters, `llmcycle.models`) with random weights and a byte-level BPE of 8,192
-    tokens trained on this Python's own library sources (text every machine has): serving speed does not depend on
-    the weights' values."""
+    tokens trained on this Python's own library sources (text every machine has). The products' cost does not
+    depend on the weights' values, but the reply does: its text without spaces is held longer by the moderation
+    of a streamed reply, so a trained model (`runs/default/merged` of the default run) gives the figure users see."""
     import sysconfig
 
     import torch
@@ -317,7 +319,7 @@ def throughput_runs(args, ours: str, work: Path) -> dict:
     table = {}
     for n in [1] + args.clients:
         for name, url, is_ours in (("ours", ours, True), ("llama.cpp", peer, False)):
-            row = asyncio.run(clients_run(url, n, 2 if n == 1 else args.rounds, args.tokens, is_ours))
+            row = asyncio.run(clients_run(url, n, args.single_rounds if n == 1 else args.rounds, args.tokens, is_ours))
             table[f"{name} x{n}"] = {**row, "load_average": os.getloadavg()[0]}
             print(name, n, row["tok_s"], "tok/s", file=sys.stderr)
     del server
@@ -338,7 +340,9 @@ def main() -> None:
     parser.add_argument("--quantize", default=None, help="ours: weight-only format (bf16, int8, int4)")
     parser.add_argument("--gguf", default="q8_0", choices=["q8_0", "q4_0", "f16", "published"],
                         help="the peer's weights: our exporter's GGUF of --model, or the published SmolLM2 Q4_1")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="requests per client, at each count of --clients")
+    parser.add_argument("--single-rounds", type=int, default=10, help="requests of the one client: two were too few "
+                        "to tell a one-client figure from noise")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--load-clients", type=int, default=64)
