@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcycle.errors import ConfigError, HardwareError
-from llmcycle.quant_spec import DEFAULT_GROUP, INT4_GROUPS, QuantSpec, parse_spec  # noqa: F401 (re-exported)
+from llmcycle.quant_spec import DEFAULT_GROUP, INT4_GROUPS, QuantSpec, parse_spec
 
 
 def check_method(method: str | QuantSpec | None, device: str = "cpu") -> QuantSpec | None:
