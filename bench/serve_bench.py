@@ -1,8 +1,10 @@
 """Serving under load: `llmcycle serve` vs llama.cpp's server (xllamacpp, n_parallel = clients) in the same run.
 
 1. throughput: 1 streaming client, then N concurrent streaming clients (each N of --clients), against each server
-   (fixed-length replies: min_tokens / ignore_eos), interleaved so both see the same machine load; aggregate
-   completion tok/s, p50/p99 time to first token and latency, and the load average after each run.
+   (fixed-length replies: min_tokens / ignore_eos; every prompt unique, each server reusing the shared start of
+   the chat template as it does by default: ours its prefix cache, llama.cpp cache_prompt), interleaved so both
+   see the same machine load; aggregate completion tok/s, p50/p99 time to first token and latency, and the load
+   average after each run.
 2. load: M clients for S seconds against ours, mixed streaming / non-streaming / cancelled mid-stream: status
    counts (5xx must be 0; 429 is an answer), server RSS at start and end.
 3. feedback: K concurrent POST /v1/feedback -> K rows; then `kill -9` of the server while clients post, and the
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import itertools
 import json
 import os
 import random
@@ -43,6 +46,15 @@ import httpx
 PROMPTS = ["Tell me about your weekend.", "What is a good name for a cat?", "How do plants grow?",
            "Describe the sea in two sentences.", "What do you like to eat?", "Why is the sky blue?",
            "Give me a tip for learning to cook.", "What is your favourite book?"]
+
+
+_REQUESTS = itertools.count()
+
+
+def unique(prompt: str) -> str:
+    """A question with this process's request number after it: no server answers from a prompt it has seen whole,
+    while the chat template's shared start (a system prompt) stays what a prefix cache may reuse."""
+    return f"{prompt} (request {next(_REQUESTS)})"
 
 
 def free_port() -> int:
@@ -133,7 +145,7 @@ def gguf_for(model: str, out: Path, kind: str) -> tuple[Path, str]:
 async def one_stream(client: httpx.AsyncClient, url: str, prompt: str, tokens: int, ours: bool) -> dict:
     body = {"model": "", "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "stream": True,
             "temperature": 0, "stream_options": {"include_usage": True}}
-    body.update({"min_tokens": tokens} if ours else {"ignore_eos": True, "cache_prompt": False})
+    body.update({"min_tokens": tokens} if ours else {"ignore_eos": True})  # llama.cpp's default cache_prompt
     start = time.perf_counter()
     ttft, count, usage = None, 0, None
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
@@ -157,7 +169,7 @@ async def clients_run(url: str, clients: int, rounds: int, tokens: int, ours: bo
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         async def worker(i: int) -> list[dict]:
-            return [await one_stream(client, url, PROMPTS[(i + r) % len(PROMPTS)], tokens, ours)
+            return [await one_stream(client, url, unique(PROMPTS[(i + r) % len(PROMPTS)]), tokens, ours)
                     for r in range(rounds)]
 
         start = time.perf_counter()

@@ -4,6 +4,7 @@ when a client leaves; a full queue refuses."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from llmcycle.infer import Engine, GenerationSettings
 from llmcycle.infer.continuous import Piece, QueueFull, Scheduler
@@ -84,3 +85,51 @@ def test_shared_prefix_cache_serves_joining_requests_exactly(make_tiny_model):
     finally:
         scheduler.close()
     assert cache.hits >= 3 and cache.entries
+
+
+def test_a_burst_sharing_a_system_prompt_runs_it_once_with_the_same_tokens(make_tiny_model, monkeypatch):
+    """Requests that arrive together and share a system prompt: the prompt is run once (then taken from the prefix
+    cache), only each request's own tail is packed into one forward, and every request decodes as it would alone."""
+    from llmcycle.infer import continuous, row_prefill
+    from llmcycle.infer.prefix_cache import PrefixCache
+
+    engine = Engine.load(make_tiny_model("llama"))
+    system = {"role": "system", "content": " ".join(WORDS * 2)}
+    convos = [[system, *c] for c in conversations(5)]
+    alone = [engine.chat([c], greedy(10))[0] for c in convos]
+    engine.backend.prefix_cache = PrefixCache(min_tokens=8)
+    prompts = [engine.encode_chat(c) for c in convos]
+    tails = []
+    original = row_prefill.prefill_after
+
+    def spy(backend, keys, values, suffixes):
+        tails.append([len(s) for s in suffixes])
+        return original(backend, keys, values, suffixes)
+
+    monkeypatch.setattr(continuous, "prefill_after", spy)
+    scheduler = Scheduler(engine, max_batch=5, max_queue=8, max_context=200)
+    try:
+        for _ in range(2):  # the second burst takes the shared prompt from the prefix cache
+            with scheduler._cv:  # all queued before the first admission: a burst
+                handles = [scheduler.submit(p, engine.chat_settings(greedy(10))) for p in prompts]
+            for handle, expected in zip(handles, alone):
+                assert list(handle)[-1].token_ids == expected.token_ids
+    finally:
+        scheduler.close()
+    shared = len(prompts[0]) - tails[0][0]
+    assert shared > len(engine.encode_chat([system])) // 2  # the system prompt was not run per request
+    assert tails == [[len(p) - shared for p in prompts]] * 2
+    assert engine.backend.prefix_cache.hits >= 1
+
+
+def test_prefill_after_a_prefix_matches_each_prompt_run_whole(make_tiny_model):
+    from llmcycle.infer.row_prefill import prefill_after
+
+    backend = Engine.load(make_tiny_model("llama")).backend
+    prefix, tails = list(range(3, 23)), [[40, 41, 42], [50], [60, 61, 62, 63, 64, 65, 66]]
+    _, past_keys, past_values = backend.prefill_one(torch.tensor([prefix]))
+    logits, keys, values = prefill_after(backend, past_keys, past_values, tails)
+    for i, tail in enumerate(tails):
+        whole_logits, whole_keys, whole_values = backend.prefill_one(torch.tensor([prefix + tail]))
+        assert torch.allclose(logits[i:i + 1], whole_logits, atol=1e-4)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(keys[i] + values[i], whole_keys + whole_values))

@@ -31,6 +31,8 @@ from llmcycle.infer.batch_cache import BatchCache
 from llmcycle.infer.decode import left_pad, streamable_length
 from llmcycle.infer.engine import Completion, Engine
 from llmcycle.infer.handles import Failed, Handle, Piece
+from llmcycle.infer.prefix_cache import common_prefix
+from llmcycle.infer.row_prefill import prefill_after
 from llmcycle.infer.sampling import choose_rows
 from llmcycle.infer.settings import GenerationSettings
 from llmcycle.infer.threads import forward_threads, use_threads
@@ -318,6 +320,13 @@ class Scheduler:
         backend, device = self.engine.backend, self.engine.device
         prompts = [t[0] for t in taken]
         lengths = [len(p) for p in prompts]
+        shared = self._shared_prefix(prompts)
+        if shared:  # a common system prompt: computed once (or taken from the prefix cache), then the rest packed
+            _, past_keys, past_values = backend.prefill_one(torch.tensor([prompts[0][:shared]], device=device))
+            logits, keys, values = prefill_after(backend, past_keys, past_values, [p[shared:] for p in prompts])
+            for i in range(len(prompts)):
+                yield logits[i:i + 1], keys[i], values[i]
+            return
         if len(prompts) < 2 or max(lengths) > 2 * min(lengths):
             for prompt in prompts:
                 yield backend.prefill_one(torch.tensor([prompt], device=device))
@@ -331,6 +340,17 @@ class Scheduler:
         for i, n in enumerate(lengths):
             yield (logits[i:i + 1], [k[i:i + 1, :, width - n:width] for k in keys],
                    [v[i:i + 1, :, width - n:width] for v in values])
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> int:
+        """Tokens every prompt of a burst starts with, where the backend's prefix cache makes them worth sharing
+        (at least its minimum entry; each prompt keeps one token of its own to run); 0 for none."""
+        cache = getattr(self.engine.backend, "prefix_cache", None)
+        if len(prompts) < 2 or cache is None or not self.continuous:
+            return 0
+        shared = min(len(p) for p in prompts) - 1
+        for prompt in prompts[1:]:
+            shared = common_prefix(prompts[0][:shared], prompt)
+        return shared if shared >= cache.min_tokens else 0
 
     def _free(self, cache: BatchCache, index: int) -> None:
         cache.remove(index)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from llmcycle.infer.llama_layout import (LENGTH_DEPENDENT_ROPE, Layer, band, interleave_permutation, layer_windows,
                                          project, project_add, rotate, unsupported_reason)
 from llmcycle.infer.prefix_cache import common_prefix
-from llmcycle.infer.quantize import head_spec, parse_spec, quantize_weight
+from llmcycle.infer.quantize import allow_batch_copies, head_spec, parse_spec, quantize_weight
 from llmcycle.infer.row_prefill import left_padded, prefill_rows
 from llmcycle.infer.scripted_step import ScriptedStep
 
@@ -278,6 +278,8 @@ class FastLlama:
             self.lm_head = quantize_weight(self.lm_head.t(), self.lm_head_bias, head_spec(spec))
             self.lm_head_bias = None
             self._scripted = None
+        allow_batch_copies([self.lm_head] + [getattr(layer, name) for layer in self.layers
+                                             for name in ("qkv", "out", "gate_up", "down")])
 
     # ---- the model --------------------------------------------------------------------------------------
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -116,6 +116,8 @@ class ScriptedStep:
                          *_pair(layer.down)] for layer in fast.layers]
         self.head = list(_pair(fast.lm_head))
         self.shape = [fast.n_heads, fast.n_kv, fast.head_dim]
+        self.batch_rows = getattr(fast.lm_head, "batch_rows", 1 << 30)  # all weights are of one kind (`build`)
+        self._wide: Any = None  # (weights, head) as bf16 copies for batch_rows+ rows; False where there are none
 
     @classmethod
     def build(cls, fast: Any) -> "ScriptedStep | None":
@@ -139,6 +141,21 @@ class ScriptedStep:
     def __call__(self, keys: list[torch.Tensor], values: list[torch.Tensor], tokens: torch.Tensor,
                  positions: torch.Tensor, column: int, mask: torch.Tensor | None) -> torch.Tensor:
         fast = self.fast
-        return self.step(tokens, positions, fast.embed, fast.freqs, self.weights, keys, values, column, mask,
-                         self.shape, fast._width, fast._eps, fast.scaling, fast.final_norm, self.head, self.kind,
-                         self.group)
+        weights, head, kind = self.weights, self.head, self.kind
+        if tokens.shape[0] >= self.batch_rows and self._wide_weights():
+            (weights, head), kind = self._wide, 16
+        return self.step(tokens, positions, fast.embed, fast.freqs, weights, keys, values, column, mask, self.shape,
+                         fast._width, fast._eps, fast.scaling, fast.final_norm, head, kind, self.group)
+
+    def _wide_weights(self) -> bool:
+        """Whether every quantized weight has its bf16 copy (quantize.py's `_BatchCopy`), which the Python forward
+        uses from `batch_rows` rows on; the same copies here keep the two paths the same numbers."""
+        if self._wide is None:
+            layers = self.fast.layers
+            copies = [[w.batch_weight() for w in (layer.qkv, layer.out, layer.gate_up, layer.down)] for layer in layers]
+            head = self.fast.lm_head.batch_weight()
+            self._wide = False
+            if head is not None and all(c is not None for row in copies for c in row):
+                self._wide = ([[layer.norm1, qkv, _NONE, out, _NONE, layer.norm2, gate_up, _NONE, down, _NONE]
+                               for layer, (qkv, out, gate_up, down) in zip(layers, copies)], [head, _NONE])
+        return self._wide is not False
