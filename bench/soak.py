@@ -37,13 +37,14 @@ from llmcycle.improve import promote  # noqa: E402
 ADMIN = "soak-admin"
 
 
-def start(model: str, port: int, work: Path, threads: int, pointer: Path | None) -> subprocess.Popen:
+def start(model: str, port: int, work: Path, threads: int, pointer: Path | None,
+          quantize: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     served = ["--watch", str(pointer)] if pointer else ["--model", model]
     cmd = [sys.executable, "-m", "llmcycle", "serve", *served, "--port", str(port),
            "--feedback-db", str(work / "fb.db"), "--request-log", str(work / "requests.jsonl"),
            "--admin-key", ADMIN, "--max-batch", "16", "--max-queue", "256", "--max-tokens", "64",
-           "--max-context", "512", "--threads", str(threads)]
+           "--max-context", "512", "--threads", str(threads)] + (["--quantize", quantize] if quantize else [])
     log = open(work / "server.log", "ab")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
     wait_ready(f"http://127.0.0.1:{port}", proc)
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quantize", default=None, help="the server's weight format (bf16, int8, int4)")
     parser.add_argument("--promote", default=None, help="A model dir the improve loop's pointer promotion names "
                         "two thirds of the way (the server watches the pointer).")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "soak.json"))
@@ -155,7 +157,7 @@ def main() -> None:
         pointer = work / "current.txt"
         pointer.write_text(str(Path(args.model).resolve()))
     load_start = os.getloadavg()
-    proc = start(args.model, port, work, args.threads, pointer)
+    proc = start(args.model, port, work, args.threads, pointer, args.quantize)
     rss_start = rss_mb(proc.pid)
     result = asyncio.run(soak(url, args.clients, args.seconds, args.model, pointer, args.promote))
     alive = proc.poll() is None and httpx.get(url + "/health", timeout=30).status_code == 200
