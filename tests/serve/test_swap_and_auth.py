@@ -120,3 +120,36 @@ def test_the_watcher_retries_after_a_failed_first_load(make_tiny_model, tmp_path
         assert host.current is not None and host.current.path == str(good)
     finally:
         host.stop()
+
+
+def test_a_replaced_model_is_freed_once_drained(make_tiny_model, monkeypatch):
+    """A reload must not keep the model it replaced: the drain thread holds the only reference, and no reference
+    cycle (the scripted step refers back to its backend weakly) waits for a full collection."""
+    import gc
+    import threading
+    import weakref
+
+    from llmcycle.serve import host as host_module
+    from llmcycle.serve.host import ModelHost
+
+    collected = []
+    monkeypatch.setattr(host_module, "give_back_memory", lambda: collected.append(1))  # no gc.collect here
+    model = str(make_tiny_model("llama"))
+    host = ModelHost(ServeConfig(model=model, feedback_db=None))
+    host.start()
+    engine = host.current.engine
+    list(host.current.scheduler.submit(engine.encode_chat(HELLO), engine.chat_settings(None).replace(
+        max_new_tokens=3)))
+    assert engine.backend._scripted  # the scripted step was built (the cycle it used to make)
+    first, backend = weakref.ref(engine), weakref.ref(engine.backend)
+    del engine
+    gc.disable()
+    try:
+        host.load(model)
+        for thread in threading.enumerate():
+            if thread.name == "llmcycle-drain":
+                thread.join(30)
+        assert first() is None and backend() is None and len(collected) == 3  # two loads, one drain
+    finally:
+        gc.enable()
+        host.stop()

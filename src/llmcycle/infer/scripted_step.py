@@ -19,6 +19,7 @@ Python calls are a larger share of a step: SmolLM2-135M int4 on 2 cores, one row
 
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache
 from typing import Any, Callable, List, Optional
 
@@ -110,7 +111,10 @@ class ScriptedStep:
     """FastLlama's weights in the scripted step's layout; `__call__` is `step_rows` for up to `max_rows` rows."""
 
     def __init__(self, fast: Any, step: Callable[..., torch.Tensor], kind: int, group: int):
-        self.fast, self.step, self.kind, self.group = fast, step, kind, group
+        # a weak reference: the backend owns this step, and a cycle would keep a replaced model's weights in memory
+        # until Python's next full collection (a server that reloads would hold every model it ever served)
+        self.fast = weakref.proxy(fast)
+        self.step, self.kind, self.group = step, kind, group
         self.max_rows = gemm.MIN_ROWS - 1 if kind == 0 else 1 << 30
         self.weights = [[layer.norm1, *_pair(layer.qkv), *_pair(layer.out), layer.norm2, *_pair(layer.gate_up),
                          *_pair(layer.down)] for layer in fast.layers]

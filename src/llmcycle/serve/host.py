@@ -8,6 +8,8 @@ triggers the same reload when its mtime changes.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
 import time
@@ -53,6 +55,24 @@ def read_pointer(pointer: str | Path) -> str:
     return target
 
 
+def _drain(holder: list[Served]) -> None:
+    """Let the replaced model finish its requests, then give its memory back: the collector frees any cycle that
+    still holds its tensors, and glibc's `malloc_trim` returns the freed heap to the system (without it a server
+    that reloads kept about 0.4-1.9 GB more after each SmolLM2 reload, as measured by its RSS)."""
+    holder[0].scheduler.close()
+    holder.clear()
+    give_back_memory()
+
+
+def give_back_memory() -> None:
+    """Free unreachable cycles, then return the heap's free pages to the system (glibc only)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the allocator keeps what it keeps
+        pass
+
+
 class ModelHost:
     def __init__(self, cfg: ServeConfig, loader: Callable[[str], Any] | None = None):
         self.cfg = cfg
@@ -93,13 +113,15 @@ class ModelHost:
                 engine = self.loader(path)
             finally:
                 self.loading = False
+            give_back_memory()  # loading's temporaries (a float copy of a model being quantized)
             name = self.cfg.model_name or Path(path).name or str(path)
             scheduler = Scheduler(engine, self.cfg.max_batch, self.cfg.max_queue, self.cfg.max_context)
             old, self.current = self.current, Served(name, str(path), model_hash(str(path)), engine, scheduler,
                                                      time.time())
         if old is not None:
-            threading.Thread(target=old.scheduler.close, name="llmcycle-drain", daemon=True).start()
             log.info("serving %s (%s); draining %s", path, cause, old.path)
+            holder, old = [old], None  # the drain thread holds the only reference, so it can free the model
+            threading.Thread(target=_drain, args=(holder,), name="llmcycle-drain", daemon=True).start()
         else:
             log.info("serving %s (%s)", path, cause)
         return self.current
