@@ -111,6 +111,7 @@ class _BatchCopy:
         copy_ = self.batch_weight()
         return None if copy_ is None else F.linear(x.to(torch.bfloat16), copy_).to(x.dtype)
 
+
 class BF16Weight:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group: int | None = None):
         self.weight = weight.detach().to(torch.bfloat16).contiguous()
