@@ -58,6 +58,8 @@ def test_scripted_step_uses_the_same_copies_as_the_python_forward(make_tiny_mode
     except Exception as exc:  # noqa: BLE001
         pytest.skip(str(exc))
     fast = Engine.load(make_tiny_model("llama"), quantize=method).backend
+    assert fast.batch_copy_bytes == 2 * sum(p.numel() for p in Engine.load(make_tiny_model("llama")).model.parameters()
+                                            if p.dim() == 2) - 2 * fast.embed.numel()  # every product, not the lookup
     rows, column = (Int8Weight if method == "int8" else Int4Weight).batch_rows, 6
     generator = torch.Generator().manual_seed(1)
     shape = (rows, fast.n_kv, column + 2, fast.head_dim)
@@ -83,3 +85,4 @@ def test_no_copies_when_they_would_not_fit(make_tiny_model, bf16_native, monkeyp
     monkeypatch.setattr(quantize, "fits_in_memory", lambda size: False)
     fast = Engine.load(make_tiny_model("llama"), quantize="int8").backend
     assert fast.lm_head.batch_weight() is None and fast.layers[0].qkv.batch_weight() is None
+    assert fast.batch_copy_bytes == 0

@@ -71,6 +71,7 @@ class FastLlama:
         perm = interleave_permutation(self.head_dim, self._rotary_dim)
         self.layers = [self._layer(layer, perm) for layer in inner.layers]
         self._scripted: Any = None  # the scripted decode step (scripted_step.py), False where it does not apply
+        self.batch_copy_bytes = 0  # memory the quantized weights' bf16 copies may take (quantize.py's _BatchCopy)
 
     @classmethod
     def from_hf(cls, model: Any) -> "FastLlama | None":
@@ -278,8 +279,10 @@ class FastLlama:
             self.lm_head = quantize_weight(self.lm_head.t(), self.lm_head_bias, head_spec(spec))
             self.lm_head_bias = None
             self._scripted = None
-        allow_batch_copies([self.lm_head] + [getattr(layer, name) for layer in self.layers
-                                             for name in ("qkv", "out", "gate_up", "down")])
+        weights = [self.lm_head] + [getattr(layer, name) for layer in self.layers
+                                    for name in ("qkv", "out", "gate_up", "down")]
+        allowed = allow_batch_copies(weights)
+        self.batch_copy_bytes = sum(2 * w.shape[0] * w.shape[1] for w in weights) if allowed else 0
 
     # ---- the model --------------------------------------------------------------------------------------
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

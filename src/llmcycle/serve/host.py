@@ -87,6 +87,10 @@ class ModelHost:
     def _load_engine(self, path: str) -> Any:
         engine = Engine.load(path, device=self.cfg.device, dtype=self.cfg.dtype, quantize=self.cfg.quantize,
                              fast=self.cfg.fast, threads=self.cfg.threads)
+        copies = getattr(engine.backend, "batch_copy_bytes", 0)
+        if copies:
+            log.info("%s products of many rows (prompts, large batches) use bf16 copies of the weights, made on "
+                     "first use: up to %d MB more", self.cfg.quantize, copies >> 20)
         if hasattr(engine.backend, "prefix_cache"):  # requests sharing a system prompt reuse its keys/values
             engine.backend.prefix_cache = PrefixCache()
         return engine
