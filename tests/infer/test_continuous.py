@@ -122,10 +122,13 @@ def test_a_burst_sharing_a_system_prompt_runs_it_once_with_the_same_tokens(make_
     assert engine.backend.prefix_cache.hits >= 1
 
 
-def test_prefill_after_a_prefix_matches_each_prompt_run_whole(make_tiny_model):
+@pytest.mark.parametrize("arch,extra", [("llama", {}), ("qwen2", {}), ("mistral", {"sliding_window": 12})])
+def test_prefill_after_a_prefix_matches_each_prompt_run_whole(make_tiny_model, arch, extra):
+    """Also with biases (qwen2) and a sliding window shorter than prefix + tail (mistral)."""
     from llmcycle.infer.row_prefill import prefill_after
 
-    backend = Engine.load(make_tiny_model("llama")).backend
+    backend = Engine.load(make_tiny_model(arch, **extra)).backend
+    assert backend is not None and backend.windows[0] == extra.get("sliding_window")
     prefix, tails = list(range(3, 23)), [[40, 41, 42], [50], [60, 61, 62, 63, 64, 65, 66]]
     _, past_keys, past_values = backend.prefill_one(torch.tensor([prefix]))
     logits, keys, values = prefill_after(backend, past_keys, past_values, tails)
