@@ -212,3 +212,27 @@ def test_a_growing_reply_gets_the_reference_verdict_at_every_word():
         got_ids, got_vals = classifier_module.bucketed(model.features.of(text), model.buckets)
         assert np.array_equal(ids, got_ids) and np.array_equal(vals, got_vals)
         assert np.allclose(got_vals @ model.weights[got_ids] + model.bias, expected)
+
+
+def test_features_and_rows_are_numpy_s_own_without_its_sort_or_fancy_indexing():
+    """`bucketed` and `weight_rows` avoid the numpy calls that release the GIL (a server's event loop would wait
+    for the decoding thread at each); they must give exactly the arrays those calls gave."""
+    import random
+
+    import numpy as np
+
+    from llmcycle.safety.classifier import bucketed, weight_rows
+
+    rng = random.Random(0)
+    weights = np.random.default_rng(0).standard_normal((1 << 10, 15)).astype(np.float32)
+    for n in (1, 7, 300, 3000):
+        crcs = [rng.getrandbits(32) for _ in range(n)] + [5, 5, 1029] * (n // 3)
+        ids = np.fromiter(crcs, np.int64, len(crcs)) % (1 << 10)
+        uniq, counts = np.unique(ids, return_counts=True)
+        vals = 1.0 + np.log(counts.astype(np.float32))
+        got_ids, got_vals = bucketed(crcs, 1 << 10)
+        assert np.array_equal(got_ids, uniq) and got_ids.dtype == uniq.dtype
+        assert np.array_equal(got_vals, vals / np.linalg.norm(vals)) and got_vals.dtype == np.float32
+        rows = weight_rows(weights, got_ids)
+        assert np.array_equal(rows, weights[got_ids]) and rows.dtype == weights.dtype
+    assert weight_rows(weights, np.zeros(0, np.int64)).shape == (0, 15)

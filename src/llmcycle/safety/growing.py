@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from llmcycle.safety.classifier import LETTER_WORD, MIN_WORDS, TOKEN, Classifier, Verdict, normalize, window_bounds
+from llmcycle.safety.classifier import (LETTER_WORD, MIN_WORDS, TOKEN, Classifier, Verdict, normalize, weight_rows,
+                                       window_bounds)
 
 MARGIN = 0.01  # P(harmful) this close to the threshold is decided by a full check
 
@@ -121,7 +122,7 @@ class RunningSums:
             q += new * new - old * old
             if keep:
                 counts[i] = after
-        return s + np.asarray(deltas) @ self.classifier.weights[ids], q
+        return s + np.asarray(deltas) @ weight_rows(self.classifier.weights, ids), q
 
 
 class GrowingVerdict:
