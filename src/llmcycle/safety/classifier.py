@@ -111,8 +111,9 @@ def bucketed(crcs: Sequence[int], buckets: int) -> tuple[np.ndarray, np.ndarray]
 def weight_rows(weights: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """weights[ids] without releasing Python's lock. Why: numpy's fancy indexing releases the GIL, and a thread
     waiting to take it back waits for the other thread's switch interval. Moderation runs on a server's event loop
-    beside a decoding thread that is mostly in Python, so each indexing waited: a 4,000-character prompt's check took
-    44-48 ms beside a busy thread against 0.8 ms alone (bench/moderation_contention_bench.py). A row at a time (an int index is a view) never lets it go."""
+    beside a decoding thread that is mostly in Python, so each indexing waited: a 4,000-character prompt's check
+    took 44-48 ms beside a busy thread against 0.8 ms alone (bench/moderation_contention_bench.py). A row at a time
+    (an int index is a view) never lets it go."""
     rows = ids.tolist() if isinstance(ids, np.ndarray) else ids
     return np.array([weights[i] for i in rows], dtype=weights.dtype).reshape(len(rows), weights.shape[1])
 
