@@ -279,10 +279,8 @@ class FastLlama:
             self.lm_head = quantize_weight(self.lm_head.t(), self.lm_head_bias, head_spec(spec))
             self.lm_head_bias = None
             self._scripted = None
-        weights = [self.lm_head] + [getattr(layer, name) for layer in self.layers
-                                    for name in ("qkv", "out", "gate_up", "down")]
-        allowed = allow_batch_copies(weights)
-        self.batch_copy_bytes = sum(2 * w.shape[0] * w.shape[1] for w in weights) if allowed else 0
+        self.batch_copy_bytes = allow_batch_copies([self.lm_head] + [getattr(layer, name) for layer in self.layers
+                                                                     for name in ("qkv", "out", "gate_up", "down")])
 
     # ---- the model --------------------------------------------------------------------------------------
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

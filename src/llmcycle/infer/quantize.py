@@ -126,16 +126,17 @@ class BF16Weight:
         return self.weight.float()
 
 
-def allow_batch_copies(weights: list[Any]) -> bool:
+def allow_batch_copies(weights: list[Any]) -> int:
     """Let these int8/int4 weights make their bf16 copies (`_BatchCopy`) where bf16 is native and all the copies
-    together fit within half the memory available now; whether they may."""
+    together fit within half the memory available now; the bytes they may take (0: not allowed)."""
     copyable = [w for w in weights if isinstance(w, _BatchCopy)]
     size = sum(2 * w.shape[0] * w.shape[1] for w in copyable)
-    allowed = bool(copyable) and native_bf16() and fits_in_memory(size)
+    if not size or not native_bf16() or not fits_in_memory(size):
+        return 0
     for w in copyable:
-        if w._batch is False and allowed:
+        if w._batch is False:
             w._batch = None
-    return allowed
+    return size
 
 
 class Int8Weight(_BatchCopy):

@@ -107,6 +107,13 @@ def _pair(weight: Any) -> tuple[torch.Tensor, torch.Tensor]:
 _NONE = torch.empty(0)
 
 
+def _layout(fast: Any, pair: Callable[[Any], tuple[Any, Any]]) -> tuple[list[list[Any]], list[Any]]:
+    """`_step`'s weights per layer (norm1, qkv, out, norm2, gate_up, down; each product as `pair` gives its two
+    tensors) and the head's pair."""
+    return ([[layer.norm1, *pair(layer.qkv), *pair(layer.out), layer.norm2, *pair(layer.gate_up), *pair(layer.down)]
+             for layer in fast.layers], list(pair(fast.lm_head)))
+
+
 class ScriptedStep:
     """FastLlama's weights in the scripted step's layout; `__call__` is `step_rows` for up to `max_rows` rows."""
 
@@ -116,9 +123,7 @@ class ScriptedStep:
         self.fast = weakref.proxy(fast)
         self.step, self.kind, self.group = step, kind, group
         self.max_rows = gemm.MIN_ROWS - 1 if kind == 0 else 1 << 30
-        self.weights = [[layer.norm1, *_pair(layer.qkv), *_pair(layer.out), layer.norm2, *_pair(layer.gate_up),
-                         *_pair(layer.down)] for layer in fast.layers]
-        self.head = list(_pair(fast.lm_head))
+        self.weights, self.head = _layout(fast, _pair)
         self.shape = [fast.n_heads, fast.n_kv, fast.head_dim]
         self.batch_rows = getattr(fast.lm_head, "batch_rows", 1 << 30)  # all weights are of one kind (`build`)
         self._wide: Any = None  # (weights, head) as bf16 copies for batch_rows+ rows; False where there are none
@@ -155,11 +160,7 @@ class ScriptedStep:
         """Whether every quantized weight has its bf16 copy (quantize.py's `_BatchCopy`), which the Python forward
         uses from `batch_rows` rows on; the same copies here keep the two paths the same numbers."""
         if self._wide is None:
-            layers = self.fast.layers
-            copies = [[w.batch_weight() for w in (layer.qkv, layer.out, layer.gate_up, layer.down)] for layer in layers]
-            head = self.fast.lm_head.batch_weight()
-            self._wide = False
-            if head is not None and all(c is not None for row in copies for c in row):
-                self._wide = ([[layer.norm1, qkv, _NONE, out, _NONE, layer.norm2, gate_up, _NONE, down, _NONE]
-                               for layer, (qkv, out, gate_up, down) in zip(layers, copies)], [head, _NONE])
+            weights, head = _layout(self.fast, lambda w: (w.batch_weight(), _NONE))
+            made = all(t is not None for t in head) and all(t is not None for row in weights for t in row)
+            self._wide = (weights, head) if made else False
         return self._wide is not False
