@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from machine import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gemm_bench.json"
 SHAPES = {"qkv": (576, 960), "out": (576, 576), "gate_up": (576, 3072), "down": (1536, 576), "head": (576, 49152)}
@@ -31,16 +32,6 @@ def seconds(fn, min_time: float = 0.3) -> float:
         fn()
         runs += 1
     return (time.perf_counter() - start) / runs
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def shape_rows() -> list[dict]:

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import httpx
 
+from machine import stamp
+
 PROMPTS = ["Tell me about your weekend.", "What is a good name for a cat?", "How do plants grow?",
            "Describe the sea in two sentences.", "What do you like to eat?", "Why is the sky blue?",
            "Give me a tip for learning to cook.", "What is your favourite book?"]
@@ -367,7 +369,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.peer_wait_policy != "default":  # before torch or xllamacpp loads libgomp, which reads it once
         os.environ["OMP_WAIT_POLICY"] = args.peer_wait_policy
-    results: dict = {"model": args.model, "load_average_start": os.getloadavg(),
+    results: dict = {**stamp(), "model": args.model, "load_average_start": os.getloadavg(),
                      "peer_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default (spins)")}
     work = Path(tempfile.mkdtemp(prefix="serve_bench_"))
     if args.model == "default":

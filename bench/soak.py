@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+from machine import stamp  # noqa: E402
 from serve_bench import PROMPTS, free_port, rss_mb, wait_ready  # noqa: E402
 
 from llmcycle.improve import promote  # noqa: E402
@@ -170,7 +171,7 @@ def main() -> None:
         stored = {row[0] for row in db.execute("SELECT id FROM feedback")}
     stats = result["stats"]
     out = {
-        "model": args.model, "clients": args.clients, "seconds": args.seconds, "threads": args.threads,
+        **stamp(), "model": args.model, "clients": args.clients, "seconds": args.seconds, "threads": args.threads,
         "load_average_start": load_start, "load_average_end": os.getloadavg(),
         "requests": sum(v for k, v in stats.items() if k.startswith("status ")),
         "status_5xx": sum(v for k, v in stats.items() if k.startswith("status 5")),
