@@ -1,7 +1,7 @@
 """What a bench result was measured on, written beside its numbers: the date, the command and the CPU.
 
-Speeds on these machines move with the host (the same serving bench gave llama.cpp 248 and 410 tok/s an hour apart),
-so a result without its machine and date cannot be compared with another. Nothing here imports torch: serve_bench.py
+Speeds on shared cloud CPUs move with the host (the same serving bench gave llama.cpp 248 and 410 tok/s on one day,
+on the same kind of machine), so a result without its machine and date cannot be compared with another. Nothing here imports torch: serve_bench.py
 sets OpenMP's environment before torch loads.
 """
 
