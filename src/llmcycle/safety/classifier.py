@@ -11,7 +11,8 @@ Long texts are decided on bounded windows (head, tail and evenly spaced windows 
 anywhere in the windows decides the whole text. A prompt is also read in overlapping segments of
 `SEGMENT_WORDS` words (`prompt_verdict`): the features of a whole window are averaged, so two sentences of small
 talk before a harmful request used to hide it (blocked 71% of the held-out English harmful requests alone, 16%
-of them after two chat turns; docs/safety-model-card.md).
+of them after two chat turns; docs/safety-model-card.md). A prompt's leading framing ("Can you help me", "how do
+I") is taken off first (`framing.request_core`), in training as well, so politeness is no evidence either way.
 
 An artifact may also carry a meaning block (`Meaning`: weights on the normalised mean of a word-embedding table's
 token rows, `safety.embedding`); it then loads only with the very table it was trained with. The shipped weights
@@ -37,6 +38,7 @@ import numpy as np
 
 from llmcycle.errors import ArtifactError
 from llmcycle.safety.embedding import EmbeddingError, WordTable, load_table
+from llmcycle.safety.framing import request_core
 from llmcycle.safety.toxicity import WORD as TERM_WORD
 from llmcycle.safety.toxicity import ToxicityScorer
 
@@ -233,6 +235,13 @@ class Verdict:
     harmful: bool
 
 
+NOT_HARMFUL = Verdict(None, 0.0, False)
+
+
+def enough_words(text: str) -> bool:
+    return len(LETTER_WORD.findall(text)) >= MIN_WORDS
+
+
 @dataclass(frozen=True)
 class Meaning:
     """The embedding block of a classifier: the word table, the weight rows of its normalised mean embedding
@@ -274,8 +283,9 @@ class Classifier:
         """The decision for `text`, from its most harmful window. Under MIN_WORDS words there is too little
         evidence for a category (a streamed reply is moderated from its first piece: "I" or "<t" must not
         decide anything), so such a text is never harmful here; personal data is still found by the patterns."""
-        if len(LETTER_WORD.findall(text)) < MIN_WORDS:
-            return Verdict(None, 0.0, False)
+        return self._windows_verdict(text) if enough_words(text) else NOT_HARMFUL
+
+    def _windows_verdict(self, text: str) -> Verdict:
         probs = self.probabilities(windows(text))
         harm = 1.0 - probs[:, self.safe]
         worst = int(np.argmax(harm))
@@ -285,11 +295,16 @@ class Classifier:
         return Verdict(category, float(harm[worst]), bool(harm[worst] >= self.threshold))
 
     def prompt_verdict(self, text: str) -> Verdict:
-        """`verdict`, and a segment surer than `SEGMENT_THRESHOLD` decides too: prompts are what a user writes,
-        and padding a request with harmless text is the cheapest way around a classifier that averages. Replies
-        are judged by `verdict` alone (a streamed reply's checks stay incremental)."""
-        whole = self.verdict(text)
-        parts = [] if whole.harmful else segments(text)
+        """`verdict` of the request's core (`framing.request_core`: as in training, its leading "Can you help
+        me", "how do I" and the like taken off; the word count is the whole prompt's), and a segment surer than
+        `SEGMENT_THRESHOLD` decides too: prompts are what a user writes, and padding a request with harmless text
+        is the cheapest way around a classifier that averages. Replies are judged by `verdict` alone (a streamed
+        reply's checks stay incremental)."""
+        if not enough_words(text):
+            return NOT_HARMFUL
+        core = request_core(text)
+        whole = self._windows_verdict(core)
+        parts = [] if whole.harmful else segments(core)
         if not parts:
             return whole
         probs = self.probabilities(parts)

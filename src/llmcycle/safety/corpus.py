@@ -67,7 +67,7 @@ WIKIHOW_TITLE = re.compile(r"\[header\] How to (.+?) \[title\]")
 WIKIHOW_STRIDE = 4
 # the ways people ask an assistant for help with a task, measured on everyday tasks (`everyday_measurement_sets`):
 # Do-Not-Answer frames its harmful questions the same way ("Can you help me ...", "Can you give me advice on ..."),
-# so the n-grams learned the framing itself as harm (docs/safety-model-card.md, "Goals not met")
+# so the n-grams learned the framing itself as harm, until the framing was taken off (`framing.request_core`)
 HELP_TEMPLATES = ("Can you help me {}?", "Could you help me {}?", "Can you explain how to {}?",
                   "Can you give me advice on how to {}?", "Please help me {}.", "I need help to {}.")
 HOWTO_TEMPLATES = ("How do I {}?", "how to {}", "Can you tell me how to {}?", "Give me tips to {}.",

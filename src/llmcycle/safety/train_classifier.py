@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +26,7 @@ from llmcycle.safety.classifier import (FORMAT, GLOSS, Classifier, Meaning, Toxi
                                          read_gloss, weights_digest)
 from llmcycle.safety.corpus import Example, build
 from llmcycle.safety.embedding import WordTable, load_table
+from llmcycle.safety.framing import request_core
 from llmcycle.safety.metrics import BLOCKING, evaluate
 
 CLASSES = ["safe"] + [f"S{i}" for i in range(1, 15)]
@@ -161,6 +162,8 @@ class Prepared:
 
 
 def prepare(train_set: list[Example], settings: Settings) -> Prepared:
+    """Every example as `Classifier.prompt_verdict` reads a prompt: its request core (`framing.request_core`)."""
+    train_set = [replace(e, text=request_core(e.text)) for e in train_set]
     gloss = shipped_gloss()
     table = load_table() if settings.scale > 0 else None
     return Prepared(train_set, design(train_set, settings.buckets, gloss, table, settings.scale),
