@@ -33,7 +33,8 @@ _PHRASES = [
     r"(?:explain|tell\s+me|show\s+me)\s+how\s+to\s+",
     r"give\s+me\s+(?:some\s+)?(?:advice|tips)\s+(?:on\s+)?(?:how\s+)?(?:to\s+)?",
     r"teach\s+me\s+(?:how\s+)?to\s+",
-    r"(?:give|tell|show|write|send|find|get)\s+me\s+(?:(?:some\s+|a\s+few\s+|an?\s+)?(?:advice|tips?|ideas?)\s+(?:on\s+|for\s+|about\s+)?(?:how\s+to\s+)?)?",
+    r"(?:give|tell|show|write|send|find|get)\s+me\s+"
+    r"(?:(?:some\s+|a\s+few\s+|an?\s+)?(?:advice|tips?|ideas?)\s+(?:on\s+|for\s+|about\s+)?(?:how\s+to\s+)?)?",
     r"i\s+(?:want|need|would\s+like|'d\s+like)\s+to\s+(?:know\s+how\s+to\s+|learn\s+how\s+to\s+)?",
     r"is\s+it\s+possible\s+to\s+",
     r"what(?:'s|\s+is)\s+the\s+(?:best|easiest|simplest)\s+way\s+to\s+",
@@ -61,7 +62,8 @@ _PHRASES = [
     r"necesito\s+ayuda\s+para\s+",
     r"(?:quiero|quisiera|me\s+gustar[íi]a)\s+(?:saber\s+c[óo]mo\s+)?",
     r"es\s+posible\s+",
-    r"cu[áa]l\s+es\s+la\s+(?:mejor|manera\s+m[áa]s\s+f[áa]cil|forma\s+m[áa]s\s+f[áa]cil)\s+(?:manera\s+|forma\s+)?de\s+",
+    r"cu[áa]l\s+es\s+la\s+(?:mejor|manera\s+m[áa]s\s+f[áa]cil|forma\s+m[áa]s\s+f[áa]cil)\s+"
+    r"(?:manera\s+|forma\s+)?de\s+",
     r"c[óo]mo\s+(?:puedo\s+|se\s+puede\s+|hago\s+para\s+)?",
     # German
     r"(?:kannst|k[öo]nntest)\s+du\s+mir\s+(?:helfen,?\s+|erkl[äa]ren,?\s+wie\s+|sagen,?\s+wie\s+)?",
