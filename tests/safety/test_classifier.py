@@ -62,11 +62,12 @@ def test_everyday_how_to_requests_pass(text):
 
 
 @NEEDS_OLMO
-@pytest.mark.parametrize("framing", ["wikihow_how_do_i", "wikihow_help_requests"])
+@pytest.mark.parametrize("framing", ["wikihow_how_do_i", "wikihow_help_requests", "nq_open_questions"])
 def test_everyday_requests_never_trained_on_are_rarely_blocked(framing):
     """The WikiHow titles that the corpus never takes (the odd crc32 half), asked as "How do I ...?" and asked for
     help ("Can you help me ...?" and five other framings): the shipped weights block 3.1% of each (n=3,387); the
-    previous weights 1.5% and 37.4%, as framing words were evidence to them."""
+    previous weights 1.5% and 37.4%, as framing words were evidence to them. Natural Questions' search queries:
+    0.7% (n=3,610)."""
     assert not set(wikihow_titles(0)) & set(wikihow_titles(1))
     requests = everyday_measurement_sets()[framing]
     moderator = Moderator()

