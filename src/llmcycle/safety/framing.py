@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 
 _ASK = r"(?:to|i\s+(?:can|could|should))"
+_FR_ASK = r"(?:m'aider\s+[àa]\s+|m'expliquer\s+comment\s+|me\s+dire\s+comment\s+)?"
+_DE_ASK = r"(?:helfen,?\s+|erkl[äa]ren,?\s+wie\s+|sagen,?\s+wie\s+)?"
 _PHRASES = [
     # greetings and please, in the four languages
     r"(?:hi|hello|hey|bonjour|salut|hola|hallo)\b[,!.]?",
@@ -41,8 +43,7 @@ _PHRASES = [
     r"how\s+(?:do|can|could|should|would)\s+i\s+",
     r"how\s+to\s+",
     # French
-    r"(?:peux|pourrais)-tu\s+(?:m'aider\s+[àa]\s+|m'expliquer\s+comment\s+|me\s+dire\s+comment\s+)?",
-    r"(?:pouvez|pourriez)-vous\s+(?:m'aider\s+[àa]\s+|m'expliquer\s+comment\s+|me\s+dire\s+comment\s+)?",
+    rf"(?:(?:peux|pourrais)-tu|(?:pouvez|pourriez)-vous)\s+{_FR_ASK}",
     r"aide[sz]?-moi\s+[àa]\s+",
     r"(?:explique|dis|montre)[sz]?-moi\s+comment\s+",
     r"apprends-moi\s+[àa]\s+",
@@ -66,8 +67,7 @@ _PHRASES = [
     r"(?:manera\s+|forma\s+)?de\s+",
     r"c[óo]mo\s+(?:puedo\s+|se\s+puede\s+|hago\s+para\s+)?",
     # German
-    r"(?:kannst|k[öo]nntest)\s+du\s+mir\s+(?:helfen,?\s+|erkl[äa]ren,?\s+wie\s+|sagen,?\s+wie\s+)?",
-    r"(?:k[öo]nnen|k[öo]nnten)\s+sie\s+mir\s+(?:helfen,?\s+|erkl[äa]ren,?\s+wie\s+|sagen,?\s+wie\s+)?",
+    rf"(?:(?:kannst|k[öo]nntest)\s+du|(?:k[öo]nnen|k[öo]nnten)\s+sie)\s+mir\s+{_DE_ASK}",
     r"hilf\s+mir,?\s+",
     r"(?:erkl[äa]re?|sag|zeig)\s+mir,?\s+wie\s+(?:man\s+)?",
     r"bring\s+mir\s+bei,?\s+(?:wie\s+man\s+)?",
