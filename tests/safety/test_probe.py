@@ -27,7 +27,7 @@ def constant_probe(logit: float) -> Probe:
 def test_shipped_head_loads_and_names_its_backbone():
     head = load_head()
     assert head.model == PROBE_MODEL and head.layer == 16
-    assert head.coef.shape == head.mean.shape == head.scale.shape == (576,)
+    assert head.coef.shape == head.mean.shape == head.scale.shape == (2 * 576,)  # mean and last token
     assert 0 < head.weight and 0.2 <= head.threshold <= 0.95
 
 
@@ -68,7 +68,8 @@ def test_moderator_uses_the_probe_for_prompts_only():
 
 
 def test_hidden_states_read_the_layers_own_output(make_tiny_model):
-    """The mean of the chosen layer's output, not the model's final-normed states (which a cut model returns)."""
+    """The chosen layer's own output (its mean, then its last token), not the final-normed states a cut model
+    returns."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -79,9 +80,10 @@ def test_hidden_states_read_the_layers_own_output(make_tiny_model):
     full = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     ids = states.tokenizer(states.render(text), return_tensors="pt", add_special_tokens=False).input_ids
     with torch.inference_mode():
-        want = full(input_ids=ids, output_hidden_states=True).hidden_states[1][0].mean(0).numpy()
+        layer = full(input_ids=ids, output_hidden_states=True).hidden_states[1][0]
+    want = np.concatenate([layer.mean(0).numpy(), layer[-1].numpy()])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    # a batch with padding gives each text its own mean
+    # a batch with padding gives each text its own mean and its own last token
     both = states.features([text, "ok"])
     np.testing.assert_allclose(both[0], want, rtol=1e-4, atol=1e-4)
     with pytest.raises(Exception, match="reads layer 5"):

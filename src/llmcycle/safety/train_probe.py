@@ -28,6 +28,7 @@ from llmcycle.safety.train_classifier import Settings, develop, heldout_line, la
     write_card
 
 LAYER = 16  # of SmolLM2-135M's 30: the middle layers separated harmful from benign best (model card)
+FEATURES = "mean and last token"  # what HiddenStates.features returns: part of the cache's key
 L2 = 1.5e-3  # on the mean log-loss over standardised features
 WEIGHTS = (0.25, 0.5, 0.75, 1.0)  # candidate weights of the probe's log-odds in the sum
 
@@ -51,15 +52,15 @@ def fit_regression(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.nda
 
 
 def features(model: str, texts: list[str], cache: Path | None) -> np.ndarray:
-    """Every text's mean hidden state at LAYER, from `cache` when it holds exactly these texts."""
-    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
+    """Every text's features at LAYER (`HiddenStates.features`), from `cache` when it holds exactly these texts."""
+    digest = hashlib.sha256("\0".join([FEATURES, *texts]).encode()).hexdigest()
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             if str(data["digest"]) == digest and int(data["layer"]) == LAYER:
                 return data["features"]
     states = HiddenStates(model, LAYER)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: little padding
-    out = np.zeros((len(texts), states.body.config.hidden_size), np.float32)
+    out = np.zeros((len(texts), 2 * states.body.config.hidden_size), np.float32)
     for start in range(0, len(order), 16):
         rows = order[start:start + 16]
         out[rows] = states.features([texts[i] for i in rows])
