@@ -41,6 +41,7 @@ def test_head_round_trip_and_combination(tmp_path):
     assert head.combine(0.3, 0.0) == pytest.approx(0.3)
     assert head.combine(0.3, 4.0) == pytest.approx(1 / (1 + math.exp(-(math.log(0.3 / 0.7) + 2.0))))
     assert head.combine(0.3, -4.0) < 0.3 < head.combine(0.3, 4.0)
+    assert head.combine(0.3, -1e6) == 0.0 and head.combine(0.3, 1e6) == 1.0  # extreme states: no overflow
 
 
 def test_a_broken_head_is_one_clear_error(tmp_path):

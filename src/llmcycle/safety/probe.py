@@ -2,11 +2,11 @@
 
 Why: the word classifier (classifier.py) misses harmful requests whose words it has not seen as harmful (English
 held-out recall about 0.62). SmolLM2-135M-Instruct, which has read far more text, represents the request: a
-logistic regression on its 16th layer's states over the chat-templated prompt (their mean, and the state where it is
-about to answer), added to the word classifier's log-odds, catches more harmful prompts at the same share of benign ones blocked
-(docs/safety-model-card.md, "The meaning probe"). It costs a 16-layer forward of the prompt (tens of milliseconds
-on two cores), which is why it is opt-in (`llmcycle serve --moderation-probe`) and the word classifier alone stays
-the default and what evaluation and gates use.
+logistic regression on its 16th layer's states over the chat-templated prompt (their mean, and the state where it
+is about to answer), added to the word classifier's log-odds, catches more harmful prompts at about the same share
+of benign ones blocked (docs/safety-model-card.md, "The meaning probe"). It costs a 16-layer forward of the
+prompt (tens of milliseconds on two cores), which is why it is opt-in (`llmcycle serve --moderation-probe`) and
+the word classifier alone stays the default and what evaluation and gates use.
 
 The head (`resources/safety/probe.npz`) is a few kilobytes: the standardisation and weights of the regression, the
 weight of its log-odds in the sum, the threshold on the sum, the layer and the model it was trained on. The
@@ -38,7 +38,8 @@ CACHED_TEXTS = 4096  # a chat's earlier turns are checked again with every reque
 
 @dataclass(frozen=True)
 class ProbeHead:
-    """The regression on one layer's mean hidden state, and how its log-odds join the word classifier's."""
+    """The regression on one layer's states (`HiddenStates.features`), and how its log-odds join the word
+    classifier's."""
 
     mean: np.ndarray
     scale: np.ndarray
@@ -56,7 +57,9 @@ class ProbeHead:
         """P(harmful) from the word classifier's P and the probe's log-odds (a sum of log-odds)."""
         p = min(max(word_harm, 1e-6), 1 - 1e-6)
         z = math.log(p / (1 - p)) + self.weight * probe_logit
-        return 1.0 / (1.0 + math.exp(-z))
+        if z >= 0:  # either branch's exp stays finite, whatever states a hostile prompt drives the model to
+            return 1.0 / (1.0 + math.exp(-z))
+        return math.exp(z) / (1.0 + math.exp(z))
 
 
 def head_path() -> Path:
