@@ -101,6 +101,8 @@ def test_server_switch_puts_the_probe_in_front_of_prompts(monkeypatch, tmp_path)
     assert state.moderator.check(BENIGN, "input").hits
     plain = app.State(cfg.model_copy(update={"moderation_probe": False}), host=object())
     assert not plain.moderator.check(BENIGN, "input").hits
+    monkeypatch.setattr(app, "moderation_probe", lambda: pytest.fail("loaded with moderation off"))
+    app.State(cfg.model_copy(update={"moderation": "off"}), host=object())
 
 
 def test_a_chats_earlier_turns_are_scored_once_and_the_memory_is_bounded(monkeypatch):
