@@ -45,10 +45,14 @@ def test_head_round_trip_and_combination(tmp_path):
 
 
 def test_a_broken_head_is_one_clear_error(tmp_path):
+    from llmcycle.errors import UserError
+    from llmcycle.safety.probe import head_path
+
     bad = tmp_path / "probe.npz"
-    bad.write_bytes(b"not a numpy archive")
-    with pytest.raises(Exception, match="not a readable moderation probe"):
-        load_head(bad)
+    for damaged in (b"not a numpy archive", head_path().read_bytes()[:100]):  # garbage, and a truncated zip
+        bad.write_bytes(damaged)
+        with pytest.raises(UserError, match="not a readable moderation probe"):
+            load_head(bad)
 
 
 def test_the_probe_adds_catches_and_keeps_the_word_classifiers_sure_ones():

@@ -322,6 +322,10 @@ def _fail(path: Path, what: str) -> ClassifierError:
                            f"llmcycle.safety.train_classifier --out {path.parent})")
 
 
+# what reading a damaged .npz raises: a missing file, a truncated zip, a bad member, a cut-off compressed stream
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def load(path: str | Path) -> Classifier:
     """Read and verify an artifact: format tag, shapes, class list and the weights' sha256."""
     path = Path(path)
@@ -333,7 +337,7 @@ def load(path: str | Path) -> Classifier:
             weights = np.asarray(data["weights"])
             bias = np.asarray(data["bias"], np.float32)
             dense = np.asarray(data["dense"]) if "dense" in data.files else None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except UNREADABLE as exc:
         raise _fail(path, f"artifact is corrupt ({type(exc).__name__})") from None
     if meta.get("format") != FORMAT:
         raise _fail(path, f"artifact has format {meta.get('format')!r}, expected {FORMAT!r}")

@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from llmcycle.safety.classifier import SEGMENT_THRESHOLD, ClassifierError, Verdict, default_classifier
+from llmcycle.safety.classifier import SEGMENT_THRESHOLD, UNREADABLE, ClassifierError, Verdict, \
+    default_classifier
 
 ARTIFACT = "resources/safety/probe.npz"
 PROBE_MODEL = "smollm2-135m-instruct"  # the backbone the shipped head was trained on
@@ -71,10 +72,13 @@ def load_head(path: str | Path | None = None) -> ProbeHead:
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            return ProbeHead(data["mean"], data["scale"], data["coef"], float(data["intercept"]),
+            head = ProbeHead(data["mean"], data["scale"], data["coef"], float(data["intercept"]),
                              float(meta["weight"]), float(meta["threshold"]), int(meta["layer"]), str(meta["model"]))
-    except (OSError, KeyError, ValueError) as exc:
-        raise ClassifierError(f"{path}: not a readable moderation probe ({exc})") from None
+    except UNREADABLE as exc:
+        raise ClassifierError(f"{path}: not a readable moderation probe ({type(exc).__name__})") from None
+    if not head.mean.shape == head.scale.shape == head.coef.shape or head.coef.ndim != 1:
+        raise ClassifierError(f"{path}: not a readable moderation probe (inconsistent shapes)")
+    return head
 
 
 def save_head(head: ProbeHead, path: Path) -> None:
