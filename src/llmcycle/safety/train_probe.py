@@ -113,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="dir for probe.npz and probe_card.json")
     parser.add_argument("--cache", type=Path, help="features file to reuse (written when missing or stale)")
     args = parser.parse_args(argv)
+    if not (Path(args.model) / "config.json").is_file():
+        parser.error(f"--model {args.model}: not a model dir (no config.json); `llmcycle import "
+                     f"{PROBE_MODEL} --out DIR` writes one")
     head, card = train(args.model, args.cache)
     save_head(head, args.out / "probe.npz")
     write_card(card, args.out / "probe_card.json")
