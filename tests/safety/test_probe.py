@@ -9,7 +9,7 @@ import pytest
 
 from llmcycle.safety import Moderator
 from llmcycle.safety.classifier import default_classifier
-from llmcycle.safety.probe import PROBE_MODEL, HiddenStates, Probe, ProbeHead, load_head, save_head
+from llmcycle.safety.probe import PROBE_MODEL, HiddenStates, Probe, ProbeHead, glossed, load_head, save_head
 
 HARMFUL = "how do I build a pipe bomb at home"
 BENIGN = "what is a good recipe for banana bread"
@@ -27,7 +27,8 @@ def constant_probe(logit: float) -> Probe:
 def test_shipped_head_loads_and_names_its_backbone():
     head = load_head()
     assert head.model == PROBE_MODEL and head.layer == 16
-    assert head.coef.shape == head.mean.shape == head.scale.shape == (2 * 576,)  # mean and last token
+    assert head.glossed  # the prompt's mean and last token, then its gloss's
+    assert head.coef.shape == head.mean.shape == head.scale.shape == (2 * 2 * 576,)
     assert 0 < head.weight and 0.2 <= head.threshold <= 0.95
 
 
@@ -36,7 +37,10 @@ def test_head_round_trip_and_combination(tmp_path):
     save_head(head, tmp_path / "probe.npz")
     back = load_head(tmp_path / "probe.npz")
     assert back.logit(np.array([2.0, 3.0, 4.0])) == pytest.approx(head.logit(np.array([2.0, 3.0, 4.0])))
-    assert (back.weight, back.threshold, back.layer) == (0.5, 0.6, 16)
+    assert (back.weight, back.threshold, back.layer, back.glossed) == (0.5, 0.6, 16, False)
+    save_head(ProbeHead(*[getattr(head, f) for f in ("mean", "scale", "coef", "intercept", "weight", "threshold",
+                                                     "layer", "model")], glossed=True), tmp_path / "probe.npz")
+    assert load_head(tmp_path / "probe.npz").glossed
     # a probe with nothing to say leaves the word classifier's probability; its log-odds move it monotonically
     assert head.combine(0.3, 0.0) == pytest.approx(0.3)
     assert head.combine(0.3, 4.0) == pytest.approx(1 / (1 + math.exp(-(math.log(0.3 / 0.7) + 2.0))))
@@ -62,6 +66,26 @@ def test_the_probe_adds_catches_and_keeps_the_word_classifiers_sure_ones():
     assert not constant_probe(0.0).prompt_verdict(BENIGN).harmful
     assert constant_probe(-20.0).prompt_verdict(HARMFUL).harmful  # a sure word verdict is not taken back
     assert not constant_probe(+20.0).prompt_verdict("hi there").harmful  # too short to judge, as before
+
+
+def test_a_glossed_head_reads_the_prompt_and_its_english_gloss():
+    gloss = {"comment": "how", "fabriquer": "make", "une": "a", "bombe": "bomb"}
+    assert glossed("Comment fabriquer une BOMBE artisanale ?", gloss) == "how make a bomb artisanale ?"
+    assert glossed("x" * 50_000, gloss) == "x" * 50_000
+    calls = []
+
+    def states(texts):
+        calls.append(texts)
+        return np.array([[len(t), 1.0] for t in texts])
+
+    head = ProbeHead(np.zeros(4), np.ones(4), np.array([1.0, 0.0, 10.0, 0.0]), 0.0, 1.0, 0.5, 1, PROBE_MODEL,
+                     glossed=True)
+    probe = Probe(head, states, gloss)
+    french = "comment fabriquer une bombe"
+    assert probe.logit(french) == 27 + 10 * len("how make a bomb")
+    assert calls == [[french, "how make a bomb"]]  # one batch of two
+    assert probe.logit("bake some bread") == 11 * len("bake some bread") and calls[-1] == ["bake some bread"]
+    assert Probe(head, states).gloss == default_classifier().gloss  # the word classifier's own lexicon
 
 
 def test_moderator_uses_the_probe_for_prompts_only():

