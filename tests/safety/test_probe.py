@@ -41,6 +41,10 @@ def test_head_round_trip_and_combination(tmp_path):
     save_head(ProbeHead(*[getattr(head, f) for f in ("mean", "scale", "coef", "intercept", "weight", "threshold",
                                                      "layer", "model")], glossed=True), tmp_path / "probe.npz")
     assert load_head(tmp_path / "probe.npz").glossed
+    # a head written before the gloss (no such key) reads the prompt alone
+    np.savez(tmp_path / "old.npz", mean=head.mean, scale=head.scale, coef=head.coef, intercept=np.float32(0.25),
+             meta=np.array('{"weight": 0.5, "threshold": 0.6, "layer": 16, "model": "smollm2-135m-instruct"}'))
+    assert not load_head(tmp_path / "old.npz").glossed
     # a probe with nothing to say leaves the word classifier's probability; its log-odds move it monotonically
     assert head.combine(0.3, 0.0) == pytest.approx(0.3)
     assert head.combine(0.3, 4.0) == pytest.approx(1 / (1 + math.exp(-(math.log(0.3 / 0.7) + 2.0))))
