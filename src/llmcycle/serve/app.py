@@ -57,10 +57,9 @@ class State:
         self.cfg = cfg
         self.host = host or ModelHost(cfg)
         self.metrics = Metrics(self.gauges)
-        policy = parse_policy(cfg.moderation)
-        probe = cfg.moderation_probe and any(action != "allow" for action in policy.values())  # not loaded for `off`
-        self.moderator = Moderator(policy, listeners=[self.metrics.moderated, self._log_flag],
-                                   prompt_judge=moderation_probe() if probe else None)
+        self.moderator = Moderator(parse_policy(cfg.moderation), listeners=[self.metrics.moderated, self._log_flag])
+        if cfg.moderation_probe and self.moderator.enabled:  # not loaded for `off`
+            self.moderator.prompt_judge = moderation_probe()
         if self.moderator.enabled:
             default_classifier()  # a missing or corrupt classifier stops the start: never serve unmoderated
         self.store = FeedbackStore(cfg.feedback_db, cfg.store_timeout) if cfg.feedback_db else None
